@@ -1,0 +1,286 @@
+"""Datasets as in-memory uint8 tensors, with augmentation done as batched tensor ops.
+
+Small-image datasets (CIFAR-10/100, the embedded digits) fit in memory: we keep them as
+uint8 (N, C, H, W) tensors, so the same code runs on CPU or keeps the whole set on a GPU,
+and pad-crop + flip are a few tensor ops per batch instead of per-image Python.
+
+CIFAR is read from the official python-pickle layout (``cifar-10-batches-py/`` or
+``cifar-100-python/`` under ``root``), downloaded on request. Integrity is checked by shape
+and count; the official md5 sums are compared and recorded (a re-encoded copy, such as the
+JPEG copy used on machines without internet, loads but is labelled as not official).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pruning import PruneLabError
+
+# Official archive + per-file md5 sums (the same values torchvision checks).
+CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "tgz_md5": "c58f30108f718f92721af3b95e74349a",
+        "train": {
+            "data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "data_batch_4": "634d18415352ddfa80567beed471001a",
+            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        },
+        "test": {"test_batch": "40351d587109b95175f43aff81a1287e"},
+        "label_key": "labels",
+        "num_classes": 10,
+        "sizes": (50000, 10000),
+        "mean": (0.4914, 0.4822, 0.4465),
+        "std": (0.2023, 0.1994, 0.2010),
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "tgz_md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "train": {"train": "16019d7e3df5f24257cddd939b257f8d"},
+        "test": {"test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+        "label_key": "fine_labels",
+        "num_classes": 100,
+        "sizes": (50000, 10000),
+        "mean": (0.5071, 0.4865, 0.4409),
+        "std": (0.2673, 0.2564, 0.2762),
+    },
+}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: str | torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class ImageData:
+    """A small-image dataset held in memory, plus what the pipeline records about it."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool = True  # pad-4 random crop + horizontal flip (CIFAR recipe)
+    info: dict = field(default_factory=dict)  # label, md5 status, fingerprint, sizes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: str | torch.device) -> ImageData:
+        return ImageData(self.name, self.train.to(device), self.test.to(device), self.num_classes,
+                         self.mean, self.std, self.augment, self.info)
+
+    def normalise(self, images_u8: torch.Tensor) -> torch.Tensor:
+        x = images_u8.float().div_(255.0)  # (B, C, H, W) in [0, 1]
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented, normalised training batches; deterministic given the generator."""
+        n = len(self.train)
+        order = torch.randperm(n, generator=generator).to(self.train.labels.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            images = self.train.images.index_select(0, idx)
+            if self.augment:
+                images = random_crop_flip(images, pad=4, generator=generator)
+            yield self.normalise(images), self.train.labels.index_select(0, idx)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.test), batch_size):
+            yield (self.normalise(self.test.images[start : start + batch_size]),
+                   self.test.labels[start : start + batch_size])
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``pad``, take a random HxW crop per image, flip half horizontally.
+
+    Batched: builds per-image gather indices instead of looping over images.
+    """
+    b, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    ar_h = torch.arange(h, device=images.device)
+    ar_w = torch.arange(w, device=images.device)
+    rows = (dy[:, None] + ar_h[None, :])  # (B, H)
+    cols = dx[:, None] + torch.where(flip[:, None], ar_w.flip(0)[None, :], ar_w[None, :])  # (B, W)
+    rows = rows[:, None, :, None].expand(b, c, h, w + 2 * pad)
+    out = padded.gather(2, rows)  # (B, C, H, W+2p)
+    cols = cols[:, None, None, :].expand(b, c, h, w)
+    return out.gather(3, cols)  # (B, C, H, W)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """Short content hash of the data actually used (images + labels)."""
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _missing_cifar_message(name: str, root: Path, missing: list[str]) -> str:
+    meta = CIFAR[name]
+    folder = root / meta["folder"]
+    return (
+        f"{name} not found: expected the official python version at {folder}/ "
+        f"(missing: {', '.join(missing)}).\n"
+        f"  Fix: run again with data.download=true (needs internet), or download {meta['url']} "
+        f"and extract it into {root}/ (it creates {meta['folder']}/),\n"
+        f"  or point data.root (or paths.data_root / $PRUNE_LAB_DATA) at the folder that holds {meta['folder']}/."
+    )
+
+
+def download_cifar(name: str, root: Path) -> None:
+    meta = CIFAR[name]
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / Path(meta["url"]).name
+    tmp = archive.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(meta["url"], timeout=60) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PruneLabError(
+            f"could not download {meta['url']} ({e}). Without internet, copy the archive to {archive} "
+            f"or extract it into {root}/ and run again."
+        ) from None
+    if _md5(tmp) != meta["tgz_md5"]:
+        tmp.unlink(missing_ok=True)
+        raise PruneLabError(f"downloaded {archive.name} has the wrong md5; try again")
+    tmp.rename(archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(root, filter="data")
+
+
+def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for fname in files:
+        with open(folder / fname, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8))
+        labels.extend(entry[label_key])
+    data = np.concatenate(images).reshape(-1, 3, 32, 32)  # rows are R(1024) G(1024) B(1024)
+    return data, np.asarray(labels, dtype=np.int64)
+
+
+def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: bool = True) -> ImageData:
+    if name not in CIFAR:
+        raise PruneLabError(f"unknown CIFAR variant {name!r}; known: {', '.join(CIFAR)}")
+    meta = CIFAR[name]
+    root = Path(root).expanduser().resolve()
+    folder = root / meta["folder"]
+    files = [*meta["train"], *meta["test"]]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing and download:
+        download_cifar(name, root)
+        missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise PruneLabError(_missing_cifar_message(name, root, missing))
+    try:
+        x_train, y_train = _read_batches(folder, list(meta["train"]), meta["label_key"])
+        x_test, y_test = _read_batches(folder, list(meta["test"]), meta["label_key"])
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+        raise PruneLabError(f"{folder} is not a readable {name} python-pickle layout ({type(e).__name__}: {e})") from None
+    n_train, n_test = meta["sizes"]
+    if (len(x_train), len(x_test)) != (n_train, n_test) and check_md5:
+        raise PruneLabError(
+            f"{folder}: expected {n_train} train / {n_test} test images, found {len(x_train)} / {len(x_test)}"
+        )
+    bad = int(((y_train < 0) | (y_train >= meta["num_classes"])).sum())
+    if bad:
+        raise PruneLabError(f"{folder}: {bad} labels outside [0, {meta['num_classes']})")
+    official = all(_md5(folder / f) == md5 for f, md5 in {**meta["train"], **meta["test"]}.items()) if check_md5 else None
+    train = Split(torch.from_numpy(x_train), torch.from_numpy(y_train))
+    test = Split(torch.from_numpy(x_test), torch.from_numpy(y_test))
+    info = {
+        "source": str(folder),
+        "official_md5": official,
+        "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels),
+    }
+    return ImageData(name, train, test, meta["num_classes"], meta["mean"], meta["std"], True, info)
+
+
+def load_digits_data(test_fraction: float = 0.2) -> ImageData:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 real images, offline): the embedded
+    default dataset. Deterministic split: every 5th image is a test image."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    labels = bunch.target.astype(np.int64)
+    step = round(1 / test_fraction)
+    is_test = np.arange(len(labels)) % step == 0
+    train = Split(torch.from_numpy(images[~is_test]), torch.from_numpy(labels[~is_test]))
+    test = Split(torch.from_numpy(images[is_test]), torch.from_numpy(labels[is_test]))
+    info = {"source": "sklearn.datasets.load_digits", "official_md5": None,
+            "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels)}
+    mean = float(train.images.float().mean() / 255)
+    std = float(train.images.float().std() / 255)
+    return ImageData("digits", train, test, 10, (mean,), (std,), False, info)
+
+
+def load(cfg: dict) -> ImageData:
+    """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
+    kind = cfg.get("kind", cfg["name"])
+    if kind in CIFAR:
+        data = load_cifar(kind, cfg["root"], download=bool(cfg.get("download")), check_md5=cfg.get("check_md5", True))
+    elif kind == "digits":
+        data = load_digits_data()
+    else:
+        raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join([*CIFAR, 'digits'])}")
+    data.augment = bool(cfg.get("augment", data.augment))
+    subset = cfg.get("train_subset")
+    if subset:
+        subset = int(subset)
+        if not 0 < subset <= len(data.train):
+            raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(data.train)}]")
+        data.train = Split(data.train.images[:subset], data.train.labels[:subset])
+    data.info.update(
+        label=cfg.get("label") or default_label(kind, data.info.get("official_md5")),
+        train_size=len(data.train),
+        test_size=len(data.test),
+        train_subset=subset or None,
+    )
+    return data
+
+
+def default_label(kind: str, official_md5: bool | None) -> str:
+    pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "sklearn digits 8x8"}[kind]
+    if official_md5 is False:
+        return f"{pretty} (non-official copy: md5 differs)"
+    return pretty

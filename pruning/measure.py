@@ -1,0 +1,61 @@
+"""Counting: parameters, FLOPs as multiply-accumulates (the papers' convention), accuracy.
+
+MACs count every Conv2d and Linear layer (one multiply-add = 1); BN, ReLU, pooling and the
+option-A shortcut are free, as in Li et al. (2017) and "Rethinking" (ResNet-56: 125.49M).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def count_params(model: nn.Module, nonzero: bool = False) -> int:
+    if nonzero:
+        return int(sum((p != 0).sum().item() for p in model.parameters()))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one input of shape (C, H, W)."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, _inp, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, _inp, out):
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+def reduction(dense: float, pruned: float) -> float:
+    """Percentage removed: 100 * (1 - pruned / dense)."""
+    return 100.0 * (1.0 - pruned / dense) if dense else 0.0
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the top-k predictions, per k (device tensors)."""
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices  # (N, maxk)
+    hit = pred.eq(labels[:, None])  # (N, maxk)
+    return [hit[:, : min(k, maxk)].any(dim=1).sum() for k in ks]

@@ -1,0 +1,79 @@
+"""The method interface every pruning method implements, and the result it returns.
+
+The pipeline calls, in order: ``validate(spec)`` before anything runs, ``pretrain_extras()``
+(what the method changes in dense training, so the baseline cache keys on it), and
+``prune(model, ctx)`` on the trained dense model. Methods that search or train their own way
+(TAS, FLOP, ...) override more hooks later; the finetune / scratch-E / scratch-B policy is
+the pipeline's, never the method's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from pruning import PruneLabError
+
+
+@dataclass
+class PruneContext:
+    """What a method may use while pruning: the data (for data-driven criteria), the device,
+    and the input shape (for FLOPs targets)."""
+
+    data: Any = None
+    device: str = "cpu"
+    input_shape: tuple[int, ...] = (3, 32, 32)
+    seed: int = 0
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the pruned network (weights copied from the dense one)
+    spec: dict  # its width spec (JSON-able), used to rebuild it for scratch training
+    keep: dict[str, list[int]] | None = None  # structured: kept channel indices per group
+    masks: dict[str, Any] | None = None  # unstructured: {param name: 0/1 mask}
+    extras: dict[str, Any] = field(default_factory=dict)  # method-specific numbers for metrics
+
+
+class Method:
+    """Base class. ``name`` is the config name; ``key()`` the fields that identify a run."""
+
+    name = "base"
+    prunes = True  # False for the dense-only baseline
+
+    def key(self) -> dict[str, Any]:
+        return {"variant": None, "ratio": None}
+
+    def tag(self) -> str:
+        k = self.key()
+        if k.get("variant") is not None:
+            return str(k["variant"])
+        if k.get("ratio") is not None:
+            return f"r{k['ratio']:g}"
+        return "dense"
+
+    def validate(self, model_name: str, spec: dict) -> None:  # noqa: B027
+        """Raise PruneLabError on a configuration this method cannot run."""
+
+    def pretrain_extras(self) -> dict[str, Any]:
+        return {}
+
+    def pretrain_grad_hook(self):
+        """Optional callable(model) run between backward() and step() during dense training
+        (Network Slimming's L1 on BN scales); None for plain training."""
+        return None
+
+    def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
+        raise NotImplementedError
+
+
+def check_ratio(ratio: Any, what: str = "method.ratio") -> float:
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        raise PruneLabError(f"{what}={ratio!r} is not a number; use a fraction in [0, 1), e.g. {what}=0.5") from None
+    if not 0.0 <= r < 1.0:
+        raise PruneLabError(f"{what}={ratio!r} is outside [0, 1): it is the fraction of channels removed; e.g. {what}=0.5")
+    return r

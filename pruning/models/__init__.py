@@ -1,0 +1,70 @@
+"""Model zoo: every network is built from an explicit, JSON-able width *spec*.
+
+    spec = default_spec("resnet_cifar", depth=56, num_classes=10)
+    model = build(spec)                 # nn.Module with .spec attached
+    groups = channel_groups(spec)       # prunable, coupled channel groups
+
+A channel group lists every (tensor, dim) that must shrink together when channels of the
+group are removed, and where its width lives in the spec; ``pruning.surgery.shrink`` uses
+that to copy kept weights into a smaller network of the same family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from pruning import PruneLabError
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Coupled channels: shrinking the group shrinks every member tensor along its dim.
+
+    name:      stable human-readable id, e.g. ``stages.1.3.mid`` or ``features.7``
+    size:      current number of channels
+    producer:  the conv/linear weight whose output filters *are* these channels (dim 0);
+               filter-scoring methods (L1-norm, ...) rank channels by this tensor
+    members:   (state_dict key, dim) pairs sliced by the kept indices
+    spec_path: path into the spec where the group's width is stored
+    """
+
+    name: str
+    size: int
+    producer: str
+    members: tuple[tuple[str, int], ...]
+    spec_path: tuple[Any, ...]
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+def _families() -> dict[str, Any]:
+    from pruning.models import resnet_cifar, vgg_cifar
+
+    return {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar}
+
+
+def family(spec_or_arch: dict | str):
+    arch = spec_or_arch if isinstance(spec_or_arch, str) else spec_or_arch.get("arch")
+    fams = _families()
+    if arch not in fams:
+        raise PruneLabError(
+            f"unknown architecture family {arch!r}; known: {', '.join(sorted(fams))}"
+        )
+    return fams[arch]
+
+
+def default_spec(arch: str, **kwargs: Any) -> dict:
+    """The dense (unpruned) spec of a family, e.g. ``default_spec('vgg_cifar', depth=16)``."""
+    return family(arch).default_spec(**kwargs)
+
+
+def build(spec: dict) -> nn.Module:
+    model = family(spec).build(spec)
+    model.spec = spec  # type: ignore[attr-defined]
+    return model
+
+
+def channel_groups(spec: dict) -> list[ChannelGroup]:
+    return family(spec).channel_groups(spec)

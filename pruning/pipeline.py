@@ -1,0 +1,356 @@
+"""The one pipeline every method runs through:
+
+    pretrain (dense baseline, cached) -> prune -> finetune | scratch_e | scratch_b -> evaluate
+
+``run(cfg, run_dir)`` takes the composed config as a plain dict (no Hydra objects) and writes
+``run_dir/metrics.json`` (schema in README.md), ``history.jsonl`` and per-stage checkpoints.
+
+* The dense baseline is cached under ``paths.cache_dir/baselines/`` by a content hash of what
+  determines it (data fingerprint and subset, model spec, pretrain schedule, seed, and the
+  method's pretraining extras). A file lock makes concurrent sweep jobs wait for one trainer.
+* Every stage checkpoints each epoch; re-running a killed command resumes; a finished run is
+  skipped (``rerun=true`` forces it).
+* The stage policy is the pipeline's, not the method's: finetune keeps the pruned weights
+  (40 epochs at lr 1e-3 in the CIFAR recipe), scratch_e re-initialises the pruned spec and
+  trains the baseline's epochs, scratch_b trains epochs x FLOPs(dense)/FLOPs(pruned).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock, Timeout
+from rich.console import Console
+
+import pruning
+from pruning import PruneLabError
+from pruning import data as datasets
+from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
+from pruning.measure import count_macs, count_params, reduction
+from pruning.methods.base import Method, PruneContext
+from pruning.models import build, default_spec
+from pruning.train import Schedule, evaluate, run_stage
+
+SCHEMA_VERSION = 1
+POLICIES = ("finetune", "scratch_e", "scratch_b")
+MODEL_KEYS = {"name", "arch"}
+
+
+# ----------------------------------------------------------------------------- config helpers
+def make_method(method_cfg: dict) -> Method:
+    """Instantiate the class named by ``_target_`` with the other keys as arguments."""
+    target = method_cfg.get("_target_")
+    if not target:
+        raise PruneLabError(f"method config {method_cfg.get('name')!r} has no _target_")
+    module_name, _, cls_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise PruneLabError(f"method _target_ {target!r} cannot be imported: {e}") from None
+    kwargs = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
+    return cls(**kwargs)
+
+
+def model_spec(model_cfg: dict, data_cfg: dict) -> dict:
+    kwargs = {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS}
+    kwargs.setdefault("num_classes", data_cfg["num_classes"])
+    kwargs.setdefault("in_channels", data_cfg["in_channels"])
+    return default_spec(model_cfg["arch"], **kwargs)
+
+
+def pretrain_schedule(cfg: dict) -> Schedule:
+    s = cfg["schedule"]
+    return Schedule(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
+                    momentum=float(s["momentum"]), weight_decay=float(s["weight_decay"]),
+                    milestones=list(s["milestones"]), gamma=float(s["gamma"]),
+                    nesterov=bool(s.get("nesterov", False)), test_batch_size=int(s["test_batch_size"]))
+
+
+def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
+    """The schedule of the second stage, from the finetune policy and the FLOPs ratio."""
+    policy = cfg["finetune"]
+    base = pretrain_schedule(cfg)
+    if policy["name"] == "finetune":
+        return Schedule(**{**base.__dict__, "epochs": int(policy["epochs"]), "lr": float(policy["lr"]),
+                           "milestones": list(policy.get("milestones") or [])})
+    if policy["name"] == "scratch_e":
+        return base
+    if policy["name"] == "scratch_b":
+        epochs = int(base.epochs * flops_dense / flops_pruned)
+        cap = policy.get("max_epochs")
+        if cap:
+            epochs = min(epochs, int(cap))
+        return Schedule(**{**base.__dict__, "epochs": epochs})
+    raise PruneLabError(f"unknown finetune policy {policy['name']!r}; use one of {', '.join(POLICIES)}")
+
+
+def validate(cfg: dict) -> tuple[Method, dict]:
+    """Everything that can be checked before any data is read or any epoch trained."""
+    policy = cfg["finetune"]["name"]
+    if policy not in POLICIES:
+        raise PruneLabError(f"finetune={policy!r} is not a policy; use finetune=finetune|scratch_e|scratch_b")
+    method = make_method(cfg["method"])
+    spec = model_spec(cfg["model"], cfg["data"])
+    method.validate(cfg["model"]["name"], spec)
+    for stage, value in (("schedule.epochs", cfg["schedule"]["epochs"]), ("finetune.epochs", cfg["finetune"].get("epochs", 0))):
+        if int(value) < 0:
+            raise PruneLabError(f"{stage}={value} must be >= 0")
+    return method, spec
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PruneLabError(f"device={name} requested but CUDA is not available; use device=cpu or device=auto")
+    return name
+
+
+def run_key(cfg: dict, method: Method) -> dict:
+    return {"data": cfg["data"]["name"], "model": cfg["model"]["name"], "method": cfg["method"]["name"],
+            **method.key(), "finetune": cfg["finetune"]["name"] if method.prunes else "none",
+            "seed": int(cfg["seed"])}
+
+
+def run_subdir(cfg: dict) -> str:
+    """Deterministic run directory (relative to ``<results_root>/runs``): the same command always
+    maps to the same directory, which is what makes re-running resume or skip it."""
+    method = make_method(cfg["method"])
+    key = run_key(cfg, method)
+    digest = hashlib.sha1(json.dumps(
+        {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}, sort_keys=True, default=str
+    ).encode()).hexdigest()[:8]
+    return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{key['finetune']}/seed{key['seed']}-{digest}"
+
+
+# ----------------------------------------------------------------------------- provenance
+def git_commit() -> str | None:
+    here = Path(pruning.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else None
+        if commit:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def versions() -> dict:
+    import hydra
+    import omegaconf
+
+    return {"prune_lab": pruning.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__, "platform": platform.platform()}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- baseline cache
+def baseline_id(cfg: dict, data: datasets.ImageData, spec: dict, method: Method) -> str:
+    identity = {
+        "data": {"kind": cfg["data"].get("kind", cfg["data"]["name"]), "fingerprint": data.info["fingerprint"],
+                 "train_subset": data.info.get("train_subset"), "augment": data.augment},
+        "spec": spec,
+        "schedule": pretrain_schedule(cfg).__dict__,
+        "seed": int(cfg["seed"]),
+        "method_pretrain": method.pretrain_extras(),
+    }
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{cfg['model']['name']}-{cfg['data']['name']}-{digest}"
+
+
+def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, device: str,
+             console: Console) -> tuple[torch.nn.Module, dict]:
+    """Train (or load) the cached dense baseline. Concurrent callers wait on a file lock."""
+    cache = Path(cfg["paths"]["cache_dir"]) / "baselines" / baseline_id(cfg, data, spec, method)
+    cache.mkdir(parents=True, exist_ok=True)
+    final_path, info_path = cache / "baseline.pt", cache / "info.json"
+    with FileLock(str(cache / ".lock")):
+        if final_path.exists() and info_path.exists():
+            state = load_checkpoint(final_path, map_location=device)
+            model = build(state["spec"]).to(device)
+            model.load_state_dict(state["model"])
+            info = read_json(info_path)
+            console.print(f"[green]dense baseline: cached[/] ({cache.name}, top-1 {info['top1']:.2f}%)")
+            return model, {**info, "cached": True}
+        console.print(f"[cyan]dense baseline: training[/] ({cache.name})")
+        torch.manual_seed(int(cfg["seed"]))
+        model = build(spec).to(device)
+        stage = run_stage("pretrain", model, data, pretrain_schedule(cfg), cache / "ckpt.pt", cache / "history.jsonl",
+                          int(cfg["seed"]), grad_hook=method.pretrain_grad_hook(),
+                          quiet=bool(cfg.get("quiet")))
+        info = {**stage, "baseline_id": cache.name}
+        save_checkpoint(final_path, {"model": model.state_dict(), "spec": spec})
+        write_json(info_path, info)
+        (cache / "ckpt.pt").unlink(missing_ok=True)
+        return model, {**info, "cached": False}
+
+
+# ----------------------------------------------------------------------------- the run
+def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
+    """Run (or resume, or skip) one experiment; returns the metrics dict written to metrics.json."""
+    console = console or Console(stderr=True)
+    cfg = copy.deepcopy(cfg)
+    run_dir = Path(run_dir)
+    method, spec = validate(cfg)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not cfg.get("rerun"):
+        previous = read_json(metrics_path)
+        if previous.get("status") == "done":
+            console.print(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
+            return previous
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PruneLabError(f"another process is running {run_dir}; wait for it or kill it") from None
+    try:
+        return _run_locked(cfg, run_dir, method, spec, console)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, console: Console) -> dict:
+    if cfg.get("rerun"):
+        for stale in [run_dir / "metrics.json", run_dir / "pruned.pt", *run_dir.glob("ckpt_*.pt")]:
+            stale.unlink(missing_ok=True)
+    device = resolve_device(cfg.get("device", "auto"))
+    seed = int(cfg["seed"])
+    metrics: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "status": "running",
+        "key": run_key(cfg, method),
+        "run_dir": str(run_dir),
+        "started": now(),
+        "dry_run": bool(cfg.get("dry_run")),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "stages": {},
+    }
+    metrics_path = run_dir / "metrics.json"
+
+    def save() -> None:
+        metrics["updated"] = now()
+        write_json(metrics_path, metrics)
+
+    try:
+        if cfg.get("dry_run"):
+            return _dry_run(cfg, run_dir, method, spec, metrics, save)
+        data = datasets.load(cfg["data"]).to(device)
+        metrics["data"] = {"name": data.name, **data.info}
+        input_shape = data.input_shape
+        pre = pretrain_schedule(cfg)
+        metrics["budget"] = {"pretrain_epochs": pre.epochs, "batch_size": pre.batch_size,
+                             "train_subset": data.info.get("train_subset")}
+        save()
+
+        t0 = time.perf_counter()
+        dense, base_info = pretrain(cfg, data, spec, method, device, console)
+        metrics["stages"]["pretrain"] = {k: base_info[k] for k in ("top1", "top1_best", "top5", "epochs", "wall_s", "cached", "baseline_id")}
+        metrics["stages"]["pretrain"]["load_s"] = round(time.perf_counter() - t0, 2) if base_info["cached"] else 0.0
+        metrics["params_dense"] = count_params(dense)
+        metrics["flops_dense"] = count_macs(dense, input_shape)
+        metrics["spec_dense"] = spec
+        save()
+
+        if not method.prunes:
+            metrics.update(params_pruned=metrics["params_dense"], flops_pruned=metrics["flops_dense"],
+                           params_reduction=0.0, flops_reduction=0.0, flops_speedup=1.0)
+            metrics["final"] = {k: metrics["stages"]["pretrain"][k] for k in ("top1", "top1_best", "top5")}
+            metrics["status"] = "done"
+            save()
+            return metrics
+
+        # ---- prune
+        pruned_path = run_dir / "pruned.pt"
+        t0 = time.perf_counter()
+        if pruned_path.exists():
+            state = load_checkpoint(pruned_path, map_location=device)
+            pruned = build(state["spec"]).to(device)
+            pruned.load_state_dict(state["model"])
+            masks = state.get("masks")
+            extras = state.get("extras", {})
+        else:
+            ctx = PruneContext(data=data, device=device, input_shape=input_shape, seed=seed)
+            result = method.prune(dense, ctx)
+            pruned, masks, extras = result.model.to(device), result.masks, result.extras
+            save_checkpoint(pruned_path, {"model": pruned.state_dict(), "spec": result.spec, "masks": masks,
+                                          "keep": result.keep, "extras": extras})
+        prune_eval = evaluate(pruned, data, pre.test_batch_size)
+        metrics["stages"]["prune"] = {"top1": prune_eval["top1"], "top5": prune_eval["top5"],
+                                      "wall_s": round(time.perf_counter() - t0, 2)}
+        _record_sizes(metrics, pruned, masks, input_shape)
+        metrics["extras"] = extras
+        save()
+
+        # ---- finetune | scratch_e | scratch_b
+        policy = cfg["finetune"]["name"]
+        stage_schedule = policy_schedule(cfg, metrics["flops_dense"], metrics["flops_pruned"])
+        metrics["budget"]["stage_epochs"] = stage_schedule.epochs
+        metrics["budget"]["stage_lr"] = stage_schedule.lr
+        if policy == "finetune":
+            model = pruned
+        else:
+            torch.manual_seed(seed + 1)
+            model = build(metrics["spec_pruned"]).to(device)
+        stage = run_stage(policy, model, data, stage_schedule, run_dir / f"ckpt_{policy}.pt",
+                          run_dir / "history.jsonl", seed + 7, masks=masks, quiet=bool(cfg.get("quiet")))
+        metrics["stages"][policy] = stage
+        metrics["final"] = {k: stage[k] for k in ("top1", "top1_best", "top5")}
+        metrics["status"] = "done"
+        metrics["finished"] = now()
+        save()
+        return metrics
+    except BaseException as e:
+        metrics["status"] = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        metrics["error"] = f"{type(e).__name__}: {e}"
+        save()
+        raise
+
+
+def _record_sizes(metrics: dict, pruned: torch.nn.Module, masks: dict | None, input_shape) -> None:
+    metrics["spec_pruned"] = pruned.spec
+    metrics["params_pruned"] = count_params(pruned, nonzero=bool(masks))
+    metrics["flops_pruned"] = count_macs(pruned, input_shape)
+    metrics["params_reduction"] = reduction(metrics["params_dense"], metrics["params_pruned"])
+    metrics["flops_reduction"] = reduction(metrics["flops_dense"], metrics["flops_pruned"])
+    metrics["flops_speedup"] = metrics["flops_dense"] / metrics["flops_pruned"]
+
+
+def _dry_run(cfg: dict, run_dir: Path, method: Method, spec: dict, metrics: dict, save) -> dict:
+    """Architectures and counts only: dense and pruned specs, params, FLOPs; no data, no training.
+    Data-free methods give the exact pruned architecture (L1-norm's widths do not depend on the
+    weights); weights here are random, so no accuracy is recorded."""
+    input_shape = (int(cfg["data"]["in_channels"]), int(cfg["data"]["image_size"]), int(cfg["data"]["image_size"]))
+    torch.manual_seed(int(cfg["seed"]))
+    dense = build(spec)
+    metrics["params_dense"] = count_params(dense)
+    metrics["flops_dense"] = count_macs(dense, input_shape)
+    metrics["spec_dense"] = spec
+    if method.prunes:
+        result = method.prune(dense, PruneContext(device="cpu", input_shape=input_shape, seed=int(cfg["seed"])))
+        _record_sizes(metrics, result.model, result.masks, input_shape)
+        metrics["budget"] = {"pretrain_epochs": int(cfg["schedule"]["epochs"]),
+                             "stage_epochs": policy_schedule(cfg, metrics["flops_dense"], metrics["flops_pruned"]).epochs}
+    metrics["status"] = "dry_run"
+    save()
+    return metrics

@@ -1,0 +1,37 @@
+"""The small comparison table ``prune-exp`` prints at the end of a run (rich)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _m(n: float | None) -> str:
+    return "—" if n is None else f"{n / 1e6:.2f}M"
+
+
+def _acc(stage: dict | None, key: str = "top1") -> str:
+    return "—" if not stage or stage.get(key) is None else f"{stage[key]:.2f}"
+
+
+def summary_table(metrics: dict) -> Table:
+    key = metrics["key"]
+    tag = key.get("variant") or (f"ratio {key['ratio']:g}" if key.get("ratio") is not None else "dense")
+    title = f"{key['method']} · {key['model']} · {key['data']} · {tag} · {key['finetune']} · seed {key['seed']}"
+    table = Table(title=title, caption=f"accuracy in % · status: {metrics['status']} · {metrics.get('run_dir', '')}")
+    for col in ("model", "top-1", "best", "top-5", "params", "MACs", "params↓", "MACs↓", "epochs"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    stages = metrics.get("stages", {})
+    pre = stages.get("pretrain")
+    table.add_row("dense", _acc(pre), _acc(pre, "top1_best"), _acc(pre, "top5"),
+                  _m(metrics.get("params_dense")), _m(metrics.get("flops_dense")), "", "",
+                  str(pre.get("epochs", "")) if pre else "")
+    if "params_pruned" in metrics and key["finetune"] != "none":
+        red = (f"{metrics['params_reduction']:.1f}%", f"{metrics['flops_reduction']:.1f}%")
+        table.add_row("pruned", _acc(stages.get("prune")), "", _acc(stages.get("prune"), "top5"),
+                      _m(metrics["params_pruned"]), _m(metrics["flops_pruned"]), *red, "")
+        policy = key["finetune"]
+        st = stages.get(policy)
+        table.add_row(f"+{policy}", _acc(st), _acc(st, "top1_best"), _acc(st, "top5"),
+                      _m(metrics["params_pruned"]), _m(metrics["flops_pruned"]), *red,
+                      str(metrics.get("budget", {}).get("stage_epochs", "")))
+    return table
