@@ -36,8 +36,9 @@ class Schedule:
     test_batch_size: int = 256
 
     def lr_at(self, epoch: int) -> float:
-        """Step schedule: decay at int(f * epochs) for every milestone fraction f (main_B.py)."""
-        steps = sum(epoch >= int(f * self.epochs) for f in self.milestones)
+        """Step schedule: decay at int(f * epochs) for every milestone fraction f (main_B.py);
+        never before the first epoch (matters only for the few-epoch budgets of quick runs)."""
+        steps = sum(epoch >= max(1, int(f * self.epochs)) for f in self.milestones)
         return self.lr * self.gamma**steps
 
 
