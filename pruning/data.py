@@ -198,7 +198,8 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
     return data, np.asarray(labels, dtype=np.int64)
 
 
-def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: bool = True) -> ImageData:
+def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: bool = True,
+               strict_sizes: bool = True) -> ImageData:
     if name not in CIFAR:
         raise PruneLabError(f"unknown CIFAR variant {name!r}; known: {', '.join(CIFAR)}")
     meta = CIFAR[name]
@@ -217,9 +218,10 @@ def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: b
     except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
         raise PruneLabError(f"{folder} is not a readable {name} python-pickle layout ({type(e).__name__}: {e})") from None
     n_train, n_test = meta["sizes"]
-    if (len(x_train), len(x_test)) != (n_train, n_test) and check_md5:
+    if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
         raise PruneLabError(
-            f"{folder}: expected {n_train} train / {n_test} test images, found {len(x_train)} / {len(x_test)}"
+            f"{folder}: expected {n_train} train / {n_test} test images, found {len(x_train)} / {len(x_test)} "
+            "(incomplete or not CIFAR; data.strict_sizes=false accepts a partial set)"
         )
     bad = int(((y_train < 0) | (y_train >= meta["num_classes"])).sum())
     if bad:
@@ -258,7 +260,8 @@ def load(cfg: dict) -> ImageData:
     """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
     kind = cfg.get("kind", cfg["name"])
     if kind in CIFAR:
-        data = load_cifar(kind, cfg["root"], download=bool(cfg.get("download")), check_md5=cfg.get("check_md5", True))
+        data = load_cifar(kind, cfg["root"], download=bool(cfg.get("download")),
+                          check_md5=cfg.get("check_md5", True), strict_sizes=cfg.get("strict_sizes", True))
     elif kind == "digits":
         data = load_digits_data()
     else:

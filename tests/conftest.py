@@ -1,0 +1,79 @@
+"""Shared fixtures: CIFAR files in the exact official python-pickle format (tiny), config
+composition through Hydra's compose API, and a fast CPU config for pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+
+os.environ.setdefault("COLUMNS", "120")
+
+
+def write_fake_cifar(root: Path, n_train_per_batch: int = 40, n_test: int = 60, seed: int = 0,
+                     variant: str = "cifar10") -> Path:
+    """Write ``root/cifar-10-batches-py`` (or ``cifar-100-python``) exactly as the official
+    archive lays it out: pickled dicts with uint8 'data' rows (3072 = R|G|B planes) and labels.
+    Images carry a class-dependent colour so a small net can learn them."""
+    rng = np.random.default_rng(seed)
+    n_classes = 10 if variant == "cifar10" else 100
+
+    def batch(n: int, name: str) -> dict:
+        labels = rng.integers(0, n_classes, n)
+        base = (labels[:, None] * 97 % 256).astype(np.float64)
+        data = np.clip(base + rng.normal(0, 30, (n, 3072)), 0, 255).astype(np.uint8)
+        key = "labels" if variant == "cifar10" else "fine_labels"
+        out = {"batch_label": name.encode(), key: labels.tolist(), "data": data,
+               "filenames": [f"img_{i}.png".encode() for i in range(n)]}
+        if variant == "cifar100":
+            out["coarse_labels"] = (labels // 5).tolist()
+        return out
+
+    if variant == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        files = {f"data_batch_{i}": batch(n_train_per_batch, f"training batch {i} of 5") for i in range(1, 6)}
+        files["test_batch"] = batch(n_test, "testing batch 1 of 1")
+        meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_train_per_batch, "num_vis": 3072}
+        files["batches.meta"] = meta
+    else:
+        folder = root / "cifar-100-python"
+        files = {"train": batch(5 * n_train_per_batch, "training batch 1 of 1"), "test": batch(n_test, "testing batch 1 of 1")}
+        files["meta"] = {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, obj in files.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    return root
+
+
+@pytest.fixture
+def fake_cifar(tmp_path: Path) -> Path:
+    return write_fake_cifar(tmp_path / "cifar")
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import pruning.cli.exp  # noqa: F401  (registers the run-directory resolver)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+def plain_cfg(overrides: list[str], results: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = compose([f"paths.results_root={results}", "quiet=true", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+TINY_CIFAR = ["data=cifar10", "data.strict_sizes=false", "model=resnet20", "schedule.epochs=2",
+              "schedule.finetune_epochs=1", "schedule.batch_size=50"]

@@ -1,0 +1,81 @@
+"""Every config option composes, and every composed config passes the pipeline's checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CONF_DIR, compose, plain_cfg
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+GROUP_CASES = [
+    (group, option)
+    for group in ("data", "model", "method", "finetune", "schedule", "table_row", "experiment", "paths")
+    for option in _options(group)
+]
+
+
+def _valid_overrides(group: str, option: str) -> list[str]:
+    """A combination in which the option makes sense (models need matching data)."""
+    if group == "model" and option != "vgg_small":
+        return [f"model={option}", "data=cifar10", "method.ratio=0.3"]
+    if group == "data" and option != "digits":
+        return [f"data={option}", "model=resnet20"]
+    if group == "table_row":
+        return [f"table_row={option}", "data=cifar10"]
+    if group == "experiment":
+        return [f"+experiment={option}"]
+    return [f"{group}={option}"]
+
+
+@pytest.mark.parametrize("group,option", GROUP_CASES, ids=[f"{g}={o}" for g, o in GROUP_CASES])
+def test_every_config_option_composes_and_validates(group: str, option: str, tmp_path) -> None:
+    from pruning.pipeline import validate
+
+    cfg = plain_cfg(_valid_overrides(group, option), tmp_path)
+    validate(cfg)
+    assert cfg["schedule"]["epochs"] > 0
+
+
+def test_schedule_follows_the_data() -> None:
+    assert compose(["data=cifar10", "model=resnet20"]).schedule.name == "rethinking_cifar"
+    assert compose([]).schedule.name == "digits_quick"
+
+
+def test_cifar_recipe_matches_rethinking() -> None:
+    cfg = compose(["data=cifar10", "model=resnet56"])
+    s = cfg.schedule
+    assert (s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay, list(s.milestones)) == (160, 64, 0.1, 0.9, 1e-4, [0.5, 0.75])
+    assert (cfg.finetune.epochs, cfg.finetune.lr) == (40, 0.001)
+    assert compose(["data=cifar10", "finetune=scratch_e"]).finetune.epochs == 160
+
+
+def test_every_number_is_overridable() -> None:
+    cfg = compose(["data=cifar10", "schedule.epochs=7", "schedule.lr=0.3", "finetune.epochs=3", "method.ratio=0.25"])
+    assert (cfg.schedule.epochs, cfg.schedule.lr, cfg.finetune.epochs, cfg.method.ratio) == (7, 0.3, 3, 0.25)
+
+
+def test_scratch_b_epochs_scale_with_flops_ratio(tmp_path) -> None:
+    from pruning.pipeline import policy_schedule
+
+    cfg = plain_cfg(["data=cifar10", "model=resnet56", "finetune=scratch_b"], tmp_path)
+    assert policy_schedule(cfg, 125_485_696, 90_907_264).epochs == int(160 * 125_485_696 / 90_907_264)  # 220
+    cfg["finetune"]["max_epochs"] = 180
+    assert policy_schedule(cfg, 4, 1).epochs == 180
+
+
+def test_table1_experiment_sweeps_the_paper_rows() -> None:
+    from omegaconf import OmegaConf
+
+    text = (CONF_DIR / "experiment" / "rethinking_l1_cifar10.yaml").read_text()
+    params = OmegaConf.create(text).hydra.sweeper.params
+    rows = params.table_row.split(",")
+    assert rows == ["l1_vgg16_A", "l1_resnet56_A", "l1_resnet56_B", "l1_resnet110_A", "l1_resnet110_B"]
+    assert params.finetune == "finetune,scratch_e,scratch_b"
+    for row in rows:
+        cfg = compose(["+experiment=rethinking_l1_cifar10", f"table_row={row}"])
+        assert cfg.method.variant in ("A", "B") and cfg.method.ratio is None
+        assert cfg.model.name == row.split("_")[1] and cfg.data.name == "cifar10"

@@ -1,0 +1,139 @@
+"""The pipeline end to end on CIFAR-format files the tests generate: baseline caching,
+per-epoch checkpoints and resume, skipping finished runs, concurrent jobs, data errors."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from pruning import PruneLabError
+from pruning.pipeline import run, run_subdir
+from tests.conftest import TINY_CIFAR, plain_cfg
+
+QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+
+
+def _cfg(fake_cifar: Path, results: Path, *extra: str) -> dict:
+    return plain_cfg([*TINY_CIFAR, f"data.root={fake_cifar}", *extra], results)
+
+
+def _run(cfg: dict) -> dict:
+    return run(cfg, Path(cfg["paths"]["results_root"]) / "runs" / run_subdir(cfg), console=QUIET)
+
+
+def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
+    m = _run(_cfg(fake_cifar, tmp_path, "method.ratio=0.5", "finetune=finetune"))
+    assert m["status"] == "done"
+    assert m["key"] == {"data": "cifar10", "model": "resnet20", "method": "l1_norm", "variant": None,
+                        "ratio": 0.5, "finetune": "finetune", "seed": 0}
+    assert set(m["stages"]) == {"pretrain", "prune", "finetune"}
+    assert m["flops_pruned"] < m["flops_dense"] and 40 < m["flops_reduction"] < 60
+    assert m["data"]["official_md5"] is False and m["data"]["train_size"] == 200
+    assert m["budget"] == {"pretrain_epochs": 2, "batch_size": 50, "train_subset": None, "stage_epochs": 1, "stage_lr": 0.001}
+    on_disk = json.loads((Path(m["run_dir"]) / "metrics.json").read_text())
+    assert on_disk["final"] == m["final"] and 0 <= m["final"]["top1"] <= 100
+    history = [json.loads(line) for line in (Path(m["run_dir"]) / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1]
+
+
+def test_baseline_is_trained_once_and_shared(fake_cifar, tmp_path) -> None:
+    first = _run(_cfg(fake_cifar, tmp_path, "method.ratio=0.5", "finetune=scratch_e"))
+    second = _run(_cfg(fake_cifar, tmp_path, "method.ratio=0.3", "finetune=scratch_b"))
+    assert first["stages"]["pretrain"]["cached"] is False
+    assert second["stages"]["pretrain"]["cached"] is True
+    assert second["stages"]["pretrain"]["top1"] == first["stages"]["pretrain"]["top1"]
+    assert second["stages"]["scratch_b"]["epochs"] == int(2 * second["flops_dense"] / second["flops_pruned"])
+    # another seed is another baseline
+    third = _run(_cfg(fake_cifar, tmp_path, "method.ratio=0.3", "seed=1"))
+    assert third["stages"]["pretrain"]["cached"] is False
+
+
+def test_finished_run_is_skipped(fake_cifar, tmp_path) -> None:
+    cfg = _cfg(fake_cifar, tmp_path, "method.variant=A", "model=resnet56", "schedule.epochs=1")
+    done = _run(cfg)
+    mtime = (Path(done["run_dir"]) / "metrics.json").stat().st_mtime_ns
+    again = _run(cfg)
+    assert again == done
+    assert (Path(done["run_dir"]) / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_killed_run_resumes_from_last_finished_epoch(fake_cifar, tmp_path, monkeypatch) -> None:
+    import pruning.train as train
+
+    cfg = _cfg(fake_cifar, tmp_path, "method.ratio=0.5", "finetune=scratch_e", "schedule.epochs=3")
+    real_evaluate, calls = train.evaluate, {"n": 0}
+
+    def dying_evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 3 pretrain epochs, the prune eval, 1 scratch epoch, then "killed"
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg)
+    run_dir = tmp_path / "runs" / run_subdir(cfg)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert (run_dir / "ckpt_scratch_e.pt").exists()
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    resumed = _run(cfg)
+    assert resumed["status"] == "done" and resumed["stages"]["pretrain"]["cached"] is True
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # epoch 1 was not trained twice
+
+
+def _worker(args) -> dict:
+    cfg, = args
+    m = _run(cfg)
+    return {"cached": m["stages"]["pretrain"]["cached"], "baseline": m["stages"]["pretrain"]["baseline_id"]}
+
+
+def test_concurrent_jobs_train_the_baseline_once(fake_cifar, tmp_path) -> None:
+    cfgs = [_cfg(fake_cifar, tmp_path, "method.ratio=0.5", f"finetune={p}") for p in ("finetune", "scratch_e")]
+    with mp.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_worker, [(c,) for c in cfgs])
+    assert sorted(r["cached"] for r in results) == [False, True]
+    assert results[0]["baseline"] == results[1]["baseline"]
+    history = (tmp_path / "cache" / "baselines" / results[0]["baseline"] / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
+
+
+def test_missing_data_names_the_expected_path(tmp_path) -> None:
+    cfg = plain_cfg([*TINY_CIFAR, f"data.root={tmp_path / 'nowhere'}"], tmp_path)
+    with pytest.raises(PruneLabError) as err:
+        _run(cfg)
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in msg and "data.download=true" in msg
+
+
+def test_cifar100_layout_loads(tmp_path) -> None:
+    from pruning.data import load_cifar
+    from tests.conftest import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path, variant="cifar100")
+    data = load_cifar("cifar100", root, strict_sizes=False)
+    assert data.num_classes == 100 and len(data.train) == 200 and data.train.images.shape[1:] == (3, 32, 32)
+
+
+def test_dense_only_method(fake_cifar, tmp_path) -> None:
+    m = _run(_cfg(fake_cifar, tmp_path, "method=none"))
+    assert m["key"]["finetune"] == "none" and set(m["stages"]) == {"pretrain"}
+    assert m["flops_reduction"] == 0.0
+
+
+def test_augmentation_is_a_crop_and_flip() -> None:
+    import torch
+
+    from pruning.data import random_crop_flip
+
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).reshape(2, 3, 32, 32).to(torch.uint8)
+    out = random_crop_flip(images, pad=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    # pad=0 with no flip is the identity; a flip reverses the last axis
+    same = random_crop_flip(images, pad=0, generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert torch.equal(same[i], images[i]) or torch.equal(same[i], images[i].flip(-1))
