@@ -1,0 +1,85 @@
+"""prune-exp by subprocess: the embedded default, sweeps, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_CIFAR
+
+QUICK_DIGITS = ["schedule.epochs=2", "schedule.finetune_epochs=1", "quiet=true"]
+
+
+def prune_exp(args: list[str], results: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "160", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "pruning.cli.exp", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or results, timeout=600)
+
+
+def metrics_files(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("metrics.json"))]
+
+
+def test_default_runs_offline_and_prints_a_comparison_table(tmp_path) -> None:
+    out = prune_exp(QUICK_DIGITS, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "dense" in out.stdout and "+finetune" in out.stdout and "MACs" in out.stdout
+    (m,) = metrics_files(tmp_path)
+    assert m["status"] == "done" and m["key"]["data"] == "digits"
+    # same command again: skipped, not retrained
+    again = prune_exp(QUICK_DIGITS, tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_multirun_sweep_over_ratios_and_seeds(tmp_path) -> None:
+    out = prune_exp(["-m", "method=l1_norm", "method.ratio=0.2,0.6", "seed=0,1", *QUICK_DIGITS], tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = metrics_files(tmp_path)
+    assert sorted((m["key"]["ratio"], m["key"]["seed"]) for m in runs) == [(0.2, 0), (0.2, 1), (0.6, 0), (0.6, 1)]
+    assert len(list((tmp_path / "cache" / "baselines").iterdir())) == 2  # one baseline per seed
+
+
+def test_dry_run_writes_counts_without_training(tmp_path) -> None:
+    out = prune_exp(["data=cifar10", "model=resnet110", "method.variant=B", "dry_run=true"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    (m,) = metrics_files(tmp_path)
+    assert m["status"] == "dry_run" and m["flops_pruned"] == 155_124_352 and "stages" in m and not m["stages"]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["method=no_such_method"], "Could not find 'method/no_such_method'"),
+        (["model=resnet57"], "Could not find 'model/resnet57'"),
+        (["method.ratio=1.5"], "method.ratio=1.5 is outside [0, 1)"),
+        (["method.ratio=-0.1"], "outside [0, 1)"),
+        (["data=cifar10", "model=resnet20", "method.variant=A"], "method.variant='A' does not exist for model 'resnet20'"),
+        (["data=cifar10", "model=resnet56", "method.variant=C"], "paper variants for it: A, B"),
+        (["finetune=scratch_z"], "Could not find 'finetune/scratch_z'"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, expected) -> None:
+    out = prune_exp(args, tmp_path)
+    assert out.returncode != 0
+    assert expected in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_missing_cifar_names_the_path_and_the_fix(tmp_path) -> None:
+    out = prune_exp(["data=cifar10", "model=resnet20", f"data.root={tmp_path / 'absent'}"], tmp_path)
+    assert out.returncode == 2
+    assert str(tmp_path / "absent" / "cifar-10-batches-py") in out.stderr and "data.download=true" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cifar_run_by_subprocess(fake_cifar, tmp_path) -> None:
+    out = prune_exp([*TINY_CIFAR, f"data.root={fake_cifar}", "method.ratio=0.4", "finetune=scratch_b", "quiet=true"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    (m,) = metrics_files(tmp_path)
+    assert m["key"]["finetune"] == "scratch_b" and (Path(m["run_dir"]) / ".hydra" / "config.yaml").exists()
