@@ -9,7 +9,7 @@
 set -euo pipefail
 root=${1:?usage: $0 DIR_WITH_cifar-10-batches-py}
 label=${LABEL:-"CIFAR-10 (JPEG q75 copy)"}
-common=(data=cifar10 "data.root=$root" "data.label=$label" data.train_subset=10000
+common=(data=cifar10 "data.root=$root" "data.label='$label'" data.train_subset=10000
         model=resnet20 method=l1_norm schedule.epochs=8 schedule.finetune_epochs=2 seed=0 quiet=true)
 prune-exp -m "${common[@]}" method.ratio=0.5 finetune=finetune,scratch_e,scratch_b
 prune-exp -m "${common[@]}" method.ratio=0.3,0.6 finetune=finetune

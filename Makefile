@@ -1,0 +1,43 @@
+# prune-lab: every target installs what it needs into .venv first (a fresh machine needs
+# only python3 >= 3.10 with venv; torch/torchvision come from PyPI).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+CIFAR10_DIR ?= data/cifar10-jpeg
+
+.PHONY: install demo test test-slow lint report reproduce-l1-short reproduce-l1-table1 clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 50%, fine-tune (~15 s on 2 CPU cores)
+	$(VENV)/bin/prune-exp
+
+test: $(STAMP)          ## fast CPU test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)     ## slow end-to-end test on the real CIFAR-10 copy in ../shared/data (skips when absent)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+report: $(STAMP)        ## regenerate every table under results/tables from the runs under results/
+	$(VENV)/bin/prune-report
+
+$(CIFAR10_DIR)/cifar-10-batches-py/test_batch:
+	$(PY) ../shared/data/cifar10/prepare.py $(CIFAR10_DIR)
+
+reproduce-l1-short: $(STAMP) $(CIFAR10_DIR)/cifar-10-batches-py/test_batch   ## short-budget CPU evidence (~1 h on 2 cores)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/reproduce_l1_short_cpu.sh $(CIFAR10_DIR)
+
+reproduce-l1-table1: $(STAMP)   ## Rethinking Table 1 (CIFAR-10) at the paper's budget: a GPU job
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/reproduce_rethinking_l1_cifar10.sh
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
