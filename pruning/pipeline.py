@@ -36,7 +36,7 @@ from rich.console import Console
 import pruning
 from pruning import PruneLabError
 from pruning import data as datasets
-from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
+from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json
 from pruning.measure import count_macs, count_params, reduction
 from pruning.methods.base import Method, PruneContext
 from pruning.models import build, default_spec

@@ -59,10 +59,9 @@ def fake_cifar(tmp_path: Path) -> Path:
 
 
 def compose(overrides: list[str]):
+    import pruning.cli.exp  # noqa: F401  (registers the run-directory resolver)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    import pruning.cli.exp  # noqa: F401  (registers the run-directory resolver)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=False)
