@@ -1,0 +1,242 @@
+"""prune-report: tables from synthetic metrics.json files (no training).
+
+The golden test compares the Rethinking table of a fixed set of runs with
+tests/golden/rethinking_l1_cifar10.md; regenerate it with ``UPDATE_GOLDEN=1 pytest ...`` and
+read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pruning.report import (
+    BudgetGroup,
+    build_tables,
+    format_mean_std,
+    generate_reports,
+    load_runs,
+    load_specs,
+    mean_std,
+    render_markdown,
+    split_by_budget,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC_DIR = REPO / "conf" / "report"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "rethinking_l1_cifar10.md"
+
+JPEG_LABEL = "CIFAR-10 (JPEG q75 copy)"
+JPEG_SLUG = "cifar-10-jpeg-q75-copy_pre3_sub10000"
+OFFICIAL_SLUG = "cifar-10_pre160_full"
+REDUCTIONS = {  # (model, variant): (flops_reduction, params_reduction)
+    ("vgg16", "A"): (34.21, 64.02),
+    ("resnet56", "A"): (10.40, 9.34),
+    ("resnet56", "B"): (27.63, 13.68),
+}
+SWEEP_REDUCTIONS = {0.2: (36.04, 35.91), 0.4: (64.12, 63.87)}  # resnet20, uniform ratio
+
+
+def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "A",
+                 ratio: float | None = None, finetune: str = "finetune", seed: int = 0,
+                 final_top1: float = 92.0, unpruned_top1: float = 93.0, status: str = "done",
+                 data_label: str = JPEG_LABEL, pretrain_epochs: int = 3,
+                 train_subset: int | None = 10000) -> dict[str, Any]:
+    """A metrics.json (schema 1) as prune-exp writes it."""
+    flops_reduction, params_reduction = (SWEEP_REDUCTIONS[ratio] if ratio is not None
+                                         else REDUCTIONS.get((model, variant), (0.0, 0.0)))
+    pretrain = {"top1": unpruned_top1 - 0.1, "top1_best": unpruned_top1, "top5": 99.5,
+                "epochs": pretrain_epochs, "wall_s": 10.0, "cached": True,
+                "baseline_id": f"{model}-{seed}"}
+    metrics: dict[str, Any] = {
+        "schema": 1, "status": status,
+        "key": {"data": "cifar10", "model": model, "method": method, "variant": variant,
+                "ratio": ratio, "finetune": finetune, "seed": seed},
+        "data": {"name": "cifar10", "label": data_label, "official_md5": False,
+                 "fingerprint": "ab12", "train_size": train_subset or 50000,
+                 "test_size": 10000, "train_subset": train_subset},
+        "budget": {"pretrain_epochs": pretrain_epochs, "batch_size": 64,
+                   "train_subset": train_subset},
+        "params_dense": 1_000_000, "params_pruned": int(1_000_000 * (1 - params_reduction / 100)),
+        "flops_dense": 100_000_000,
+        "flops_pruned": int(100_000_000 * (1 - flops_reduction / 100)),
+        "params_reduction": params_reduction, "flops_reduction": flops_reduction,
+        "flops_speedup": 100 / (100 - flops_reduction),
+        "stages": {"pretrain": pretrain},
+        "git_commit": "0" * 40, "versions": {}, "command": "prune-exp ...", "run_dir": "elsewhere",
+    }
+    if method == "none":
+        metrics["final"] = {k: pretrain[k] for k in ("top1", "top1_best", "top5")}
+    else:
+        metrics["budget"].update(stage_epochs=2, stage_lr=0.001)
+        metrics["stages"]["prune"] = {"top1": 50.0, "top5": 90.0, "wall_s": 0.1}
+        metrics["stages"][finetune] = {"top1": final_top1 - 0.2, "top1_best": final_top1,
+                                       "top5": 99.0, "epochs": 2, "wall_s": 5.0}
+        metrics["final"] = {"top1": final_top1 - 0.2, "top1_best": final_top1, "top5": 99.0}
+    return metrics
+
+
+def write_run(root: Path, subdir: str, **fields: Any) -> Path:
+    path = root / subdir / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics_dict(**fields)))
+    return path
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Runs of two budget groups, plus runs that must be ignored."""
+    root = tmp_path / "results"
+    # budget group 1: JPEG copy, 3 pretrain epochs, 10000 training images
+    write_run(root, "a/r56A-ft-s0", model="resnet56", seed=0, final_top1=92.10, unpruned_top1=92.80)
+    write_run(root, "a/r56A-ft-s1", model="resnet56", seed=1, final_top1=92.50, unpruned_top1=93.00)
+    write_run(root, "b/deeper/r56A-se-s0", model="resnet56", finetune="scratch_e", seed=0,
+              final_top1=91.90, unpruned_top1=92.80)
+    write_run(root, "r56B-ft-s0", model="resnet56", variant="B", seed=0, final_top1=91.75,
+              unpruned_top1=92.80)
+    write_run(root, "vgg-sb-s0", model="vgg16", finetune="scratch_b", seed=0, final_top1=93.00,
+              unpruned_top1=93.20)
+    write_run(root, "dense/r110-s0", model="resnet110", method="none", variant=None,
+              finetune="none", seed=0, unpruned_top1=93.30)
+    for ratio, finetune, seed, top1 in [(0.2, "finetune", 0, 91.0), (0.2, "finetune", 1, 91.4),
+                                        (0.4, "finetune", 0, 90.2), (0.4, "scratch_b", 0, 90.6)]:
+        write_run(root, f"sweep/r{ratio}-{finetune}-s{seed}", model="resnet20", variant=None,
+                  ratio=ratio, finetune=finetune, seed=seed, final_top1=top1, unpruned_top1=91.9)
+    # ignored: not done, corrupt
+    write_run(root, "r56A-sb-s0-running", model="resnet56", finetune="scratch_b", status="running",
+              final_top1=10.0)
+    (root / "broken").mkdir()
+    (root / "broken" / "metrics.json").write_text('{"schema": 1, "status": "do')
+    # budget group 2: official copy, paper budget
+    write_run(root, "official/r56A-ft-s0", model="resnet56", seed=0, final_top1=93.05,
+              unpruned_top1=93.25, data_label="CIFAR-10", pretrain_epochs=160, train_subset=None)
+    return root
+
+
+@pytest.fixture
+def specs() -> dict[str, dict[str, Any]]:
+    return load_specs(SPEC_DIR)
+
+
+def tables_by_stem(spec: dict[str, Any], runs: pd.DataFrame) -> dict[str, Any]:
+    return {table.file_stem: table for table in build_tables(spec, runs)}
+
+
+def test_load_runs_keeps_done_runs_and_skips_corrupt_files(results: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="pruning.report"):
+        runs = load_runs(results)
+    assert len(runs) == 11
+    assert not runs["run_dir"].str.endswith("running").any()
+    assert any("broken" in record.getMessage() for record in caplog.records)
+    dense = runs[runs["method"] == "none"].iloc[0]
+    assert dense["unpruned_top1"] == 93.30 and dense["final_top1"] == 93.30
+
+
+def test_mean_std_uses_sample_std_and_shows_it_from_two_seeds() -> None:
+    assert format_mean_std(mean_std([92.10, 92.50])) == "92.30±0.28 (n=2)"
+    assert format_mean_std(mean_std([93.41, None, float("nan")])) == "93.41 (n=1)"
+    assert format_mean_std(mean_std([])) == ""
+
+
+def test_budget_groups_are_never_averaged_together(results: Path, specs) -> None:
+    runs = load_runs(results)
+    groups = [group for group, _ in split_by_budget(runs)]
+    assert groups == [BudgetGroup("CIFAR-10", 160, None), BudgetGroup(JPEG_LABEL, 3, 10000)]
+    tables = tables_by_stem(specs["rethinking_l1_cifar10"], runs)
+    assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}",
+                           f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"}
+    official = render_markdown(tables[f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"])
+    assert "93.05 (n=1)" in official and "92.30±0.28" not in official
+    assert "schedule.epochs" not in official  # the paper's budget needs no overrides
+
+
+def test_rethinking_markdown_matches_golden(results: Path, specs) -> None:
+    tables = tables_by_stem(specs["rethinking_l1_cifar10"], load_runs(results))
+    markdown = render_markdown(tables[f"rethinking_l1_cifar10__{JPEG_SLUG}"])
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(markdown, encoding="utf-8")
+    assert markdown == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_empty_cell_shows_the_command_with_the_groups_budget(results: Path, specs) -> None:
+    tables = tables_by_stem(specs["rethinking_l1_cifar10"], load_runs(results))
+    markdown = render_markdown(tables[f"rethinking_l1_cifar10__{JPEG_SLUG}"])
+    assert ("`prune-exp -m method=l1_norm model=resnet56 data=cifar10 method.variant=A "
+            "finetune=scratch_b seed=0,1,2,3,4 schedule.epochs=3 data.train_subset=10000`"
+            in markdown)
+    assert "prune-exp -m experiment=rethinking_l1_cifar10" in markdown
+
+
+def test_csv_has_numeric_paper_ours_and_delta_columns(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    generate_reports(results, out, names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
+    table = pd.read_csv(out / f"rethinking_l1_cifar10__{JPEG_SLUG}.csv")
+    row = table.set_index("pruned_model").loc["ResNet-56-A"]
+    for column in ("finetune_paper_mean", "finetune_ours_mean", "finetune_ours_std",
+                   "finetune_ours_n", "finetune_delta"):
+        assert pd.api.types.is_numeric_dtype(table[column]), column
+    assert row["finetune_paper_mean"] == 92.97
+    assert row["finetune_ours_mean"] == pytest.approx(92.30)
+    assert row["finetune_ours_std"] == pytest.approx(0.2828, abs=1e-4)
+    assert row["finetune_ours_n"] == 2
+    assert row["finetune_delta"] == pytest.approx(-0.67)
+    assert row["unpruned_ours_n"] == 2  # one baseline per seed, not per run
+    assert row["scratch_b_ours_n"] == 0 and "finetune=scratch_b" in row["scratch_b_command"]
+
+
+def test_latex_and_placeholder_files(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    empty_root = tmp_path / "no_runs"
+    empty_root.mkdir()
+    generate_reports(empty_root, out, spec_dir=SPEC_DIR)
+    assert (out / "rethinking_l1_cifar10.md").is_file()  # empty table while no group has runs
+    assert "prune-exp -m method=none model=vgg16" in (out / "rethinking_l1_cifar10.md").read_text()
+
+    generate_reports(results, out, spec_dir=SPEC_DIR)
+    latex = (out / f"rethinking_l1_cifar10__{JPEG_SLUG}.tex").read_text()
+    assert r"\toprule" in latex and r"92.30$\pm$0.28 (n=2)" in latex
+    assert not (out / "rethinking_l1_cifar10.md").exists()  # replaced by the group tables
+
+
+def test_sweep_table_and_plot(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    written = generate_reports(results, out, names=["sweep"], spec_dir=SPEC_DIR)
+    png = out / f"sweep__{JPEG_SLUG}.png"
+    assert png in written and png.stat().st_size > 1000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / f"sweep__{JPEG_SLUG}.md").read_text()
+    assert JPEG_LABEL in markdown and "pretrain 3 ep" in markdown
+    assert "36.0%" in markdown and "91.20±0.28 (n=2)" in markdown
+    sweep = pd.read_csv(out / f"sweep__{JPEG_SLUG}.csv")
+    first = sweep.iloc[0]
+    assert (first["ratio"], first["final_n"]) == (0.2, 2)
+    assert first["final_mean"] == pytest.approx(91.2)
+    assert not (out / f"sweep__{OFFICIAL_SLUG}.md").exists()  # no uniform-ratio runs there
+
+
+def load_cli_main():
+    path = REPO / "cli" / "report.py"
+    spec = importlib.util.spec_from_file_location("prune_report_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_cli_exit_codes(results: Path, tmp_path: Path, capsys) -> None:
+    main = load_cli_main()
+    out = tmp_path / "tables"
+    assert main(["no_such_table", "--results-root", str(results), "--out", str(out)]) == 2
+    assert "no_such_table" in capsys.readouterr().err
+    assert main(["--results-root", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["rethinking_l1_cifar10", "--results-root", str(results), "--out", str(out),
+                 "--format", "md"]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md", f"rethinking_l1_cifar10__{JPEG_SLUG}.md"}
