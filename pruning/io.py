@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,11 +28,11 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -45,7 +45,7 @@ def read_json(path: Path) -> Any:
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
-    _atomic(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -40,10 +40,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import statistics
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -58,6 +56,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from pruning import PruneLabError
+from pruning.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -688,17 +687,9 @@ def render_rich(table: ReportTable) -> Table:
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write to a temp file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temp file in the same directory, then rename over ``path`` (pruning.io)."""
     data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
