@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from pruning import PruneLabError
 
@@ -48,14 +49,14 @@ def app(cfg: DictConfig) -> None:
     from pruning.pipeline import run
     from pruning.summary import summary_table
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         metrics = run(plain, run_dir, console=console)
     except PruneLabError as e:
         _remove_if_empty_run(run_dir)
-        console.print(f"[bold red]prune-exp: error:[/] {e}")
+        console.print(f"[bold red]prune-exp: error:[/] {escape(str(e))}")
         sys.exit(2)
     Console().print(summary_table(metrics))
 

@@ -256,6 +256,17 @@ def load_digits_data(test_fraction: float = 0.2) -> ImageData:
     return ImageData("digits", train, test, 10, (mean,), (std,), False, info)
 
 
+def check_available(cfg: dict) -> None:
+    """Fail before any training if a dataset is neither present nor going to be downloaded."""
+    kind = cfg.get("kind", cfg["name"])
+    if kind in CIFAR and not cfg.get("download"):
+        root = Path(cfg["root"]).expanduser().resolve()
+        folder = root / CIFAR[kind]["folder"]
+        missing = [f for f in [*CIFAR[kind]["train"], *CIFAR[kind]["test"]] if not (folder / f).is_file()]
+        if missing:
+            raise PruneLabError(_missing_cifar_message(kind, root, missing))
+
+
 def load(cfg: dict) -> ImageData:
     """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
     kind = cfg.get("kind", cfg["name"])

@@ -71,6 +71,21 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, expected) -> 
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.pt"))
 
 
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["-m", "method.ratio=0.2,1.5", *QUICK_DIGITS], "method.ratio=1.5 is outside [0, 1)"),
+        (["-m", "experiment=rethinking_l1_cifar10", "seed=0", "data.root=/no/such/dir"],
+         "/no/such/dir/cifar-10-batches-py"),
+    ],
+)
+def test_a_bad_sweep_value_fails_before_any_job_trains(tmp_path, args, expected) -> None:
+    out = prune_exp(args, tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.rglob("metrics.json"))
+
+
 def test_missing_cifar_names_the_path_and_the_fix(tmp_path) -> None:
     out = prune_exp(["data=cifar10", "model=resnet20", f"data.root={tmp_path / 'absent'}"], tmp_path)
     assert out.returncode == 2
