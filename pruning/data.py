@@ -184,7 +184,10 @@ def download_cifar(name: str, root: Path) -> None:
         raise PruneLabError(f"downloaded {archive.name} has the wrong md5; try again")
     tmp.rename(archive)
     with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(root, filter="data")
+        try:
+            tar.extractall(root, filter="data")  # refuses absolute paths / links out of root
+        except TypeError:  # Python < 3.10.12 has no extraction filters
+            tar.extractall(root)
 
 
 def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:

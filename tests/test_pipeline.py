@@ -137,3 +137,27 @@ def test_augmentation_is_a_crop_and_flip() -> None:
     same = random_crop_flip(images, pad=0, generator=torch.Generator().manual_seed(0))
     for i in range(2):
         assert torch.equal(same[i], images[i]) or torch.equal(same[i], images[i].flip(-1))
+
+
+def test_download_fetches_verifies_and_extracts_the_official_archive(tmp_path, monkeypatch) -> None:
+    """The real download path, served from a local file:// URL (no internet here)."""
+    import hashlib
+    import tarfile
+
+    from pruning import data as datasets
+    from tests.conftest import write_fake_cifar
+
+    src = write_fake_cifar(tmp_path / "src")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    meta = {**datasets.CIFAR["cifar10"], "url": archive.as_uri(),
+            "tgz_md5": hashlib.md5(archive.read_bytes()).hexdigest()}
+    monkeypatch.setitem(datasets.CIFAR, "cifar10", meta)
+    data = datasets.load_cifar("cifar10", tmp_path / "dest", download=True, strict_sizes=False)
+    assert len(data.train) == 200 and (tmp_path / "dest" / "cifar-10-batches-py" / "test_batch").is_file()
+
+    monkeypatch.setitem(datasets.CIFAR, "cifar10", {**meta, "tgz_md5": "0" * 32})
+    with pytest.raises(PruneLabError, match="wrong md5"):
+        datasets.load_cifar("cifar10", tmp_path / "dest2", download=True, strict_sizes=False)
+    assert not list((tmp_path / "dest2").glob("*.tar.gz"))  # no corrupt archive left behind
