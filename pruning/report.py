@@ -538,7 +538,7 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     """Uniform-ratio runs of one budget group: ratio → reductions, unpruned and final top-1."""
     header_groups: list[tuple[str, list[str]]] = [
         (label, []) for label in ("Model", "Method", "Fine-tune", "Ratio", "FLOPs↓", "Params↓",
-                                  "Unpruned top-1", "Final top-1")]
+                                  "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
     rows, records = [], []
     if not runs.empty:
         keys = ["data", "model", "method", "finetune", "ratio"]
@@ -547,14 +547,15 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
             params = mean_std(cell_runs["params_reduction"])
             unpruned = mean_std(one_per_seed(cell_runs)["unpruned_top1"])
             final = mean_std(cell_runs["final_top1"])
+            stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
             rows.append([model, method, finetune, f"{ratio:g}",
                          _reduction_text(flops) if flops.n else "",
-                         _reduction_text(params) if params.n else "",
+                         _reduction_text(params) if params.n else "", stage_epochs,
                          format_mean_std(unpruned), format_mean_std(final)])
             records.append({
                 "model": model, "method": method, "finetune": finetune, "ratio": ratio,
                 "flops_reduction": _rounded(flops.mean), "params_reduction": _rounded(params.mean),
-                "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
+                "stage_epochs": stage_epochs, "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
                 "unpruned_n": unpruned.n, "final_mean": _rounded(final.mean),
                 "final_std": _rounded(final.std), "final_n": final.n, **_group_record(group)})
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
