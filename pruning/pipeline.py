@@ -103,7 +103,8 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     method = make_method(cfg["method"])
     spec = model_spec(cfg["model"], cfg["data"])
     method.validate(cfg["model"]["name"], spec)
-    datasets.check_available(cfg["data"])
+    if not cfg.get("dry_run"):  # a dry run reads no data
+        datasets.check_available(cfg["data"])
     for stage, value in (("schedule.epochs", cfg["schedule"]["epochs"]), ("finetune.epochs", cfg["finetune"].get("epochs", 0))):
         if int(value) < 0:
             raise PruneLabError(f"{stage}={value} must be >= 0")
