@@ -94,46 +94,69 @@ class ImageData:
                          self.mean, self.std, self.augment, self.info)
 
     def normalise(self, images_u8: torch.Tensor) -> torch.Tensor:
-        x = images_u8.float().div_(255.0)  # (B, C, H, W) in [0, 1]
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        """uint8 (B, C, H, W) -> float (B, C, H, W), normalised per channel."""
+        mean = torch.tensor(self.mean, device=images_u8.device).view(1, -1, 1, 1) * 255.0
+        inv_std = 1.0 / (torch.tensor(self.std, device=images_u8.device).view(1, -1, 1, 1) * 255.0)
+        return (images_u8.float() - mean) * inv_std
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches; deterministic given the generator."""
+    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
+                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented, normalised training batches; deterministic given the generator.
+
+        All random numbers of the epoch (order, crop offsets, flips) are drawn up front on the
+        CPU generator and moved to the data's device once, so the loop issues no host work per
+        step. With ``world_size > 1`` (DDP) every rank draws the same permutation and takes
+        every world_size-th index of it (the epoch is trimmed to a multiple of world_size)."""
         n = len(self.train)
-        order = torch.randperm(n, generator=generator).to(self.train.labels.device)
-        for start in range(0, n, batch_size):
+        device = self.train.labels.device
+        order = torch.randperm(n, generator=generator)
+        pad = 4
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5
+        if world_size > 1:
+            keep = (n // world_size) * world_size
+            order, dy, dx, flip = (t[:keep][rank::world_size] for t in (order, dy, dx, flip))
+        order, dy, dx, flip = (t.to(device, non_blocking=True) for t in (order, dy, dx, flip))
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             images = self.train.images.index_select(0, idx)
             if self.augment:
-                images = random_crop_flip(images, pad=4, generator=generator)
+                sl = slice(start, start + batch_size)
+                images = crop_flip(images, pad, dy[sl], dx[sl], flip[sl])
             yield self.normalise(images), self.train.labels.index_select(0, idx)
 
-    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.test), batch_size):
-            yield (self.normalise(self.test.images[start : start + batch_size]),
-                   self.test.labels[start : start + batch_size])
+    def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Test batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
+        n = len(self.test)
+        lo, hi = n * rank // world_size, n * (rank + 1) // world_size
+        for start in range(lo, hi, batch_size):
+            end = min(start + batch_size, hi)
+            yield self.normalise(self.test.images[start:end]), self.test.labels[start:end]
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``pad``, take a random HxW crop per image, flip half horizontally.
+def crop_flip(images: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by ``pad``, crop HxW at per-image offsets (dy, dx), flip where ``flip``.
 
-    Batched: builds per-image gather indices instead of looping over images.
+    Batched: per-image gather indices instead of a Python loop over images.
     """
     b, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    ar_h = torch.arange(h, device=images.device)
+    ar_w = torch.arange(w, device=images.device)
+    rows = dy[:, None] + ar_h[None, :]  # (B, H)
+    cols = dx[:, None] + torch.where(flip[:, None], ar_w.flip(0)[None, :], ar_w[None, :])  # (B, W)
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))  # (B, C, H, W+2p)
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random pad-crop + horizontal flip of a batch (offsets drawn from ``generator``)."""
+    b = images.shape[0]
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(images.device)
     flip = (torch.rand(b, generator=generator) < 0.5).to(images.device)
-    ar_h = torch.arange(h, device=images.device)
-    ar_w = torch.arange(w, device=images.device)
-    rows = (dy[:, None] + ar_h[None, :])  # (B, H)
-    cols = dx[:, None] + torch.where(flip[:, None], ar_w.flip(0)[None, :], ar_w[None, :])  # (B, W)
-    rows = rows[:, None, :, None].expand(b, c, h, w + 2 * pad)
-    out = padded.gather(2, rows)  # (B, C, H, W+2p)
-    cols = cols[:, None, None, :].expand(b, c, h, w)
-    return out.gather(3, cols)  # (B, C, H, W)
+    return crop_flip(images, pad, dy, dx, flip)
 
 
 def _md5(path: Path) -> str:

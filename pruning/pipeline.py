@@ -25,6 +25,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,14 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 
 import pruning
-from pruning import PruneLabError
+from pruning import PruneLabError, distributed
 from pruning import data as datasets
+from pruning.distributed import DistInfo
 from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json
-from pruning.measure import count_macs, count_params, reduction
+from pruning.measure import count_macs, count_params, measure_latency, reduction
 from pruning.methods.base import Method, PruneContext
 from pruning.models import build, default_spec
-from pruning.train import Schedule, evaluate, run_stage
+from pruning.train import Engine, Schedule, evaluate, run_stage
 
 SCHEMA_VERSION = 1
 POLICIES = ("finetune", "scratch_e", "scratch_b")
@@ -177,31 +180,126 @@ def baseline_id(cfg: dict, data: datasets.ImageData, spec: dict, method: Method)
     return f"{cfg['model']['name']}-{cfg['data']['name']}-{digest}"
 
 
-def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, device: str,
-             console: Console) -> tuple[torch.nn.Module, dict]:
-    """Train (or load) the cached dense baseline. Concurrent callers wait on a file lock."""
+@dataclass
+class Runtime:
+    """Where and how this process trains: device, DDP rank info, engine options, console."""
+
+    device: str
+    dist: DistInfo
+    engine: Engine
+    console: Console
+    quiet: bool = False
+
+    def say(self, message: str) -> None:
+        if self.dist.is_main:
+            self.console.print(message)
+
+
+def make_runtime(cfg: dict, console: Console) -> Runtime:
+    device = resolve_device(cfg.get("device", "auto"))
+    info = distributed.init_from_env(device)
+    device = distributed.device_for(device, info)
+    return Runtime(device, info, Engine.from_config(cfg.get("engine"), device), console, bool(cfg.get("quiet")))
+
+
+class Eta:
+    """Once the first epoch is timed, print an estimate for the whole run: remaining epochs of
+    this stage at the measured speed, plus the second stage's epochs scaled by its FLOPs."""
+
+    def __init__(self, rt: Runtime, later_epochs_equiv: float):
+        self.rt, self.later, self.done = rt, later_epochs_equiv, False
+
+    def hook(self, remaining_after: Callable[[int], int]) -> Callable[[int, float], None]:
+        def on_epoch(epoch: int, seconds: float) -> None:
+            if not self.done:
+                self.done = True
+                total = (remaining_after(epoch) + self.later) * seconds
+                self.rt.say(f"[dim]ETA for the whole run: ~{_fmt_seconds(total)} "
+                            f"(first epoch {seconds:.1f} s; later stages scaled by their FLOPs)[/]")
+        return on_epoch
+
+
+def _fmt_seconds(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h} h {rem // 60} min" if h else f"{rem // 60} min {rem % 60} s"
+
+
+def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, rt: Runtime,
+             eta: Eta) -> tuple[torch.nn.Module, dict]:
+    """Train (or load) the cached dense baseline. Concurrent jobs wait on a file lock (taken by
+    rank 0 only under DDP; the other ranks follow rank 0's decision)."""
     cache = Path(cfg["paths"]["cache_dir"]) / "baselines" / baseline_id(cfg, data, spec, method)
-    cache.mkdir(parents=True, exist_ok=True)
     final_path, info_path = cache / "baseline.pt", cache / "info.json"
-    with FileLock(str(cache / ".lock")):
-        if final_path.exists() and info_path.exists():
-            state = load_checkpoint(final_path, map_location=device)
-            model = build(state["spec"]).to(device)
+    lock = FileLock(str(cache / ".lock"))
+    if rt.dist.is_main:
+        cache.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        cached = distributed.broadcast(final_path.exists() and info_path.exists(), rt.dist)
+        if cached:
+            state = load_checkpoint(final_path, map_location=rt.device)
+            model = build(state["spec"]).to(rt.device)
             model.load_state_dict(state["model"])
             info = read_json(info_path)
-            console.print(f"[green]dense baseline: cached[/] ({cache.name}, top-1 {info['top1']:.2f}%)")
+            rt.say(f"[green]dense baseline: cached[/] ({cache.name}, top-1 {info['top1']:.2f}%)")
             return model, {**info, "cached": True}
-        console.print(f"[cyan]dense baseline: training[/] ({cache.name})")
+        rt.say(f"[cyan]dense baseline: training[/] ({cache.name})")
         torch.manual_seed(int(cfg["seed"]))
-        model = build(spec).to(device)
-        stage = run_stage("pretrain", model, data, pretrain_schedule(cfg), cache / "ckpt.pt", cache / "history.jsonl",
-                          int(cfg["seed"]), grad_hook=method.pretrain_grad_hook(),
-                          quiet=bool(cfg.get("quiet")))
+        model = build(spec).to(rt.device)
+        schedule = pretrain_schedule(cfg)
+        stage = run_stage("pretrain", model, data, schedule, cache / "ckpt.pt", cache / "history.jsonl",
+                          int(cfg["seed"]), grad_hook=method.pretrain_grad_hook(), quiet=rt.quiet,
+                          engine=rt.engine, dist=rt.dist,
+                          on_epoch=eta.hook(lambda e: schedule.epochs - e))
         info = {**stage, "baseline_id": cache.name}
-        save_checkpoint(final_path, {"model": model.state_dict(), "spec": spec})
-        write_json(info_path, info)
-        (cache / "ckpt.pt").unlink(missing_ok=True)
+        if rt.dist.is_main:
+            save_checkpoint(final_path, {"model": model.state_dict(), "spec": spec})
+            write_json(info_path, info)
+            (cache / "ckpt.pt").unlink(missing_ok=True)
         return model, {**info, "cached": False}
+    finally:
+        distributed.barrier(rt.dist)
+        if rt.dist.is_main:
+            lock.release()
+
+
+def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) -> dict:
+    """Planned epochs per stage, known before training for methods whose architecture does not
+    depend on the trained weights (L1-norm's widths); None where pruning decides it."""
+    pre = pretrain_schedule(cfg)
+    out = {"pretrain": pre.epochs, "stage": None, "flops_ratio": None}
+    if not method.prunes:
+        return out
+    if method.data_free_architecture:
+        dense = build(spec)
+        pruned = method.prune(dense, PruneContext(device="cpu", input_shape=input_shape, seed=int(cfg["seed"]))).model
+        f_dense, f_pruned = count_macs(dense, input_shape), count_macs(pruned, input_shape)
+        out["stage"] = policy_schedule(cfg, f_dense, f_pruned).epochs
+        out["flops_ratio"] = f_pruned / f_dense
+    elif cfg["finetune"]["name"] != "scratch_b":
+        out["stage"] = policy_schedule(cfg, 1, 1).epochs
+    return out
+
+
+def measure_latencies(dense: torch.nn.Module, pruned: torch.nn.Module, input_shape: tuple[int, ...],
+                      cfg: dict, rt: Runtime) -> dict:
+    """Median latency of dense vs pruned, per setting: CPU at each batch size, CUDA at one."""
+    lat_cfg = cfg.get("latency") or {}
+    if not lat_cfg.get("enabled", True) or not rt.dist.is_main:
+        return {}
+    out = {}
+    settings = [("cpu", int(b)) for b in lat_cfg.get("cpu_batch_sizes", [1, 64])]
+    if rt.device.startswith("cuda"):
+        settings.append((rt.device, int(lat_cfg.get("gpu_batch_size", 256))))
+    for device, batch in settings:
+        kw = {"warmup": int(lat_cfg.get("warmup", 3)), "repeats": int(lat_cfg.get("repeats", 10))}
+        d = measure_latency(dense, input_shape, device, batch, **kw)
+        p = measure_latency(pruned, input_shape, device, batch, **kw)
+        name = f"{'cpu' if device == 'cpu' else 'cuda'}_b{batch}"
+        out[name] = {"dense_ms": d["median_ms"], "pruned_ms": p["median_ms"],
+                     "speedup": d["median_ms"] / p["median_ms"], "threads": d.get("threads"),
+                     "repeats": kw["repeats"]}
+    return out
 
 
 # ----------------------------------------------------------------------------- the run
@@ -211,29 +309,33 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
     cfg = copy.deepcopy(cfg)
     run_dir = Path(run_dir)
     method, spec = validate(cfg)
+    rt = make_runtime(cfg, console)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not cfg.get("rerun"):
         previous = read_json(metrics_path)
         if previous.get("status") == "done":
-            console.print(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
+            rt.say(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
             return previous
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir / ".lock"))
+    if rt.dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise PruneLabError(f"another process is running {run_dir}; wait for it or kill it") from None
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise PruneLabError(f"another process is running {run_dir}; wait for it or kill it") from None
-    try:
-        return _run_locked(cfg, run_dir, method, spec, console)
+        return _run_locked(cfg, run_dir, method, spec, rt)
     finally:
-        lock.release()
+        if rt.dist.is_main:
+            lock.release()
 
 
-def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, console: Console) -> dict:
-    if cfg.get("rerun"):
+def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtime) -> dict:
+    main = rt.dist.is_main
+    if cfg.get("rerun") and main:
         for stale in [run_dir / "metrics.json", run_dir / "pruned.pt", *run_dir.glob("ckpt_*.pt")]:
             stale.unlink(missing_ok=True)
-    device = resolve_device(cfg.get("device", "auto"))
+    distributed.barrier(rt.dist)
     seed = int(cfg["seed"])
     metrics: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -245,29 +347,40 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, console: C
         "versions": versions(),
         "git_commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "device": rt.device if rt.device == "cpu" else torch.cuda.get_device_name(rt.device),
+        "world_size": rt.dist.world_size,
+        "engine": asdict(rt.engine),
         "stages": {},
     }
     metrics_path = run_dir / "metrics.json"
 
     def save() -> None:
-        metrics["updated"] = now()
-        write_json(metrics_path, metrics)
+        if main:
+            metrics["updated"] = now()
+            write_json(metrics_path, metrics)
 
     try:
         if cfg.get("dry_run"):
             return _dry_run(cfg, run_dir, method, spec, metrics, save)
-        data = datasets.load(cfg["data"]).to(device)
+        data = datasets.load(cfg["data"]).to(rt.device)
         metrics["data"] = {"name": data.name, **data.info}
         input_shape = data.input_shape
         pre = pretrain_schedule(cfg)
+        planned = plan(cfg, method, spec, input_shape)
         metrics["budget"] = {"pretrain_epochs": pre.epochs, "batch_size": pre.batch_size,
-                             "train_subset": data.info.get("train_subset")}
+                             "train_subset": data.info.get("train_subset"), "planned_stage_epochs": planned["stage"]}
+        rt.say(f"[bold]plan:[/] pretrain {pre.epochs} epochs (cached if already trained) -> "
+               f"{cfg['finetune']['name'] if method.prunes else 'no second stage'} "
+               f"{'' if not method.prunes else (str(planned['stage']) + ' epochs' if planned['stage'] is not None else '(epochs set by the pruned FLOPs)')}")
         save()
+        later = (planned["stage"] or 0) * (planned["flops_ratio"] or 1.0)
+        eta = Eta(rt, later)
 
         t0 = time.perf_counter()
-        dense, base_info = pretrain(cfg, data, spec, method, device, console)
-        metrics["stages"]["pretrain"] = {k: base_info[k] for k in ("top1", "top1_best", "top5", "epochs", "wall_s", "cached", "baseline_id")}
+        dense, base_info = pretrain(cfg, data, spec, method, rt, eta)
+        metrics["stages"]["pretrain"] = {k: base_info.get(k) for k in
+                                         ("top1", "top1_best", "top5", "epochs", "wall_s", "cached", "baseline_id",
+                                          "epoch_s_median", "peak_gpu_mem_mb", "peak_rss_mb") if k in base_info}
         metrics["stages"]["pretrain"]["load_s"] = round(time.perf_counter() - t0, 2) if base_info["cached"] else 0.0
         metrics["params_dense"] = count_params(dense)
         metrics["flops_dense"] = count_macs(dense, input_shape)
@@ -282,25 +395,24 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, console: C
             save()
             return metrics
 
-        # ---- prune
+        # ---- prune (rank 0 prunes and saves; other ranks load its result)
         pruned_path = run_dir / "pruned.pt"
         t0 = time.perf_counter()
-        if pruned_path.exists():
-            state = load_checkpoint(pruned_path, map_location=device)
-            pruned = build(state["spec"]).to(device)
-            pruned.load_state_dict(state["model"])
-            masks = state.get("masks")
-            extras = state.get("extras", {})
-        else:
-            ctx = PruneContext(data=data, device=device, input_shape=input_shape, seed=seed)
+        if main and not pruned_path.exists():
+            ctx = PruneContext(data=data, device=rt.device, input_shape=input_shape, seed=seed)
             result = method.prune(dense, ctx)
-            pruned, masks, extras = result.model.to(device), result.masks, result.extras
-            save_checkpoint(pruned_path, {"model": pruned.state_dict(), "spec": result.spec, "masks": masks,
-                                          "keep": result.keep, "extras": extras})
-        prune_eval = evaluate(pruned, data, pre.test_batch_size)
+            save_checkpoint(pruned_path, {"model": result.model.state_dict(), "spec": result.spec,
+                                          "masks": result.masks, "keep": result.keep, "extras": result.extras})
+        distributed.barrier(rt.dist)
+        state = load_checkpoint(pruned_path, map_location=rt.device)
+        pruned = build(state["spec"]).to(rt.device)
+        pruned.load_state_dict(state["model"])
+        masks, extras = state.get("masks"), state.get("extras", {})
+        prune_eval = evaluate(pruned, data, pre.test_batch_size, dist=rt.dist)
         metrics["stages"]["prune"] = {"top1": prune_eval["top1"], "top5": prune_eval["top5"],
                                       "wall_s": round(time.perf_counter() - t0, 2)}
         _record_sizes(metrics, pruned, masks, input_shape)
+        metrics["latency"] = measure_latencies(dense, pruned, input_shape, cfg, rt)
         metrics["extras"] = extras
         save()
 
@@ -309,13 +421,17 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, console: C
         stage_schedule = policy_schedule(cfg, metrics["flops_dense"], metrics["flops_pruned"])
         metrics["budget"]["stage_epochs"] = stage_schedule.epochs
         metrics["budget"]["stage_lr"] = stage_schedule.lr
+        if planned["stage"] is None:
+            rt.say(f"[bold]plan:[/] {policy} {stage_schedule.epochs} epochs")
         if policy == "finetune":
             model = pruned
         else:
             torch.manual_seed(seed + 1)
-            model = build(metrics["spec_pruned"]).to(device)
+            model = build(metrics["spec_pruned"]).to(rt.device)
         stage = run_stage(policy, model, data, stage_schedule, run_dir / f"ckpt_{policy}.pt",
-                          run_dir / "history.jsonl", seed + 7, masks=masks, quiet=bool(cfg.get("quiet")))
+                          run_dir / "history.jsonl", seed + 7, masks=masks, quiet=rt.quiet,
+                          engine=rt.engine, dist=rt.dist,
+                          on_epoch=Eta(rt, 0.0).hook(lambda e: stage_schedule.epochs - e) if base_info["cached"] else None)
         metrics["stages"][policy] = stage
         metrics["final"] = {k: stage[k] for k in ("top1", "top1_best", "top5")}
         metrics["status"] = "done"

@@ -1,6 +1,14 @@
 """Training and evaluation loops, written to be read in one sitting (torchvision-references
 style), plus the resumable, checkpoint-every-epoch stage runner the pipeline uses.
 
+Two paths:
+* the engine (``train_one_epoch``): the uint8 dataset lives on the training device, pad-crop +
+  flip run there as batched tensor ops, metrics accumulate on the device (no per-step host
+  sync), optional channels_last, bf16 autocast and ``torch.compile`` (``Engine``);
+* the plain path (``plain_train_one_epoch``): a DataLoader with per-image transforms and a
+  ``loss.item()`` per step, as in torchvision's references. It is the benchmark's baseline and
+  the reference the engine is tested against.
+
 Recipe knobs come from a ``Schedule``: SGD with momentum, step decay by ``gamma`` at the given
 fractions of the epochs (Rethinking: x0.1 at 50% and 75%), weight decay, batch size.
 """
@@ -8,8 +16,10 @@ fractions of the epochs (Rethinking: x0.1 at 50% and 75%), weight decay, batch s
 from __future__ import annotations
 
 import math
+import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +29,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pruning.data import ImageData
+from pruning.distributed import SINGLE, DistInfo, all_reduce_sum, wrap
 from pruning.io import load_checkpoint, save_checkpoint, write_jsonl
 from pruning.measure import topk_correct
 
@@ -42,6 +53,43 @@ class Schedule:
         return self.lr * self.gamma**steps
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Speed options of the training loop (``engine`` config group)."""
+
+    channels_last: bool = False
+    amp_bf16: bool = False  # bf16 autocast for forward + loss
+    compile: bool = False
+    compile_mode: str | None = None  # e.g. "reduce-overhead" (CUDA graphs), "max-autotune"
+
+    @staticmethod
+    def from_config(cfg: dict | None, device: str) -> Engine:
+        """``auto`` turns an option on on CUDA and off on CPU."""
+        cfg = cfg or {}
+        on_gpu = device.startswith("cuda")
+
+        def pick(key: str, default: bool = False) -> bool:
+            value = cfg.get(key, default)
+            return on_gpu if value == "auto" else bool(value)
+
+        return Engine(pick("channels_last"), pick("amp_bf16"), pick("compile"), cfg.get("compile_mode"))
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Model for the forward pass (the original keeps its state_dict keys)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model, mode=self.compile_mode) if self.compile else model
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.amp_bf16 else nullcontext()
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+PLAIN = Engine()
+
+
 def make_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                            weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
@@ -61,45 +109,73 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
                     batch_size: int, generator: torch.Generator,
                     masks: dict[str, torch.Tensor] | None = None,
                     on_step: Callable[[int, int], None] | None = None,
-                    grad_hook: Callable[[nn.Module], None] | None = None) -> dict:
+                    grad_hook: Callable[[nn.Module], None] | None = None,
+                    engine: Engine = PLAIN, dist: DistInfo = SINGLE,
+                    forward: nn.Module | None = None) -> dict:
+    """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
+    ``model`` the plain module whose parameters are masked and hooked."""
+    forward = forward or model
     model.train()
     device = data.train.labels.device
     loss_sum = torch.zeros((), device=device)  # accumulate on device: no per-step host sync
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    total_steps = math.ceil(len(data.train) / batch_size)
-    for step, (images, labels) in enumerate(data.train_batches(batch_size, generator)):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+    seen = torch.zeros((), device=device, dtype=torch.long)
+    total_steps = math.ceil(len(data.train) // dist.world_size / batch_size)
+    for step, (images, labels) in enumerate(data.train_batches(batch_size, generator, dist.rank, dist.world_size)):
+        with engine.autocast(device):
+            logits = forward(engine.inputs(images))
+            loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_hook is not None:
             grad_hook(model)
         optimizer.step()
         apply_masks(model, masks)
-        loss_sum += loss.detach() * labels.shape[0]
+        loss_sum += loss.detach().float() * labels.shape[0]
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.shape[0]
         if on_step is not None:
             on_step(step + 1, total_steps)
-    return {"train_loss": float(loss_sum / seen), "train_top1": 100.0 * float(correct) / seen}
+    totals = all_reduce_sum(torch.stack([loss_sum, correct.float(), seen.float()]), dist)
+    return {"train_loss": float(totals[0] / totals[2]), "train_top1": 100.0 * float(totals[1] / totals[2])}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, batch_size: int = 256) -> dict:
+def evaluate(model: nn.Module, data: ImageData, batch_size: int = 256, engine: Engine = PLAIN,
+             dist: DistInfo = SINGLE) -> dict:
     model.eval()
     device = data.test.labels.device
-    correct1 = torch.zeros((), device=device, dtype=torch.long)
-    correct5 = torch.zeros((), device=device, dtype=torch.long)
-    loss_sum = torch.zeros((), device=device)
-    for images, labels in data.test_batches(batch_size):
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+    totals = torch.zeros(4, device=device)  # loss, top-1, top-5, count
+    for images, labels in data.test_batches(batch_size, dist.rank, dist.world_size):
+        with engine.autocast(device):
+            logits = model(engine.inputs(images)).float()
+        totals[0] += F.cross_entropy(logits, labels, reduction="sum")
         c1, c5 = topk_correct(logits, labels, (1, 5))
-        correct1 += c1
-        correct5 += c5
-    n = len(data.test)
-    return {"top1": 100.0 * float(correct1) / n, "top5": 100.0 * float(correct5) / n, "test_loss": float(loss_sum) / n}
+        totals[1] += c1
+        totals[2] += c5
+        totals[3] += labels.shape[0]
+    totals = all_reduce_sum(totals, dist).tolist()
+    n = totals[3]
+    return {"top1": 100.0 * totals[1] / n, "top5": 100.0 * totals[2] / n, "test_loss": totals[0] / n}
+
+
+def plain_train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                          device: torch.device | str) -> dict:
+    """The torchvision-references loop: batches from a DataLoader, host metrics every step."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * labels.shape[0]  # per-step host sync, as in the references
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += labels.shape[0]
+    return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen}
 
 
 def make_progress() -> Progress:
@@ -115,28 +191,44 @@ def make_progress() -> Progress:
     )
 
 
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak memory so far: the CUDA allocator's peak on GPU; the process's peak RSS otherwise."""
+    if device.type == "cuda":
+        return {"peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, ckpt_path: Path,
               history_path: Path, seed: int, masks: dict[str, torch.Tensor] | None = None,
-              grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False) -> dict:
+              grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False,
+              engine: Engine = PLAIN, dist: DistInfo = SINGLE,
+              on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
     Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy),
     so a killed run re-launched with the same command continues from its last finished epoch.
     Data order depends only on (seed, epoch), so a resumed run sees the batches it would have.
-    Returns the stage metrics: final and best test top-1, top-5, epochs, wall time.
+    Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
+    after each epoch (the pipeline's ETA). Returns the stage metrics: final and best test
+    top-1, top-5, epochs, wall time, peak memory.
     """
+    device = data.train.labels.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     optimizer = make_optimizer(model, schedule)
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
     if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=data.train.labels.device)
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_s"]
     apply_masks(model, masks)
+    forward = engine.prepare(wrap(model, dist))
+    eval_model = model if dist.enabled else forward  # DDP's forward syncs buffers: keep eval local
     t0 = time.perf_counter()
     with make_progress() as progress:
-        progress.disable = quiet
+        progress.disable = quiet or not dist.is_main
         epochs_task = progress.add_task(f"{name} epochs", total=max(schedule.epochs, 1), completed=start_epoch, info="")
         steps_task = progress.add_task("  steps", total=1, info="")
         for epoch in range(start_epoch, schedule.epochs):
@@ -145,25 +237,29 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            progress.reset(steps_task, total=math.ceil(len(data.train) / schedule.batch_size), info=f"lr {lr:.4g}")
+            progress.reset(steps_task, total=math.ceil(len(data.train) // dist.world_size / schedule.batch_size), info=f"lr {lr:.4g}")
             train_metrics = train_one_epoch(
                 model, data, optimizer, schedule.batch_size, generator, masks,
                 on_step=lambda s, _t: progress.update(steps_task, completed=s), grad_hook=grad_hook,
+                engine=engine, dist=dist, forward=forward,
             )
-            test_metrics = evaluate(model, data, schedule.test_batch_size)
+            test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
             row = {"stage": name, "epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                    "epoch_s": round(time.perf_counter() - t_epoch, 3)}
             history.append(row)
             wall = wall_before + time.perf_counter() - t0
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "history": history, "epoch": epoch + 1, "wall_s": wall,
-                                        "spec": getattr(model, "spec", None), "schedule": asdict(schedule)})
-            write_jsonl(history_path, history)
+            if dist.is_main:
+                save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "history": history, "epoch": epoch + 1, "wall_s": wall,
+                                            "spec": getattr(model, "spec", None), "schedule": asdict(schedule)})
+                write_jsonl(history_path, history)
             progress.update(epochs_task, completed=epoch + 1,
                             info=f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%")
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row["epoch_s"])
     if schedule.epochs == 0 or not history:
-        final = evaluate(model, data, schedule.test_batch_size)
-        return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0}
+        final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
+        return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0, **peak_memory_mb(device)}
     last = history[-1]
     return {
         "top1": last["top1"],
@@ -171,4 +267,6 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
         "top5": last["top5"],
         "epochs": schedule.epochs,
         "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+        "epoch_s_median": sorted(h["epoch_s"] for h in history)[len(history) // 2],
+        **peak_memory_mb(device),
     }

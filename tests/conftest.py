@@ -75,4 +75,4 @@ def plain_cfg(overrides: list[str], results: Path) -> dict:
 
 
 TINY_CIFAR = ["data=cifar10", "data.strict_sizes=false", "model=resnet20", "schedule.epochs=2",
-              "schedule.finetune_epochs=1", "schedule.batch_size=50"]
+              "schedule.finetune_epochs=1", "schedule.batch_size=50", "latency.cpu_batch_sizes=[1]", "latency.repeats=3"]

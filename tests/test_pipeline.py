@@ -33,7 +33,11 @@ def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
     assert set(m["stages"]) == {"pretrain", "prune", "finetune"}
     assert m["flops_pruned"] < m["flops_dense"] and 40 < m["flops_reduction"] < 60
     assert m["data"]["official_md5"] is False and m["data"]["train_size"] == 200
-    assert m["budget"] == {"pretrain_epochs": 2, "batch_size": 50, "train_subset": None, "stage_epochs": 1, "stage_lr": 0.001}
+    assert m["budget"] == {"pretrain_epochs": 2, "batch_size": 50, "train_subset": None,
+                           "planned_stage_epochs": 1, "stage_epochs": 1, "stage_lr": 0.001}
+    lat = m["latency"]["cpu_b1"]
+    assert lat["dense_ms"] > 0 and lat["pruned_ms"] > 0 and lat["speedup"] == lat["dense_ms"] / lat["pruned_ms"]
+    assert m["stages"]["pretrain"]["peak_rss_mb"] > 0 and m["engine"]["channels_last"] is False
     on_disk = json.loads((Path(m["run_dir"]) / "metrics.json").read_text())
     assert on_disk["final"] == m["final"] and 0 <= m["final"]["top1"] <= 100
     history = [json.loads(line) for line in (Path(m["run_dir"]) / "history.jsonl").read_text().splitlines()]

@@ -42,6 +42,7 @@ class Method:
 
     name = "base"
     prunes = True  # False for the dense-only baseline
+    data_free_architecture = False  # True: the pruned widths do not depend on the trained weights
 
     def key(self) -> dict[str, Any]:
         return {"variant": None, "ratio": None}

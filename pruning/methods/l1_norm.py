@@ -64,6 +64,7 @@ def _default_width(spec: dict) -> bool:
 
 class L1Norm(Method):
     name = "l1_norm"
+    data_free_architecture = True  # per-layer keep counts come from the variant / ratio
 
     def __init__(self, variant: str | None = None, ratio: float | None = None, **_: Any):
         self.variant = None if variant in (None, "", "null") else str(variant)
