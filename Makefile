@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CIFAR10_DIR ?= data/cifar10-jpeg
 
-.PHONY: install demo test test-slow lint report reproduce-l1-short reproduce-l1-table1 clean
+.PHONY: install demo test test-slow lint report bench reproduce-l1-short reproduce-l1-table1 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 report: $(STAMP)        ## regenerate every table under results/tables from the runs under results/
 	$(VENV)/bin/prune-report
+
+bench: $(STAMP)         ## training speed (engine vs plain loop) + dense/pruned latency -> results/benchmarks/
+	$(PY) scripts/bench_train.py --data-root $(CIFAR10_DIR) $(BENCH_ARGS)
 
 $(CIFAR10_DIR)/cifar-10-batches-py/test_batch:
 	$(PY) ../shared/data/cifar10/prepare.py $(CIFAR10_DIR)

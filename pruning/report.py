@@ -66,12 +66,15 @@ RUN_COLUMNS = (
     *KEY_FIELDS, "data_label", "pretrain_epochs", "stage_epochs", "train_subset",
     "flops_reduction", "params_reduction", "flops_speedup", "flops_dense", "flops_pruned",
     "params_dense", "params_pruned", "unpruned_top1", "final_top1", "final_top1_last",
-    "final_top5", "run_dir",
+    "final_top5", "run_dir", "measured_speedup", "measured_setting",
+    "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu",
 )
+SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
+                   "measured_speedup_gpu")
 FORMATS = ("md", "csv", "latex")
 FILE_SUFFIXES = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 SPEC_KINDS = ("paper_table", "ratio_sweep")
-COLUMN_KINDS = ("accuracy", "reduction")
+COLUMN_KINDS = ("accuracy", "reduction", "speedup")
 
 ACCURACY_NOTE = ("Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper "
                  "reports it")
@@ -134,7 +137,25 @@ def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
     for name in ("flops_reduction", "params_reduction", "flops_speedup", "flops_dense",
                  "flops_pruned", "params_dense", "params_pruned"):
         record[name] = metrics.get(name)
+    record.update(measured_speedups(metrics.get("latency") or {}))
     return record
+
+
+def measured_speedups(latency: Mapping[str, Any]) -> dict[str, Any]:
+    """Measured dense/pruned latency ratios of a run (metrics.json ``latency``): CPU at batch 1
+    and 64, GPU at its large batch, and ``measured_speedup``: the GPU figure when the run had
+    a GPU, else CPU batch 64 (``measured_setting`` says which)."""
+    gpu = next((v for k, v in sorted(latency.items()) if k.startswith("cuda")), None)
+    out = {
+        "measured_speedup_cpu_b1": (latency.get("cpu_b1") or {}).get("speedup"),
+        "measured_speedup_cpu_b64": (latency.get("cpu_b64") or {}).get("speedup"),
+        "measured_speedup_gpu": gpu.get("speedup") if gpu else None,
+    }
+    for setting, name in (("GPU", "measured_speedup_gpu"), ("CPU b64", "measured_speedup_cpu_b64"),
+                          ("CPU b1", "measured_speedup_cpu_b1")):
+        if out[name] is not None:
+            return {**out, "measured_speedup": out[name], "measured_setting": setting}
+    return {**out, "measured_speedup": None, "measured_setting": None}
 
 
 def load_runs(results_root: str | Path) -> pd.DataFrame:
@@ -473,10 +494,11 @@ def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping
     if ours.n == 0:
         ours_text: str = CommandText(command)
     else:
-        ours_text = format_mean_std(ours) if kind == "accuracy" else _reduction_text(ours)
+        ours_text = (format_mean_std(ours) if kind == "accuracy" else
+                     f"{ours.mean:.2f}×" if kind == "speedup" else _reduction_text(ours))
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
-    texts = [paper.format(kind) if paper else "", ours_text]
+    texts = [ours_text] if kind == "speedup" else [paper.format(kind) if paper else "", ours_text]
     record: dict[str, Any] = {
         f"{key}_paper_mean": paper.mean if paper else None,
         f"{key}_paper_std": paper.std if paper else None,
@@ -498,7 +520,7 @@ def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     """A paper-vs-ours table of one budget group (``group=None``: the table without runs)."""
     header_groups: list[tuple[str, list[str]]] = [("Model", []), ("Pruned model", [])]
     for column in spec["columns"]:
-        sub_labels = ["paper", "ours", "Δ"] if column["kind"] == "accuracy" else ["paper", "ours"]
+        sub_labels = {"accuracy": ["paper", "ours", "Δ"], "speedup": ["ours"]}.get(column["kind"], ["paper", "ours"])
         header_groups.append((column["label"], sub_labels))
 
     rows, records = [], []
@@ -522,7 +544,8 @@ def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     paper_note = spec.get("paper_note", "paper: the published values")
     caption = (f"{ACCURACY_NOTE}. {paper_note}; ours: mean±std over seeds "
                f"(n = number of seeds). Δ = ours mean − paper mean. FLOPs↓ / Params↓: reduction "
-               f"of the pruned vs the dense model. An empty 'ours' cell shows the command that "
+               f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
+               f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). An empty 'ours' cell shows the command that "
                f"fills it; the whole table: `{table_command}`.{_budget_caption(spec, group)}")
     footnotes = [UNVERIFIED_FOOTNOTE] if any_unverified else []
     footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}",
@@ -538,7 +561,8 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     """Uniform-ratio runs of one budget group: ratio → reductions, unpruned and final top-1."""
     header_groups: list[tuple[str, list[str]]] = [
         (label, []) for label in ("Model", "Method", "Fine-tune", "Ratio", "FLOPs↓", "Params↓",
-                                  "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
+                                  "FLOPs×", "Measured× CPU b1", "Measured× CPU b64",
+                                  "Measured× GPU", "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
     rows, records = [], []
     if not runs.empty:
         keys = ["data", "model", "method", "finetune", "ratio"]
@@ -548,13 +572,16 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
             unpruned = mean_std(one_per_seed(cell_runs)["unpruned_top1"])
             final = mean_std(cell_runs["final_top1"])
             stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
+            speedups = {name: mean_std(cell_runs[name]) for name in SPEEDUP_COLUMNS}
             rows.append([model, method, finetune, f"{ratio:g}",
                          _reduction_text(flops) if flops.n else "",
-                         _reduction_text(params) if params.n else "", stage_epochs,
+                         _reduction_text(params) if params.n else "",
+                         *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()), stage_epochs,
                          format_mean_std(unpruned), format_mean_std(final)])
             records.append({
                 "model": model, "method": method, "finetune": finetune, "ratio": ratio,
                 "flops_reduction": _rounded(flops.mean), "params_reduction": _rounded(params.mean),
+                **{name: _rounded(v.mean) for name, v in speedups.items()},
                 "stage_epochs": stage_epochs, "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
                 "unpruned_n": unpruned.n, "final_mean": _rounded(final.mean),
                 "final_std": _rounded(final.std), "final_n": final.n, **_group_record(group)})

@@ -80,6 +80,10 @@ def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "
         metrics["stages"][finetune] = {"top1": final_top1 - 0.2, "top1_best": final_top1,
                                        "top5": 99.0, "epochs": 2, "wall_s": 5.0}
         metrics["final"] = {"top1": final_top1 - 0.2, "top1_best": final_top1, "top5": 99.0}
+        # measured speedups smaller than the FLOPs speedup, as they usually are
+        b1, b64 = 1 + flops_reduction / 400, 1 + flops_reduction / 200
+        metrics["latency"] = {"cpu_b1": {"dense_ms": 2.0 * b1, "pruned_ms": 2.0, "speedup": b1},
+                              "cpu_b64": {"dense_ms": 40.0 * b64, "pruned_ms": 40.0, "speedup": b64}}
     return metrics
 
 
@@ -204,6 +208,15 @@ def test_latex_and_placeholder_files(results: Path, tmp_path: Path) -> None:
     latex = (out / f"rethinking_l1_cifar10__{JPEG_SLUG}.tex").read_text()
     assert r"\toprule" in latex and r"92.30$\pm$0.28 (n=2)" in latex
     assert not (out / "rethinking_l1_cifar10.md").exists()  # replaced by the group tables
+
+
+def test_measured_speedup_prefers_gpu_then_cpu_batch64() -> None:
+    from pruning.report import measured_speedups
+
+    both = {"cpu_b1": {"speedup": 1.1}, "cpu_b64": {"speedup": 1.3}, "cuda_b256": {"speedup": 1.5}}
+    assert measured_speedups(both)["measured_speedup"] == 1.5
+    assert measured_speedups({"cpu_b1": {"speedup": 1.1}, "cpu_b64": {"speedup": 1.3}})["measured_setting"] == "CPU b64"
+    assert measured_speedups({})["measured_speedup"] is None
 
 
 def test_sweep_table_and_plot(results: Path, tmp_path: Path) -> None:
