@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CIFAR10_DIR ?= data/cifar10-jpeg
+CIFAR10_LABEL ?= CIFAR-10 (JPEG q75 copy)
 
 .PHONY: install demo test test-slow lint report bench reproduce-l1-short reproduce-l1-table1 clean
 
@@ -31,7 +32,7 @@ report: $(STAMP)        ## regenerate every table under results/tables from the 
 	$(VENV)/bin/prune-report
 
 bench: $(STAMP)         ## training speed (engine vs plain loop) + dense/pruned latency -> results/benchmarks/
-	$(PY) scripts/bench_train.py --data-root $(CIFAR10_DIR) $(BENCH_ARGS)
+	$(PY) scripts/bench_train.py --data-root $(CIFAR10_DIR) --data-label "$(CIFAR10_LABEL)" $(BENCH_ARGS)
 
 $(CIFAR10_DIR)/cifar-10-batches-py/test_batch:
 	$(PY) ../shared/data/cifar10/prepare.py $(CIFAR10_DIR)

@@ -39,10 +39,10 @@ MODELS = {"resnet56": ("resnet_cifar", 56), "vgg16": ("vgg_cifar", 16), "resnet2
           "resnet110": ("resnet_cifar", 110)}
 
 
-def load_data(root: str | None) -> tuple[ImageData, str]:
+def load_data(root: str | None, label: str | None) -> tuple[ImageData, str]:
     if root and (Path(root) / CIFAR["cifar10"]["folder"]).is_dir():
         data = load_cifar("cifar10", root)
-        return data, f"CIFAR-10 from {root} (official md5: {data.info['official_md5']})"
+        return data, f"{label or 'CIFAR-10'} from {root} (official md5: {data.info['official_md5']})"
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (50_000,), generator=gen)
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 on GPU, 8 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 30 GPU, 2 CPU)")
     parser.add_argument("--data-root", default=os.environ.get("CIFAR10_DIR", "data/cifar10-jpeg"))
+    parser.add_argument("--data-label", default=None, help='e.g. "CIFAR-10 (JPEG q75 copy)"')
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="engine: torch.compile(mode=reduce-overhead)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="plain loop DataLoader workers")
@@ -170,7 +171,7 @@ def main() -> None:
     warmup = args.warmup or (30 if on_gpu else 2)
     engine = Engine(channels_last=on_gpu, amp_bf16=on_gpu, compile=args.compile,
                     compile_mode="reduce-overhead" if args.compile else None)
-    data, data_label = load_data(args.data_root)
+    data, data_label = load_data(args.data_root, args.data_label)
     machine = torch.cuda.get_device_name(device) if on_gpu else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     print(f"device: {machine}; data: {data_label}; steps {steps} (+{warmup} warm-up); engine {engine}")
 
