@@ -10,6 +10,9 @@
   method's pretraining extras). A file lock makes concurrent sweep jobs wait for one trainer.
 * Every stage checkpoints each epoch; re-running a killed command resumes; a finished run is
   skipped (``rerun=true`` forces it).
+* Every run measures dense vs pruned inference latency, prints its plan (epochs per stage)
+  before training and an ETA once the first epoch is timed, and records peak memory per stage.
+* Under torchrun (DDP) every rank runs this same code; rank 0 alone writes and takes locks.
 * The stage policy is the pipeline's, not the method's: finetune keeps the pruned weights
   (40 epochs at lr 1e-3 in the CIFAR recipe), scratch_e re-initialises the pruned spec and
   trains the baseline's epochs, scratch_b trains epochs x FLOPs(dense)/FLOPs(pruned).
