@@ -67,8 +67,9 @@ RUN_COLUMNS = (
     "flops_reduction", "params_reduction", "flops_speedup", "flops_dense", "flops_pruned",
     "params_dense", "params_pruned", "unpruned_top1", "final_top1", "final_top1_last",
     "final_top5", "run_dir", "measured_speedup", "measured_setting",
-    "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu",
+    "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu", "status",
 )
+ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
                    "measured_speedup_gpu")
 FORMATS = ("md", "csv", "latex")
@@ -138,6 +139,7 @@ def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
                  "flops_pruned", "params_dense", "params_pruned"):
         record[name] = metrics.get(name)
     record.update(measured_speedups(metrics.get("latency") or {}))
+    record["status"] = metrics["status"]
     return record
 
 
@@ -159,11 +161,12 @@ def measured_speedups(latency: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(results_root: str | Path) -> pd.DataFrame:
-    """One row per done run under ``results_root`` (columns: ``RUN_COLUMNS``)."""
+    """One row per done run under ``results_root`` (columns: ``RUN_COLUMNS``), plus dry runs
+    (``status == "dry_run"``), which only architecture columns (FLOPs/params) may use."""
     records = []
     for path in find_metrics_files(results_root):
         metrics = _read_metrics(path)
-        if metrics is None or metrics.get("status") != "done":
+        if metrics is None or metrics.get("status") not in ("done", "dry_run"):
             continue
         try:
             records.append(_run_record(metrics, path))
@@ -516,8 +519,9 @@ def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping
 
 
 def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
-                      group: BudgetGroup | None) -> ReportTable:
-    """A paper-vs-ours table of one budget group (``group=None``: the table without runs)."""
+                      group: BudgetGroup | None, arch_runs: pd.DataFrame | None = None) -> ReportTable:
+    """A paper-vs-ours table of one budget group (``group=None``: the table without runs).
+    ``arch_runs`` (done and dry runs of any budget) fill the architecture-only columns."""
     header_groups: list[tuple[str, list[str]]] = [("Model", []), ("Pruned model", [])]
     for column in spec["columns"]:
         sub_labels = {"accuracy": ["paper", "ours", "Δ"], "speedup": ["ours"]}.get(column["kind"], ["paper", "ours"])
@@ -531,7 +535,8 @@ def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
         record: dict[str, Any] = {"model": row["unpruned_name"], "pruned_model": row["name"],
                                   **_group_record(group)}
         for column in spec["columns"]:
-            texts, fields, paper = _paper_cell(spec, row, column, runs, group)
+            source = arch_runs if arch_runs is not None and column["metric"] in ARCHITECTURE_METRICS else runs
+            texts, fields, paper = _paper_cell(spec, row, column, source, group)
             cells += texts
             record.update(fields)
             if paper is not None:
@@ -641,14 +646,20 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
 
 def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTable]:
     """One table per budget group with runs for ``spec``; the empty table when there are none."""
-    build = build_sweep_table if spec["kind"] == "ratio_sweep" else build_paper_table
+    done = runs[runs["status"] == "done"] if "status" in runs else runs
+    sweep = spec["kind"] == "ratio_sweep"
+
+    def build(used: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
+        # architecture-only cells may come from dry runs too (counts do not depend on training)
+        return build_sweep_table(spec, used, group) if sweep else build_paper_table(spec, used, group, runs)
+
     tables = []
-    for group, group_runs in split_by_budget(runs):
+    for group, group_runs in split_by_budget(done):
         used = _table_runs(spec, group_runs)
         if not used.empty:
-            tables.append(build(spec, used, group))
+            tables.append(build(used, group))
     if not tables:
-        tables.append(build(spec, runs.iloc[0:0], None))
+        tables.append(build(done.iloc[0:0], None))
     return tables
 
 

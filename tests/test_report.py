@@ -253,3 +253,19 @@ def test_cli_exit_codes(results: Path, tmp_path: Path, capsys) -> None:
                  "--format", "md"]) == 0
     assert {p.name for p in out.iterdir()} == {
         f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md", f"rethinking_l1_cifar10__{JPEG_SLUG}.md"}
+
+
+def test_dry_runs_fill_architecture_cells_only(tmp_path: Path, specs) -> None:
+    root = tmp_path / "results"
+    dry = metrics_dict("resnet56", variant="B", status="dry_run")
+    for key in ("stages", "final", "data", "latency"):
+        dry.pop(key, None)
+    path = root / "dry" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(dry))
+    (table,) = build_tables(specs["rethinking_l1_cifar10"], load_runs(root))
+    record = table.records.set_index("pruned_model").loc["ResNet-56-B"]
+    assert record["flops_reduction_ours_mean"] == pytest.approx(27.63)
+    assert record["flops_speedup_ours_mean"] == pytest.approx(100 / 72.37, rel=1e-3)
+    assert record["finetune_ours_n"] == 0 and "prune-exp" in record["finetune_command"]
+    assert table.group is None  # a dry run opens no budget group of its own
