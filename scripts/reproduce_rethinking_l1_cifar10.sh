@@ -7,5 +7,7 @@ set -euo pipefail
 root=${DATA_ROOT:-data/cifar10}
 extra=()
 [ -n "${LABEL:-}" ] && extra+=("data.label='$LABEL'")
+# architecture counts first (seconds, no data): fills the FLOPs/params columns
+prune-exp -m experiment=rethinking_l1_cifar10 dry_run=true seed=0 finetune=finetune quiet=true
 prune-exp -m experiment=rethinking_l1_cifar10 "data.root=$root" quiet=true "${extra[@]}"
 prune-report rethinking_l1_cifar10
