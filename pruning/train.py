@@ -231,6 +231,10 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
         progress.disable = quiet or not dist.is_main
         epochs_task = progress.add_task(f"{name} epochs", total=max(schedule.epochs, 1), completed=start_epoch, info="")
         steps_task = progress.add_task("  steps", total=1, info="")
+
+        def update_steps(step: int, total: int) -> None:  # every 20 steps: keep Python out of the hot loop
+            if step % 20 == 0 or step == total:
+                progress.update(steps_task, completed=step)
         for epoch in range(start_epoch, schedule.epochs):
             t_epoch = time.perf_counter()
             lr = schedule.lr_at(epoch)
@@ -240,7 +244,7 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             progress.reset(steps_task, total=math.ceil(len(data.train) // dist.world_size / schedule.batch_size), info=f"lr {lr:.4g}")
             train_metrics = train_one_epoch(
                 model, data, optimizer, schedule.batch_size, generator, masks,
-                on_step=lambda s, _t: progress.update(steps_task, completed=s), grad_hook=grad_hook,
+                on_step=None if progress.disable else update_steps, grad_hook=grad_hook,
                 engine=engine, dist=dist, forward=forward,
             )
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
