@@ -10,25 +10,33 @@ import torch
 import torch.nn as nn
 
 
-def count_params(model: nn.Module, nonzero: bool = False) -> int:
-    if nonzero:
-        return int(sum((p != 0).sum().item() for p in model.parameters()))
-    return int(sum(p.numel() for p in model.parameters()))
+def count_params(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> int:
+    """Number of parameters; with unstructured ``masks``, minus the masked-out weights (a
+    trained weight that merely happens to be 0, such as a fresh BN bias, still counts)."""
+    total = int(sum(p.numel() for p in model.parameters()))
+    if masks:
+        total -= int(sum(int((m == 0).sum()) for m in masks.values()))
+    return total
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on one input of shape (C, H, W)."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:
+    """Multiply-accumulates of one forward pass on one input of shape (C, H, W). With
+    ``nonzero``, only multiplications by non-zero weights count (unstructured sparsity)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp, out):
         nonlocal total
-        kh, kw = m.kernel_size
-        total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+        out_h, out_w = out.shape[-2:]
+        if nonzero:
+            total += int((m.weight != 0).sum()) * out_h * out_w
+        else:
+            kh, kw = m.kernel_size
+            total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
 
     def linear_hook(m: nn.Linear, _inp, out):
         nonlocal total
-        total += m.in_features * m.out_features
+        total += int((m.weight != 0).sum()) if nonzero else m.in_features * m.out_features
 
     handles = []
     for m in model.modules():

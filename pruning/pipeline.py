@@ -431,6 +431,7 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         else:
             torch.manual_seed(seed + 1)
             model = build(metrics["spec_pruned"]).to(rt.device)
+            method.scratch_init(model, masks)
         stage = run_stage(policy, model, data, stage_schedule, run_dir / f"ckpt_{policy}.pt",
                           run_dir / "history.jsonl", seed + 7, masks=masks, quiet=rt.quiet,
                           engine=rt.engine, dist=rt.dist,
@@ -450,8 +451,8 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
 
 def _record_sizes(metrics: dict, pruned: torch.nn.Module, masks: dict | None, input_shape) -> None:
     metrics["spec_pruned"] = pruned.spec
-    metrics["params_pruned"] = count_params(pruned, nonzero=bool(masks))
-    metrics["flops_pruned"] = count_macs(pruned, input_shape)
+    metrics["params_pruned"] = count_params(pruned, masks)
+    metrics["flops_pruned"] = count_macs(pruned, input_shape, nonzero=bool(masks))
     metrics["params_reduction"] = reduction(metrics["params_dense"], metrics["params_pruned"])
     metrics["flops_reduction"] = reduction(metrics["flops_dense"], metrics["flops_pruned"])
     metrics["flops_speedup"] = metrics["flops_dense"] / metrics["flops_pruned"]

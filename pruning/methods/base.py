@@ -69,6 +69,10 @@ class Method:
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         raise NotImplementedError
 
+    def scratch_init(self, model: nn.Module, masks: dict[str, Any] | None) -> None:  # noqa: B027
+        """Re-initialise a freshly built pruned network for scratch-E/B (default: the model's
+        own init is kept)."""
+
 
 def check_ratio(ratio: Any, what: str = "method.ratio") -> float:
     try:
