@@ -468,7 +468,9 @@ def _dry_run(cfg: dict, run_dir: Path, method: Method, spec: dict, metrics: dict
     metrics["params_dense"] = count_params(dense)
     metrics["flops_dense"] = count_macs(dense, input_shape)
     metrics["spec_dense"] = spec
-    if method.prunes:
+    if method.prunes and not method.data_free_architecture:
+        metrics["note"] = f"{method.name}'s pruned architecture depends on the trained weights: only dense counts"
+    elif method.prunes:
         result = method.prune(dense, PruneContext(device="cpu", input_shape=input_shape, seed=int(cfg["seed"])))
         _record_sizes(metrics, result.model, result.masks, input_shape)
         metrics["budget"] = {"pretrain_epochs": int(cfg["schedule"]["epochs"]),

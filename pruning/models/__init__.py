@@ -29,6 +29,7 @@ class ChannelGroup:
                filter-scoring methods (L1-norm, ...) rank channels by this tensor
     members:   (state_dict key, dim) pairs sliced by the kept indices
     spec_path: path into the spec where the group's width is stored
+    bn_scale:  the BN scaling factors of the channels (Network Slimming ranks by them)
     """
 
     name: str
@@ -37,6 +38,7 @@ class ChannelGroup:
     members: tuple[tuple[str, int], ...]
     spec_path: tuple[Any, ...]
     meta: dict = field(default_factory=dict, compare=False)
+    bn_scale: str | None = None  # the BN weight (gamma) of these channels, if any
 
 
 def _families() -> dict[str, Any]:

@@ -140,6 +140,7 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
                     spec_path=("stages", s, "mid", b),
                     # conv-layer id as counted by the Rethinking scripts (stem = 1)
                     meta={"stage": s, "block": b, "layer_id": 2 + 2 * global_block},
+                    bn_scale=f"{p}.bn1.weight",
                 )
             )
             global_block += 1

@@ -114,6 +114,7 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
                 members=((f"features.{f}.weight", 0), *bn, (consumer, 1)),
                 spec_path=("cfg", cfg_i),
                 meta={"conv_index": k, "layer_id": k + 1},
+                bn_scale=f"features.{f + 1}.weight",
             )
         )
     return groups
