@@ -612,9 +612,9 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     figure = Figure(figsize=(7.0, 4.8))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    models = sorted(runs["model"].unique())
     palette = [f"C{i}" for i in range(10)]
-    color_of = {model: palette[i % len(palette)] for i, model in enumerate(models)}
+    lines = sorted({(m, meth) for m, meth in zip(runs["model"], runs["method"], strict=True)})
+    color_of = {line: palette[i % len(palette)] for i, line in enumerate(lines)}  # (model, method)
     several_methods = runs["method"].nunique() > 1
     for (model, method, finetune), line_runs in runs.groupby(["model", "method", "finetune"],
                                                                sort=True):
@@ -628,13 +628,23 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
         label = f"{model} · {method} · {finetune}" if several_methods else f"{model} · {finetune}"
         xs, ys, errors = zip(*sorted(points), strict=True)
         marker, linestyle = FINETUNE_STYLES.get(finetune, ("D", "-"))
-        axes.errorbar(xs, ys, yerr=errors, color=color_of[model], capsize=3, label=label,
+        axes.errorbar(xs, ys, yerr=errors, color=color_of[(model, method)], capsize=3, label=label,
                       marker=marker, linestyle=linestyle)
-    for model in models:
-        baseline = mean_std(one_per_seed(runs[runs["model"] == model])["unpruned_top1"])
+    # unpruned baselines: one dashed line per distinct baseline (methods that share one, e.g.
+    # L1-norm and magnitude, share the line; sparsity-trained baselines get their own)
+    baselines: dict[tuple[str, str], list[str]] = {}
+    for model, method in lines:
+        subset = runs[(runs["model"] == model) & (runs["method"] == method)]
+        baseline = mean_std(one_per_seed(subset)["unpruned_top1"])
         if baseline.n:
-            axes.axhline(baseline.mean, color=color_of[model], linestyle="--", linewidth=1,
-                         label=f"{model} unpruned ({format_mean_std(baseline)})")
+            baselines.setdefault((model, format_mean_std(baseline)), []).append(method)
+            first = baselines[(model, format_mean_std(baseline))][0]
+            if first == method:
+                axes.axhline(baseline.mean, color=color_of[(model, method)], linestyle="--", linewidth=1)
+    for (model, text), methods in baselines.items():
+        color = color_of[(model, methods[0])]
+        axes.plot([], [], color=color, linestyle="--", linewidth=1,
+                  label=f"{model} unpruned{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}")
     axes.set_xlabel("FLOPs reduction (%)")
     axes.set_ylabel("top-1 test accuracy (%), best over epochs")
     axes.set_title(title, fontsize=9)
