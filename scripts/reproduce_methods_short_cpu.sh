@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short-budget evidence for magnitude pruning and Network Slimming on real CIFAR-10, sized
+# Short-budget evidence for magnitude pruning, Network Slimming and ThiNet on real CIFAR-10, sized
 # for 2 CPU cores: ResNet-20, first 10,000 training images, 8 pretrain epochs (magnitude
 # reuses the L1 evidence's cached baseline; slimming trains its own with s = 1e-4),
 # 2 fine-tune epochs at lr 1e-3, scratch-E 8 epochs, scratch-B by the FLOPs ratio; seed 0.
@@ -13,4 +13,5 @@ common=(data=cifar10 "data.root=$root" "data.label='$label'" data.train_subset=1
 prune-exp -m "${common[@]}" method=magnitude method.ratio=0.5 finetune=finetune,scratch_e,scratch_b
 prune-exp -m "${common[@]}" method=magnitude method.ratio=0.8 finetune=finetune
 prune-exp -m "${common[@]}" method=network_slimming method.sparsity=1e-4 method.ratio=0.3,0.5 finetune=finetune
+prune-exp -m "${common[@]}" method=thinet method.ratio=0.3,0.5 finetune=finetune
 prune-report
