@@ -126,6 +126,12 @@ class ImageData:
                 images = crop_flip(images, pad, dy[sl], dx[sl], flip[sl])
             yield self.normalise(images), self.train.labels.index_select(0, idx)
 
+    def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` random training images, normalised and not augmented: the activations that
+        data-driven pruning criteria (ThiNet, LASSO channel pruning) are computed on."""
+        idx = torch.randperm(len(self.train), generator=generator)[:count].to(self.train.labels.device)
+        return self.normalise(self.train.images.index_select(0, idx))
+
     def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
         n = len(self.test)

@@ -99,11 +99,11 @@ class ThiNet(Method):
 
             hooks.append(modules[name].register_forward_hook(hook))
         generator = torch.Generator().manual_seed(ctx.seed)
-        idx = torch.randperm(len(ctx.data.train), generator=generator)[: self.images].to(ctx.data.train.labels.device)
+        inputs = ctx.data.sample_inputs(self.images, generator)
         was_training = model.training
         model.eval()
         try:
-            model(ctx.data.normalise(ctx.data.train.images.index_select(0, idx)))
+            model(inputs)
         finally:
             for h in hooks:
                 h.remove()
