@@ -126,6 +126,24 @@ class ImageData:
                 images = crop_flip(images, pad, dy[sl], dx[sl], flip[sl])
             yield self.normalise(images), self.train.labels.index_select(0, idx)
 
+    def split_train(self, fraction: float, seed: int) -> tuple[ImageData, ImageData]:
+        """Two datasets whose training sets are disjoint random parts of this one's (the first
+        holds ``fraction`` of the images), sharing the test set: e.g. TAS updates weights on one
+        half and architecture parameters on the other."""
+        if not 0.0 < fraction < 1.0:
+            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
+        n = len(self.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.train.labels.device)
+        cut = int(round(n * fraction))
+        if cut < 1 or cut >= n:
+            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
+        parts = []
+        for idx in (order[:cut].sort().values, order[cut:].sort().values):
+            train = Split(self.train.images.index_select(0, idx), self.train.labels.index_select(0, idx))
+            parts.append(ImageData(self.name, train, self.test, self.num_classes, self.mean, self.std,
+                                   self.augment, {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}))
+        return parts[0], parts[1]
+
     def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` random training images, normalised and not augmented: the activations that
         data-driven pruning criteria (ThiNet, LASSO channel pruning) are computed on."""
