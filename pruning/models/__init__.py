@@ -11,6 +11,7 @@ that to copy kept weights into a smaller network of the same family.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,13 @@ class ChannelGroup:
 def _families() -> dict[str, Any]:
     from pruning.models import resnet_cifar, vgg_cifar
 
-    return {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar}
+    fams = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar}
+    fams["resnet_imagenet"] = importlib.import_module("pruning.models.resnet_imagenet")
+    fams["vgg_imagenet"] = importlib.import_module("pruning.models.vgg_imagenet")
+    fams["resnet_tas"] = importlib.import_module("pruning.models.resnet_tas")  # TAS searched nets
+    fams["preresnet_cifar"] = importlib.import_module("pruning.models.preresnet_cifar")
+    fams["densenet_cifar"] = importlib.import_module("pruning.models.densenet_cifar")
+    return fams
 
 
 def family(spec_or_arch: dict | str):
