@@ -4,7 +4,8 @@
 
 The smaller network is built from the same family with the group widths written into a
 copy of the spec; every tensor is sliced along the dims its groups name, everything else
-is copied as is. Its outputs equal the dense model's with the dropped channels zeroed after
+is copied as is (a channel-selection group, as in PreResNet/DenseNet, writes its kept
+underlying channel indices into the spec instead of a width). Its outputs equal the dense model's with the dropped channels zeroed after
 their BN (``zero_channels``), which the tests check for every model family.
 """
 
@@ -36,8 +37,16 @@ def spec_with_widths(spec: dict, widths: dict[str, int]) -> dict:
             raise PruneLabError(f"unknown channel group {name!r}")
         if not 1 <= width <= by_name[name].size:
             raise PruneLabError(f"group {name}: width {width} outside [1, {by_name[name].size}]")
-        _set_path(new_spec, by_name[name].spec_path, int(width))
+        _set_path(new_spec, by_name[name].spec_path, _spec_entry(by_name[name], range(int(width))))
     return new_spec
+
+
+def _spec_entry(group: ChannelGroup, kept: Sequence[int]):
+    """What the spec stores for a group keeping positions ``kept``: its width, or for a
+    channel-selection group (``meta["selection"]``) the kept underlying channel indices."""
+    if group.meta.get("selection"):
+        return [int(group.meta["bn_index"][i]) for i in kept]
+    return len(kept)
 
 
 def _normalise_keep(groups: dict[str, ChannelGroup], keep: dict[str, Sequence[int]]):
@@ -60,7 +69,9 @@ def shrink(model: nn.Module, keep: dict[str, Sequence[int]]) -> nn.Module:
     spec = model.spec
     groups = {g.name: g for g in channel_groups(spec)}
     keep_idx = _normalise_keep(groups, keep)
-    new_spec = spec_with_widths(spec, {n: len(i) for n, i in keep_idx.items()})
+    new_spec = copy.deepcopy(spec)
+    for name, idx in keep_idx.items():
+        _set_path(new_spec, groups[name].spec_path, _spec_entry(groups[name], idx.tolist()))
     small = build(new_spec)
 
     slices: dict[str, list[tuple[int, torch.Tensor]]] = {}
@@ -90,8 +101,13 @@ def zero_channels(model: nn.Module, keep: dict[str, Sequence[int]]) -> nn.Module
     for name, idx in _normalise_keep(groups, keep).items():
         drop = torch.ones(groups[name].size, dtype=torch.bool)
         drop[idx] = False
+        selection = bool(groups[name].meta.get("selection"))
         for tensor_name, dim in groups[name].members:
-            # zero the producer's filters and its BN affine terms: the channel is then 0 after BN
-            if dim == 0 and not tensor_name.endswith(("running_mean", "running_var")):
+            # zero the producer's filters and its BN affine terms: the channel is then 0 after BN;
+            # a selection group's BN stays full-size, so its dropped channels are zeroed where
+            # they are read (the consumer's input channels)
+            if selection and dim == 1:
+                state[tensor_name].index_fill_(1, drop.nonzero().flatten(), 0.0)
+            elif dim == 0 and not tensor_name.endswith(("running_mean", "running_var")):
                 state[tensor_name].index_fill_(0, drop.nonzero().flatten(), 0.0)
     return dense

@@ -64,7 +64,12 @@ class NetworkSlimming(Method):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         params = dict(model.named_parameters())
         groups = [g for g in channel_groups(model.spec) if g.bn_scale]
-        scales = {g.name: params[g.bn_scale].detach().abs() for g in groups}
+        scales = {}
+        for g in groups:
+            scale = params[g.bn_scale].detach().abs()  # (C,) over the BN's channels
+            if "bn_index" in g.meta:  # a channel-selection group: its channels are a subset of the BN's
+                scale = scale[torch.as_tensor(g.meta["bn_index"], device=scale.device)]  # (size,)
+            scales[g.name] = scale
         everything = torch.cat(list(scales.values())).sort().values
         threshold = everything[int(everything.numel() * self.ratio)] if self.ratio > 0 else everything.new_tensor(-1.0)
         keep, guarded = {}, []
