@@ -13,6 +13,7 @@ JPEG copy used on machines without internet, loads but is labelled as not offici
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import tarfile
 import urllib.request
@@ -309,6 +310,8 @@ def load_digits_data(test_fraction: float = 0.2) -> ImageData:
 def check_available(cfg: dict) -> None:
     """Fail before any training if a dataset is neither present nor going to be downloaded."""
     kind = cfg.get("kind", cfg["name"])
+    if kind == "imagenet":
+        check_imagenet(cfg)
     if kind in CIFAR and not cfg.get("download"):
         root = Path(cfg["root"]).expanduser().resolve()
         folder = root / CIFAR[kind]["folder"]
@@ -317,16 +320,18 @@ def check_available(cfg: dict) -> None:
             raise PruneLabError(_missing_cifar_message(kind, root, missing))
 
 
-def load(cfg: dict) -> ImageData:
+def load(cfg: dict) -> ImageData | FolderImageData:
     """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
     kind = cfg.get("kind", cfg["name"])
+    if kind == "imagenet":
+        return load_imagenet(cfg)
     if kind in CIFAR:
         data = load_cifar(kind, cfg["root"], download=bool(cfg.get("download")),
                           check_md5=cfg.get("check_md5", True), strict_sizes=cfg.get("strict_sizes", True))
     elif kind == "digits":
         data = load_digits_data()
     else:
-        raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join([*CIFAR, 'digits'])}")
+        raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join([*CIFAR, 'digits', 'imagenet'])}")
     data.augment = bool(cfg.get("augment", data.augment))
     subset = cfg.get("train_subset")
     if subset:
@@ -348,3 +353,256 @@ def default_label(kind: str, official_md5: bool | None) -> str:
     if official_md5 is False:
         return f"{pretty} (non-official copy: md5 differs)"
     return pretty
+
+
+# ----------------------------------------------------------------------------- ImageNet (ImageFolder)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class FolderSplit:
+    """One ImageFolder split: file paths and labels (labels as a tensor on the data's device,
+    which is what train.py's loops read the device from)."""
+
+    samples: list[tuple[str, int]]  # (absolute path, class index)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def to(self, device: str | torch.device) -> FolderSplit:
+        return FolderSplit(self.samples, self.labels.to(device))
+
+    def subset(self, indices: list[int]) -> FolderSplit:
+        return FolderSplit([self.samples[i] for i in indices], self.labels[torch.as_tensor(indices, dtype=torch.long).to(self.labels.device)])
+
+
+class _IndexSampler(torch.utils.data.Sampler):
+    """Yields the indices it was last given: one DataLoader (and its persistent workers) serves
+    every epoch while the epoch generator decides the order."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _FilesDataset(torch.utils.data.Dataset):
+    def __init__(self, samples: list[tuple[str, int]], transform) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from torchvision.datasets.folder import default_loader
+
+        path, target = self.samples[index]
+        return self.transform(default_loader(path)), target
+
+
+class FolderImageData:
+    """ImageNet-style data: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` read through a
+    DataLoader with workers (decoding + torchvision transforms on the CPU), batches moved to the
+    device with ``non_blocking`` (pinned memory on CUDA).
+
+    Train: RandomResizedCrop(crop) + RandomHorizontalFlip; test / sample_inputs: Resize(resize) +
+    CenterCrop(crop); both normalised with the ImageNet mean/std. Same interface as ImageData.
+    """
+
+    def __init__(self, name: str, train: FolderSplit, test: FolderSplit, num_classes: int,
+                 crop_size: int = 224, resize_size: int = 256, workers: int = 8, augment: bool = True,
+                 info: dict | None = None, device: str | torch.device = "cpu") -> None:
+        self.name, self.train, self.test, self.num_classes = name, train, test, num_classes
+        self.crop_size, self.resize_size, self.workers = int(crop_size), int(resize_size), int(workers)
+        self.augment, self.info, self.device = augment, dict(info or {}), torch.device(device)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _IndexSampler]] = {}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.crop_size, self.crop_size)
+
+    def _replace(self, **changes) -> FolderImageData:
+        kw = dict(name=self.name, train=self.train, test=self.test, num_classes=self.num_classes,
+                  crop_size=self.crop_size, resize_size=self.resize_size, workers=self.workers,
+                  augment=self.augment, info=self.info, device=self.device)
+        return FolderImageData(**{**kw, **changes})
+
+    def to(self, device: str | torch.device) -> FolderImageData:
+        return self._replace(train=self.train.to(device), test=self.test.to(device), device=device)
+
+    def transform(self, train: bool):
+        from torchvision import transforms as T
+
+        norm = [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        if train and self.augment:
+            return T.Compose([T.RandomResizedCrop(self.crop_size), T.RandomHorizontalFlip(), *norm])
+        return T.Compose([T.Resize(self.resize_size), T.CenterCrop(self.crop_size), *norm])
+
+    def _loader(self, split: str, batch_size: int) -> tuple[torch.utils.data.DataLoader, _IndexSampler]:
+        key = (split, batch_size)
+        if key not in self._loaders:
+            samples = self.train.samples if split == "train" else self.test.samples
+            sampler = _IndexSampler()
+            loader = torch.utils.data.DataLoader(
+                _FilesDataset(samples, self.transform(split == "train")), batch_size=batch_size,
+                sampler=sampler, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0, drop_last=False,
+            )
+            self._loaders[key] = (loader, sampler)
+        return self._loaders[key]
+
+    def _batches(self, split: str, indices: list[int], batch_size: int):
+        loader, sampler = self._loader(split, batch_size)
+        sampler.indices = indices
+        for images, labels in loader:  # (B, 3, crop, crop) float, (B,)
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
+                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented batches. The order is a permutation drawn from the epoch
+        generator; under DDP every rank draws the same one and takes every world_size-th index
+        (a disjoint shard; the epoch is trimmed to a multiple of world_size). Augmentation
+        randomness comes from the worker processes' seeds (or the main process RNG with
+        ``workers=0``), which the pipeline's seeding makes reproducible."""
+        n = len(self.train)
+        order = torch.randperm(n, generator=generator)
+        if world_size > 1:
+            order = order[: (n // world_size) * world_size][rank::world_size]
+        return self._batches("train", order.tolist(), batch_size)
+
+    def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Validation batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
+        n = len(self.test)
+        lo, hi = n * rank // world_size, n * (rank + 1) // world_size
+        return self._batches("test", list(range(lo, hi)), batch_size)
+
+    def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` random training images with the test transform (resize + center crop, no
+        augmentation), normalised, on the device: (count, 3, crop, crop)."""
+        idx = torch.randperm(len(self.train), generator=generator)[:count].tolist()
+        transform = self.transform(False)
+        dataset = _FilesDataset(self.train.samples, transform)
+        images = torch.stack([dataset[i][0] for i in idx])  # (count, 3, crop, crop)
+        return images.to(self.device)
+
+    def split_train(self, fraction: float, seed: int) -> tuple[FolderImageData, FolderImageData]:
+        """Two datasets whose training sets are disjoint random parts of this one's (the first
+        holds ``fraction`` of the images), sharing the validation set."""
+        if not 0.0 < fraction < 1.0:
+            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
+        n = len(self.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        cut = int(round(n * fraction))
+        if cut < 1 or cut >= n:
+            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
+        parts = []
+        for idx in (order[:cut].sort().values, order[cut:].sort().values):
+            info = {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}
+            parts.append(self._replace(train=self.train.subset(idx.tolist()), info=info))
+        return parts[0], parts[1]
+
+
+def _imagenet_help(root: Path) -> str:
+    return (
+        f"  Expected layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG (one folder per class, "
+        "the same class folders in both).\n"
+        "  Fix: download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org "
+        "(account needed), extract the train archive and its per-class tars into train/, extract the val "
+        "images into val/ and sort them into class folders (e.g. with the widely used valprep.sh),\n"
+        "  then point data.root (or paths.data_root / $PRUNE_LAB_DATA) at the folder holding train/ and val/."
+    )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def check_imagenet(cfg: dict) -> tuple[Path, list[str]]:
+    """The root and class list of an ImageFolder dataset, or a PruneLabError saying what is wrong."""
+    root = Path(cfg["root"]).expanduser().resolve()
+    missing = [str(root / s) for s in ("train", "val") if not (root / s).is_dir()]
+    if missing:
+        raise PruneLabError(f"{cfg.get('name', 'imagenet')} not found: missing {', '.join(missing)}/\n{_imagenet_help(root)}")
+    classes = _class_folders(root / "train")
+    val_classes = _class_folders(root / "val")
+    if not classes:
+        raise PruneLabError(f"{root}/train/ has no class folders\n{_imagenet_help(root)}")
+    if classes != val_classes:
+        only_train = sorted(set(classes) - set(val_classes))[:3]
+        only_val = sorted(set(val_classes) - set(classes))[:3]
+        raise PruneLabError(
+            f"{root}: train/ and val/ class folders differ (only in train: {only_train}, only in val: {only_val}); "
+            f"val images must be sorted into the same class folders (valprep.sh)\n{_imagenet_help(root)}"
+        )
+    expected = int(cfg["num_classes"])
+    if len(classes) != expected:
+        raise PruneLabError(
+            f"{root}/train/ has {len(classes)} class folders but data.num_classes={expected}; "
+            f"set data.num_classes={len(classes)} or point data.root at the full dataset"
+        )
+    return root, classes
+
+
+def _scan(folder: Path, classes: list[str]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(path, class index) of every image, sorted by class then file name, and (relative path,
+    size in bytes) for the fingerprint: one scandir per class folder, no image decoding."""
+    samples, listing = [], []
+    for label, wnid in enumerate(classes):
+        entries = sorted((e for e in os.scandir(folder / wnid) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)),
+                         key=lambda e: e.name)
+        for e in entries:
+            samples.append((e.path, label))
+            listing.append((f"{folder.name}/{wnid}/{e.name}", e.stat().st_size))
+    return samples, listing
+
+
+def _per_class_subset(samples: list[tuple[str, int]], total: int, num_classes: int) -> list[int]:
+    """Indices of the first ``total // C`` images of every class (one more for the first
+    ``total % C`` classes), in file order."""
+    quota = [total // num_classes + (1 if c < total % num_classes else 0) for c in range(num_classes)]
+    taken = [0] * num_classes
+    keep = []
+    for i, (_, label) in enumerate(samples):
+        if taken[label] < quota[label]:
+            taken[label] += 1
+            keep.append(i)
+    return keep
+
+
+def load_imagenet(cfg: dict) -> FolderImageData:
+    """ImageFolder train/val under ``data.root``; ``train_subset=N`` keeps N training images in
+    total, spread evenly over the classes (the first N/C of each class in file order)."""
+    root, classes = check_imagenet(cfg)
+    train_samples, train_list = _scan(root / "train", classes)
+    val_samples, val_list = _scan(root / "val", classes)
+    if not train_samples or not val_samples:
+        raise PruneLabError(f"{root}: no image files found (extensions {', '.join(IMAGE_EXTENSIONS)})\n{_imagenet_help(root)}")
+    h = hashlib.sha1()
+    for rel, size in train_list + val_list:
+        h.update(f"{rel}\t{size}\n".encode())
+    full_train = len(train_samples)
+    subset = cfg.get("train_subset")
+    if subset:
+        subset = int(subset)
+        if not 0 < subset <= len(train_samples):
+            raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(train_samples)}]")
+        train_samples = [train_samples[i] for i in _per_class_subset(train_samples, subset, len(classes))]
+
+    def split(samples):
+        return FolderSplit(samples, torch.tensor([label for _, label in samples], dtype=torch.long))
+
+    info = {"source": str(root), "official_md5": None, "fingerprint": h.hexdigest()[:16],
+            "label": cfg.get("label") or "ImageNet (ILSVRC2012)", "num_classes": len(classes),
+            "train_images": full_train, "train_size": len(train_samples), "test_size": len(val_samples),
+            "train_subset": subset or None}
+    return FolderImageData(cfg.get("name", "imagenet"), split(train_samples), split(val_samples), len(classes),
+                           crop_size=int(cfg.get("image_size", 224)), resize_size=int(cfg.get("resize_size", 256)),
+                           workers=int(cfg.get("workers", 8)), augment=bool(cfg.get("augment", True)), info=info)

@@ -50,7 +50,7 @@ from pruning.train import Engine, Schedule, evaluate, run_stage
 
 SCHEMA_VERSION = 1
 POLICIES = ("finetune", "scratch_e", "scratch_b")
-MODEL_KEYS = {"name", "arch"}
+MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
 
 # ----------------------------------------------------------------------------- config helpers
@@ -179,6 +179,10 @@ def baseline_id(cfg: dict, data: datasets.ImageData, spec: dict, method: Method)
         "seed": int(cfg["seed"]),
         "method_pretrain": method.pretrain_extras(),
     }
+    if cfg["model"].get("init_from"):  # only when set: existing cache ids stay valid
+        from pruning.models.torchvision_compat import file_digest
+
+        identity["init_from"] = file_digest(cfg["model"]["init_from"])
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{cfg['model']['name']}-{cfg['data']['name']}-{digest}"
 
@@ -249,6 +253,10 @@ def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, rt
         rt.say(f"[cyan]dense baseline: training[/] ({cache.name})")
         torch.manual_seed(int(cfg["seed"]))
         model = build(spec).to(rt.device)
+        if cfg["model"].get("init_from"):
+            from pruning.models.torchvision_compat import load_torchvision_file
+
+            load_torchvision_file(model, cfg["model"]["init_from"])
         schedule = pretrain_schedule(cfg)
         stage = run_stage("pretrain", model, data, schedule, cache / "ckpt.pt", cache / "history.jsonl",
                           int(cfg["seed"]), grad_hook=method.pretrain_grad_hook(), quiet=rt.quiet,

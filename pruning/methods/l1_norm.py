@@ -35,6 +35,14 @@ RESNET_VARIANTS: dict[int, dict[str, dict[str, list]]] = {
         "B": {"stage_ratio": [0.5, 0.4, 0.3], "skip": [36, 38, 74]},
     },
 }
+# ImageNet ResNet-34 (imagenet/l1-norm-pruning/prune.py): per-stage fraction of the first conv
+# of each basic block; ids count the non-1x1 convs (stem = 1), so block conv1s are 2, 4, ..., 32.
+IMAGENET_RESNET_VARIANTS: dict[int, dict[str, dict[str, list]]] = {
+    34: {
+        "A": {"stage_ratio": [0.3, 0.3, 0.3, 0.0], "skip": [2, 8, 14, 16, 26, 28, 30, 32]},
+        "B": {"stage_ratio": [0.5, 0.6, 0.4, 0.0], "skip": [2, 8, 14, 16, 26, 28, 30, 32]},
+    },
+}
 # VGG-16-A: conv1 and conv8-13 halved (vggprune.py); widths per conv in order.
 VGG_VARIANTS: dict[int, dict[str, list[int]]] = {
     16: {"A": [32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]},
@@ -51,6 +59,8 @@ def variants_for(spec: dict) -> dict[str, Any]:
         return RESNET_VARIANTS.get(spec["depth"], {})
     if spec["arch"] == "vgg_cifar":
         return VGG_VARIANTS.get(spec["depth"], {})
+    if spec["arch"] == "resnet_imagenet":
+        return IMAGENET_RESNET_VARIANTS.get(spec["depth"], {})
     return {}
 
 
@@ -91,13 +101,14 @@ class L1Norm(Method):
     def target_widths(self, spec: dict) -> dict[str, int]:
         """Number of filters to keep per channel group."""
         groups = channel_groups(spec)
-        if self.variant is None:
-            return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in groups}
-        if spec["arch"] == "resnet_cifar":
-            v = RESNET_VARIANTS[spec["depth"]][self.variant]
+        if self.variant is None:  # uniform: every conv group (FC hidden units of VGG-ImageNet stay)
+            return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in groups if "fc_index" not in g.meta}
+        if spec["arch"] in ("resnet_cifar", "resnet_imagenet"):
+            table = RESNET_VARIANTS if spec["arch"] == "resnet_cifar" else IMAGENET_RESNET_VARIANTS
+            v = table[spec["depth"]][self.variant]
             widths = {}
             for g in groups:
-                if g.meta["layer_id"] in v["skip"]:
+                if g.meta["layer_id"] in v["skip"] or g.meta.get("k", 0) != 0:
                     continue
                 widths[g.name] = int(g.size * (1 - v["stage_ratio"][g.meta["stage"]]))
             return widths

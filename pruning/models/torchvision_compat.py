@@ -65,3 +65,17 @@ def load_torchvision_file(model: nn.Module, path: str | Path) -> None:
             "(check model=, data.num_classes and the file)"
         )
     model.load_state_dict(mapped)
+
+
+def file_digest(path: str | Path) -> str:
+    """Short content hash of an init file (part of the dense baseline's cache key)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise PruneLabError(f"model.init_from={path} does not exist; pass the path of a torchvision .pth file")
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return f"{path.name}:{h.hexdigest()[:16]}"
