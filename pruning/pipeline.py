@@ -80,7 +80,8 @@ def pretrain_schedule(cfg: dict) -> Schedule:
     return Schedule(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
                     momentum=float(s["momentum"]), weight_decay=float(s["weight_decay"]),
                     milestones=list(s["milestones"]), gamma=float(s["gamma"]),
-                    nesterov=bool(s.get("nesterov", False)), test_batch_size=int(s["test_batch_size"]))
+                    nesterov=bool(s.get("nesterov", False)), test_batch_size=int(s["test_batch_size"]),
+                    lr_schedule=str(s.get("lr_schedule", "step")), warmup_epochs=int(s.get("warmup_epochs", 0)))
 
 
 def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
@@ -89,7 +90,9 @@ def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
     base = pretrain_schedule(cfg)
     if policy["name"] == "finetune":
         return Schedule(**{**base.__dict__, "epochs": int(policy["epochs"]), "lr": float(policy["lr"]),
-                           "milestones": list(policy.get("milestones") or [])})
+                           "milestones": list(policy.get("milestones") or []),
+                           "lr_schedule": str(policy.get("lr_schedule", "step")),
+                           "warmup_epochs": int(policy.get("warmup_epochs", 0))})
     if policy["name"] == "scratch_e":
         return base
     if policy["name"] == "scratch_b":
@@ -175,7 +178,7 @@ def baseline_id(cfg: dict, data: datasets.ImageData, spec: dict, method: Method)
         "data": {"kind": cfg["data"].get("kind", cfg["data"]["name"]), "fingerprint": data.info["fingerprint"],
                  "train_subset": data.info.get("train_subset"), "augment": data.augment},
         "spec": spec,
-        "schedule": pretrain_schedule(cfg).__dict__,
+        "schedule": pretrain_schedule(cfg).identity(),  # new fields only when not default
         "seed": int(cfg["seed"]),
         "method_pretrain": method.pretrain_extras(),
     }
@@ -410,7 +413,8 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         pruned_path = run_dir / "pruned.pt"
         t0 = time.perf_counter()
         if main and not pruned_path.exists():
-            ctx = PruneContext(data=data, device=rt.device, input_shape=input_shape, seed=seed)
+            ctx = PruneContext(data=data, device=rt.device, input_shape=input_shape, seed=seed,
+                               work_dir=run_dir, quiet=rt.quiet)
             result = method.prune(dense, ctx)
             save_checkpoint(pruned_path, {"model": result.model.state_dict(), "spec": result.spec,
                                           "masks": result.masks, "keep": result.keep, "extras": result.extras})
@@ -440,10 +444,14 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
             torch.manual_seed(seed + 1)
             model = build(metrics["spec_pruned"]).to(rt.device)
             method.scratch_init(model, masks)
+        kd = method.distillation()  # TAS: train against the frozen dense net (not checkpointed)
+        teacher = copy.deepcopy(dense).eval() if kd else None
+        metrics["budget"]["distillation"] = kd
         stage = run_stage(policy, model, data, stage_schedule, run_dir / f"ckpt_{policy}.pt",
                           run_dir / "history.jsonl", seed + 7, masks=masks, quiet=rt.quiet,
                           engine=rt.engine, dist=rt.dist,
-                          on_epoch=Eta(rt, 0.0).hook(lambda e: stage_schedule.epochs - e) if base_info["cached"] else None)
+                          on_epoch=Eta(rt, 0.0).hook(lambda e: stage_schedule.epochs - e) if base_info["cached"] else None,
+                          teacher=teacher, kd=kd)
         metrics["stages"][policy] = stage
         metrics["final"] = {k: stage[k] for k in ("top1", "top1_best", "top5")}
         metrics["status"] = "done"

@@ -10,7 +10,12 @@ Two paths:
   the reference the engine is tested against.
 
 Recipe knobs come from a ``Schedule``: SGD with momentum, step decay by ``gamma`` at the given
-fractions of the epochs (Rethinking: x0.1 at 50% and 75%), weight decay, batch size.
+fractions of the epochs (Rethinking: x0.1 at 50% and 75%) or cosine annealing to 0, optional
+linear warm-up epochs (TAS: 5), weight decay, batch size.
+
+Knowledge distillation (Hinton et al. 2015; TAS's transfer step): with a frozen ``teacher`` and
+``kd = {"alpha": a, "temperature": T}`` the loss is
+(1 - a) * CE(student, y) + a * T^2 * KL(softmax(teacher/T) || softmax(student/T)).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pruning import PruneLabError
 from pruning.data import ImageData
 from pruning.distributed import SINGLE, DistInfo, all_reduce_sum, wrap
 from pruning.io import load_checkpoint, save_checkpoint, write_jsonl
@@ -45,12 +51,33 @@ class Schedule:
     gamma: float = 0.1
     nesterov: bool = False
     test_batch_size: int = 256
+    lr_schedule: str = "step"  # step | cosine
+    warmup_epochs: int = 0  # linear warm-up epochs (part of ``epochs``)
 
     def lr_at(self, epoch: int) -> float:
-        """Step schedule: decay at int(f * epochs) for every milestone fraction f (main_B.py);
-        never before the first epoch (matters only for the few-epoch budgets of quick runs)."""
+        """Warm-up: lr * (epoch + 1) / (warmup + 1) for the first ``warmup_epochs`` epochs.
+        Step schedule: decay at int(f * epochs) for every milestone fraction f (main_B.py);
+        never before the first epoch (matters only for the few-epoch budgets of quick runs).
+        Cosine: lr/2 * (1 + cos(pi * t)), t the fraction of post-warm-up epochs done."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
+        if self.lr_schedule == "cosine":
+            span = max(1, self.epochs - self.warmup_epochs)
+            return 0.5 * self.lr * (1 + math.cos(math.pi * (epoch - self.warmup_epochs) / span))
+        if self.lr_schedule != "step":
+            raise PruneLabError(f"schedule.lr_schedule={self.lr_schedule!r}: use step or cosine")
         steps = sum(epoch >= max(1, int(f * self.epochs)) for f in self.milestones)
         return self.lr * self.gamma**steps
+
+    def identity(self) -> dict:
+        """The fields that determine training, for cache keys: the fields added after the
+        cache existed (lr_schedule, warmup_epochs) only when they differ from their defaults,
+        so every existing config keeps its baseline key."""
+        out = dict(self.__dict__)
+        for name, default in (("lr_schedule", "step"), ("warmup_epochs", 0)):
+            if out[name] == default:
+                del out[name]
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,15 +132,28 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None
             params[name].mul_(mask)
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      alpha: float, temperature: float) -> torch.Tensor:
+    """(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T); no gradient to the teacher."""
+    t = float(temperature)
+    hard = F.cross_entropy(student_logits, labels)
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1),  # (N, K)
+                    F.softmax(teacher_logits.detach() / t, dim=1), reduction="batchmean")
+    return (1.0 - alpha) * hard + alpha * t * t * soft
+
+
 def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator,
                     masks: dict[str, torch.Tensor] | None = None,
                     on_step: Callable[[int, int], None] | None = None,
                     grad_hook: Callable[[nn.Module], None] | None = None,
                     engine: Engine = PLAIN, dist: DistInfo = SINGLE,
-                    forward: nn.Module | None = None) -> dict:
+                    forward: nn.Module | None = None, teacher: nn.Module | None = None,
+                    kd: dict | None = None) -> dict:
     """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
-    ``model`` the plain module whose parameters are masked and hooked."""
+    ``model`` the plain module whose parameters are masked and hooked. With ``teacher`` and
+    ``kd`` ({"alpha", "temperature"}) the loss is the distillation loss (teacher in eval mode,
+    no gradient)."""
     forward = forward or model
     model.train()
     device = data.train.labels.device
@@ -124,7 +164,13 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
     for step, (images, labels) in enumerate(data.train_batches(batch_size, generator, dist.rank, dist.world_size)):
         with engine.autocast(device):
             logits = forward(engine.inputs(images))
-            loss = F.cross_entropy(logits, labels)
+            if teacher is not None and kd:
+                with torch.no_grad():
+                    teacher_logits = teacher(engine.inputs(images))  # (N, K)
+                loss = distillation_loss(logits.float(), teacher_logits.float(), labels,
+                                         float(kd["alpha"]), float(kd["temperature"]))
+            else:
+                loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_hook is not None:
@@ -202,14 +248,16 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
               history_path: Path, seed: int, masks: dict[str, torch.Tensor] | None = None,
               grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False,
               engine: Engine = PLAIN, dist: DistInfo = SINGLE,
-              on_epoch: Callable[[int, float], None] | None = None) -> dict:
+              on_epoch: Callable[[int, float], None] | None = None,
+              teacher: nn.Module | None = None, kd: dict | None = None) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
     Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy),
     so a killed run re-launched with the same command continues from its last finished epoch.
     Data order depends only on (seed, epoch), so a resumed run sees the batches it would have.
     Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
-    after each epoch (the pipeline's ETA). Returns the stage metrics: final and best test
+    after each epoch (the pipeline's ETA). ``teacher`` + ``kd``: knowledge distillation from a
+    frozen teacher (kept in eval mode, never checkpointed). Returns the stage metrics: final and best test
     top-1, top-5, epochs, wall time, peak memory.
     """
     device = data.train.labels.device
@@ -226,6 +274,10 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
     apply_masks(model, masks)
     forward = engine.prepare(wrap(model, dist))
     eval_model = model if dist.enabled else forward  # DDP's forward syncs buffers: keep eval local
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     t0 = time.perf_counter()
     with make_progress() as progress:
         progress.disable = quiet or not dist.is_main
@@ -245,7 +297,7 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             train_metrics = train_one_epoch(
                 model, data, optimizer, schedule.batch_size, generator, masks,
                 on_step=None if progress.disable else update_steps, grad_hook=grad_hook,
-                engine=engine, dist=dist, forward=forward,
+                engine=engine, dist=dist, forward=forward, teacher=teacher, kd=kd,
             )
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
             row = {"stage": name, "epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,

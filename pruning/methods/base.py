@@ -20,12 +20,15 @@ from pruning import PruneLabError
 @dataclass
 class PruneContext:
     """What a method may use while pruning: the data (for data-driven criteria), the device,
-    and the input shape (for FLOPs targets)."""
+    and the input shape (for FLOPs targets); methods that search (TAS) also get a work
+    directory for resumable checkpoints and their own outputs, and whether to stay quiet."""
 
     data: Any = None
     device: str = "cpu"
     input_shape: tuple[int, ...] = (3, 32, 32)
     seed: int = 0
+    work_dir: Any = None  # pathlib.Path of the run directory (None: no checkpoints / outputs)
+    quiet: bool = True
 
 
 @dataclass
@@ -68,6 +71,11 @@ class Method:
 
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         raise NotImplementedError
+
+    def distillation(self) -> dict[str, float] | None:
+        """Knowledge distillation for the second stage: {"alpha": a, "temperature": T} makes
+        the pipeline train the pruned net against the frozen dense net (TAS); None: plain CE."""
+        return None
 
     def scratch_init(self, model: nn.Module, masks: dict[str, Any] | None) -> None:  # noqa: B027
         """Re-initialise a freshly built pruned network for scratch-E/B (default: the model's

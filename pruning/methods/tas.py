@@ -1,0 +1,407 @@
+"""TAS: Network Pruning via Transformable Architecture Search.
+
+Dong & Yang, "Network Pruning via Transformable Architecture Search", NeurIPS 2019
+(arXiv 1905.09717); official code D-X-Y/AutoDL-Projects (exps/TAS, xautodl/models/shape_searchs).
+
+1. Build a supernet over the dense ResNet: per conv a distribution over widths int(C*0.3..1.0),
+   per stage a distribution over block counts (pruning/models/tas_search.py).
+2. Each step: one SGD step on the weights (CE, first half of the training split) and one Adam
+   step on the architecture logits (CE + flop_weight * L_cost, second half); Gumbel-softmax
+   samples two candidates per layer, mixed by channel-wise interpolation; tau cosine 5 -> 0.1.
+3. L_cost = log E[FLOPs] while the most probable net is above the target, -log E[FLOPs] while it
+   is more than flop_tolerance below it, 0 inside the band.
+4. The pruned net is the most probable width/depth per layer/stage (a ``resnet_tas`` spec);
+   ``fit_budget`` (our addition for short searches) then steps it into the FLOPs band if needed.
+5. Transfer: the pipeline trains it with knowledge distillation from the dense net (alpha 0.9,
+   T 4; ``kd=False`` for the ablation) under the usual finetune / scratch policy.
+
+``ratio`` is the fraction of FLOPs *removed* (0.527 for the paper's ResNet-56 row); the official
+scripts take the *kept* fraction instead (0.47 there). For the ``finetune`` policy the pruned net
+starts from the supernet's weights: each conv's first filters/inputs and the chosen candidate's
+BN; a projection shortcut that the supernet did not have starts as the zero-padded identity that
+the supernet's residual addition was.
+
+``fit_budget`` (default on, not in the paper): a long search ends with its most probable net
+inside the FLOPs band; a short one may not. Then single-candidate steps that give up the least
+log-probability per FLOP move it into the band; ``extras`` record the search's own argmax
+reduction and the number of such moves next to the requested and achieved reductions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pruning import PruneLabError
+from pruning.io import load_checkpoint, save_checkpoint, write_json
+from pruning.measure import count_macs
+from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.models import build
+from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
+
+SUPPORTED = ("resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
+             "resnet_imagenet (ResNet-18/34/50: model=resnet18|resnet34|resnet50)")
+
+
+def tas_dense_spec(spec: dict) -> dict:
+    """The ``resnet_tas`` layout of a dense ``resnet_cifar`` / ``resnet_imagenet`` spec."""
+    if spec.get("arch") == "resnet_cifar":
+        stages = [{"stride": st["stride"], "blocks": [[int(m), st["width"]] for m in st["mid"]]}
+                  for st in spec["stages"]]
+        return {"arch": "resnet_tas", "block": "basic", "stem_type": "cifar", "depth": spec["depth"],
+                "num_classes": spec["num_classes"], "in_channels": spec["in_channels"],
+                "stem": spec["stem"], "stages": stages}
+    if spec.get("arch") == "resnet_imagenet":
+        stages = [{"stride": st["stride"], "blocks": [[*map(int, m), st["width"]] for m in st["mid"]]}
+                  for st in spec["stages"]]
+        return {"arch": "resnet_tas", "block": spec["block"], "stem_type": "imagenet",
+                "depth": spec["depth"], "num_classes": spec["num_classes"],
+                "in_channels": spec["in_channels"], "stem": spec["stem"], "stages": stages}
+    raise PruneLabError(f"TAS searches ResNets only, not arch {spec.get('arch')!r}; supported: "
+                        + "; ".join(SUPPORTED))
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+    """Every conv of a dense net in module order with the BN that follows it."""
+    modules = list(model.modules())
+    pairs = []
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Conv2d):
+            nxt = modules[i + 1] if i + 1 < len(modules) else None
+            pairs.append((m, nxt if isinstance(nxt, nn.BatchNorm2d) else None))
+    return pairs
+
+
+def _supernet_convs(net: TASSupernet) -> list[tuple[Any, bool]]:
+    """Supernet convs in the dense nets' module order: (SearchConv, is_shortcut)."""
+    out = [(net.stem, False)]
+    for stage in net.stages:
+        for blk in stage:
+            out += [(c, False) for c in blk.convs]
+            if blk.shortcut is not None:
+                out.append((blk.shortcut, True))
+    return out
+
+
+@torch.no_grad()
+def init_from_dense(net: TASSupernet, dense: nn.Module) -> None:
+    """Copy the dense weights into the supernet (every candidate BN gets the dense BN's prefix);
+    a supernet projection the dense net lacks (option-A shortcuts) keeps its random init."""
+    pairs, at = _conv_bn_pairs(dense), 0
+    for search_conv, is_shortcut in _supernet_convs(net):
+        if at < len(pairs) and pairs[at][0].weight.shape == search_conv.conv.weight.shape:
+            conv, bn = pairs[at]
+            search_conv.conv.weight.copy_(conv.weight)
+            if bn is not None:
+                for width, cand in zip(search_conv.choices, search_conv.bns, strict=True):
+                    for name in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(cand, name).copy_(getattr(bn, name)[:width])
+            at += 1
+        elif not is_shortcut:
+            raise PruneLabError("dense net and TAS supernet layouts differ: cannot copy weights "
+                                f"(conv {tuple(search_conv.conv.weight.shape)})")
+    if at != len(pairs):
+        raise PruneLabError(f"copied {at} of the dense net's {len(pairs)} convs into the supernet")
+    fc = [m for m in dense.modules() if isinstance(m, nn.Linear)][-1]
+    net.fc.weight.copy_(fc.weight)
+    net.fc.bias.copy_(fc.bias)
+
+
+@torch.no_grad()
+def extract(net: TASSupernet, widths: list[int], depths: list[int]) -> nn.Module:
+    """The chosen net as a ``resnet_tas`` model, weights from the supernet (module docstring)."""
+    model = build(net.to_spec(widths, depths)).to(net.fc.weight.device)
+
+    def copy(search_conv, index: int, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        conv.weight.copy_(search_conv.conv.weight[: conv.out_channels, : conv.in_channels])
+        bn.load_state_dict(search_conv.bns[index].state_dict())
+
+    copy(net.stem, widths[0], model.stem[0], model.stem[1])
+    at = 1
+    for stage, inf_stage in zip(net.stages, model.stages, strict=True):
+        for b, blk in enumerate(stage):
+            if b < len(inf_stage):
+                inf = inf_stage[b]
+                for j, search_conv in enumerate(blk.convs):
+                    copy(search_conv, widths[at + j], inf.convs[j], inf.bns[j])
+                if isinstance(inf.shortcut, nn.Module) and hasattr(inf.shortcut, "conv"):
+                    if blk.shortcut is not None:
+                        copy(blk.shortcut, widths[at + len(blk.convs) - 1], inf.shortcut.conv, inf.shortcut.bn)
+                    else:  # the supernet added the input over the common channels
+                        w = inf.shortcut.conv.weight  # (out, in, 1, 1)
+                        w.zero_()
+                        n = min(w.shape[0], w.shape[1])
+                        w[range(n), range(n), 0, 0] = 1.0
+            at += len(blk.convs)
+    model.fc.weight.copy_(net.fc.weight[:, : model.fc.in_features])
+    model.fc.bias.copy_(net.fc.bias)
+    return model
+
+
+def flop_loss(expected: torch.Tensor, current: float, target: float, tolerance: float) -> torch.Tensor | None:
+    """TAS's cost: log E[F] if the current net is above the target, -log E[F] if it is more than
+    ``tolerance`` below it, None inside the band (all as fractions of the dense FLOPs)."""
+    if current > target:
+        return torch.log(expected)
+    if current < target - tolerance:
+        return -torch.log(expected)
+    return None
+
+
+@torch.no_grad()
+def fit_budget(net: TASSupernet, widths: list[int], depths: list[int], flops_dense: int, target: float,
+               tolerance: float, max_moves: int = 10_000) -> tuple[list[int], list[int], int]:
+    """Move a discrete architecture into the FLOPs band [target - tolerance, target] (kept
+    fractions) one candidate step at a time, each time taking the step (one width or depth
+    candidate up or down) that gives up the least log-probability per unit of FLOPs changed.
+    Returns the new indices and the number of moves (0 when already inside the band)."""
+    widths, depths = list(widths), list(depths)
+    log_w = [F.log_softmax(p, dim=0) for p in net.width_logits]
+    log_d = [F.log_softmax(p, dim=0) for p in net.depth_logits]
+
+    def ratio(w: list[int], d: list[int]) -> float:
+        return float(net.expected_flops(*net.one_hot(w, d))) / flops_dense
+
+    current, moves = ratio(widths, depths), 0
+    while moves < max_moves and not target - tolerance <= current <= target:
+        step = -1 if current > target else 1
+        best = None
+        for kind, idx, logp in [("w", i, lp) for i, lp in enumerate(log_w)] + [("d", i, lp) for i, lp in enumerate(log_d)]:
+            here = widths if kind == "w" else depths
+            new = here[idx] + step
+            if not 0 <= new < len(logp):
+                continue
+            trial_w, trial_d = list(widths), list(depths)
+            (trial_w if kind == "w" else trial_d)[idx] = new
+            r = ratio(trial_w, trial_d)
+            gain = abs(r - current)
+            if gain <= 0:
+                continue
+            overshoots = r < target - tolerance if step < 0 else r > target
+            score = (overshoots, float(logp[here[idx]] - logp[new]) / gain)
+            if best is None or score < best[0]:
+                best = (score, trial_w, trial_d, r)
+        if best is None:
+            break
+        _, widths, depths, current = best
+        moves += 1
+    return widths, depths, moves
+
+
+def distribution_record(net: TASSupernet) -> dict:
+    """Per searched layer: candidate widths, their probabilities, the dense and chosen width;
+    per stage: depth candidates and probabilities."""
+    widths, depths = net.genotype()
+    layers = []
+    for name, conv, probs, pick in zip(net.layer_names(), net.searched, net.width_probs(), widths, strict=True):
+        layers.append({"name": name, "dense": conv.choices[-1], "choices": list(conv.choices),
+                       "probs": [round(float(p), 5) for p in probs], "chosen": conv.choices[pick]})
+    stages = [{"stage": s, "choices": list(c), "probs": [round(float(p), 5) for p in q], "chosen": c[d]}
+              for s, (c, q, d) in enumerate(zip(net.depths, net.depth_probs(), depths, strict=True))]
+    return {"layers": layers, "depth": stages}
+
+
+def plot_distributions(record: dict, path: Path, title: str) -> None:
+    """Heat map of each layer's width distribution (rows: candidate fraction of the dense
+    width), with the chosen width vs the dense one below, and the depth distributions."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layers = record["layers"]
+    grid = np.full((len(WIDTH_RATIOS), len(layers)), np.nan)
+    for j, layer in enumerate(layers):
+        for width, p in zip(layer["choices"], layer["probs"], strict=True):
+            r = next(i for i, ratio in enumerate(WIDTH_RATIOS) if max(1, int(layer["dense"] * ratio)) == width)
+            grid[r, j] = p
+    figure = Figure(figsize=(max(7.0, 0.18 * len(layers) + 2), 7.5))
+    FigureCanvasAgg(figure)
+    top, mid, bottom = figure.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 1.4]})
+    image = top.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=1.0)
+    top.set_yticks(range(len(WIDTH_RATIOS)), [f"{r:.1f}" for r in WIDTH_RATIOS])
+    top.set_ylabel("width / dense width")
+    top.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=top, label="probability")
+    xs = np.arange(len(layers))
+    mid.bar(xs, [layer["dense"] for layer in layers], color="lightgray", label="dense")
+    mid.bar(xs, [layer["chosen"] for layer in layers], color="C0", label="searched (argmax)")
+    mid.set_ylabel("channels")
+    mid.set_xlim(-0.5, len(layers) - 0.5)
+    mid.legend(fontsize=7)
+    step = max(1, len(layers) // 30)
+    mid.set_xticks(xs[::step], [layers[i]["name"].replace("stages.", "") for i in xs[::step]],
+                   rotation=90, fontsize=6)
+    for stage in record["depth"]:
+        bottom.bar([f"s{stage['stage']}:{c}" for c in stage["choices"]], stage["probs"], color=f"C{stage['stage'] + 1}")
+    bottom.set_ylabel("P(depth)")
+    bottom.tick_params(axis="x", labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+class TAS(Method):
+    name = "tas"
+
+    def __init__(self, ratio: float = 0.45, search_epochs: int = 10, batch_size: int = 256,
+                 lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+                 arch_lr: float = 1e-3, arch_betas: tuple[float, float] = (0.5, 0.999),
+                 arch_weight_decay: float = 1e-3, tau_max: float = 5.0, tau_min: float = 0.1,
+                 flop_weight: float = 2.0, flop_tolerance: float = 0.05, depth_choices: str = "odd",
+                 init_from_dense: bool = True, kd: bool = True, kd_alpha: float = 0.9,
+                 kd_temperature: float = 4.0, split: float = 0.5, fit_budget: bool = True, **_: Any):
+        self.ratio = check_ratio(ratio, "method.ratio")
+        if int(search_epochs) < 1:
+            raise PruneLabError(f"method.search_epochs={search_epochs} must be >= 1")
+        if not 0.0 <= float(flop_tolerance) < 1.0:
+            raise PruneLabError(f"method.flop_tolerance={flop_tolerance} must be in [0, 1) (fraction of dense FLOPs)")
+        if not 0.0 < float(tau_min) <= float(tau_max):
+            raise PruneLabError(f"method.tau_min={tau_min} / tau_max={tau_max}: need 0 < tau_min <= tau_max")
+        if not 0.0 <= float(kd_alpha) <= 1.0:
+            raise PruneLabError(f"method.kd_alpha={kd_alpha} must be in [0, 1]")
+        if depth_choices not in ("odd", "thirds"):
+            raise PruneLabError(f"method.depth_choices={depth_choices!r}: use odd or thirds")
+        self.search_epochs, self.batch_size = int(search_epochs), int(batch_size)
+        self.lr, self.momentum, self.weight_decay, self.nesterov = float(lr), float(momentum), float(weight_decay), bool(nesterov)
+        self.arch_lr, self.arch_betas = float(arch_lr), tuple(float(b) for b in arch_betas)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.tau_max, self.tau_min = float(tau_max), float(tau_min)
+        self.flop_weight, self.flop_tolerance = float(flop_weight), float(flop_tolerance)
+        self.depth_mode, self.init_from_dense = depth_choices, bool(init_from_dense)
+        self.kd, self.kd_alpha, self.kd_temperature = bool(kd), float(kd_alpha), float(kd_temperature)
+        self.split, self.fit_budget = float(split), bool(fit_budget)
+
+    def key(self) -> dict[str, Any]:
+        return {"variant": "kd" if self.kd else "nokd", "ratio": self.ratio}
+
+    def tag(self) -> str:
+        return f"r{self.ratio:g}" + ("" if self.kd else "-nokd")
+
+    def validate(self, model_name: str, spec: dict) -> None:
+        if spec.get("arch") not in ("resnet_cifar", "resnet_imagenet"):
+            raise PruneLabError(f"method=tas does not support model={model_name} (arch {spec.get('arch')!r}); "
+                                "supported: " + "; ".join(SUPPORTED))
+        tas_dense_spec(spec)
+
+    def distillation(self) -> dict[str, float] | None:
+        return {"alpha": self.kd_alpha, "temperature": self.kd_temperature} if self.kd else None
+
+    # ------------------------------------------------------------------------------ search
+    def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
+        if ctx.data is None:
+            raise PruneLabError("TAS searches on training data: PruneContext.data is required")
+        device = ctx.device
+        flops_dense = count_macs(model, ctx.input_shape)
+        torch.manual_seed(ctx.seed)
+        net = TASSupernet(tas_dense_spec(model.spec), self.depth_mode, image_size=ctx.input_shape[-1]).to(device)
+        if self.init_from_dense:
+            init_from_dense(net, model)
+        weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
+        search = self.search(net, weight_half, arch_half, flops_dense, ctx)
+        widths, depths = net.genotype()
+        moves = 0
+        if self.fit_budget:
+            widths, depths, moves = fit_budget(net, widths, depths, flops_dense, 1.0 - self.ratio, self.flop_tolerance)
+        pruned = extract(net, widths, depths)
+        flops_pruned = count_macs(pruned, ctx.input_shape)
+        extras = {
+            "requested_flops_reduction": 100.0 * self.ratio,
+            "achieved_flops_reduction": 100.0 * (1 - flops_pruned / flops_dense),
+            "search_argmax_flops_reduction": 100.0 * (1 - search["flops_ratio_argmax"]),
+            "budget_fit_moves": moves,
+            "search_epochs": self.search_epochs, "search_s": search["wall_s"], "final_tau": net.tau,
+            "chosen_spec": pruned.spec,
+            "kd": self.distillation(),
+        }
+        return PruneResult(model=pruned, spec=pruned.spec, extras=extras)
+
+    def search(self, net: TASSupernet, weight_half, arch_half, flops_dense: int, ctx: PruneContext) -> dict:
+        """The alternating weight / architecture search, checkpointed every epoch in
+        ``ctx.work_dir`` (resumed when a checkpoint is there); writes the per-epoch
+        distributions (``tas_search.json``) and their plot (``tas_widths.png``)."""
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=self.lr, momentum=self.momentum,
+                                weight_decay=self.weight_decay, nesterov=self.nesterov)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.arch_lr, betas=self.arch_betas,
+                                 weight_decay=self.arch_weight_decay)
+        work = Path(ctx.work_dir) if ctx.work_dir is not None else None
+        ckpt = work / "ckpt_tas_search.pt" if work else None
+        history: list[dict] = []
+        start, wall_before = 0, 0.0
+        if ckpt is not None and ckpt.exists():
+            state = load_checkpoint(ckpt, map_location=ctx.device)
+            net.load_state_dict(state["supernet"])
+            w_opt.load_state_dict(state["w_opt"])
+            a_opt.load_state_dict(state["a_opt"])
+            history, start, wall_before = state["history"], state["epoch"], state["wall_s"]
+        target = 1.0 - self.ratio  # kept fraction of the dense FLOPs
+        t0 = time.perf_counter()
+        for epoch in range(start, self.search_epochs):
+            t_epoch = time.perf_counter()
+            tau = net.set_tau(self.tau_max, self.tau_min, epoch / max(1, self.search_epochs - 1))
+            lr = 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.search_epochs))
+            for group in w_opt.param_groups:
+                group["lr"] = lr
+            net.generator = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
+            gen_w = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch)
+            gen_a = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch + 1)
+            sums = {"w_loss": 0.0, "w_correct": 0, "a_ce": 0.0, "a_cost": 0.0, "seen": 0, "steps": 0}
+            net.train()
+            for (xw, yw), (xa, ya) in zip(weight_half.train_batches(self.batch_size, gen_w),
+                                          arch_half.train_batches(self.batch_size, gen_a), strict=False):
+                logits = net(xw)  # (N, K)
+                loss = F.cross_entropy(logits, yw)
+                w_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                w_opt.step()
+                logits_a = net(xa)  # (N, K)
+                ce = F.cross_entropy(logits_a, ya)
+                expected = net.expected_flops() / flops_dense
+                with torch.no_grad():
+                    current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
+                cost = flop_loss(expected, current, target, self.flop_tolerance)
+                arch_loss = ce if cost is None else ce + self.flop_weight * cost
+                a_opt.zero_grad(set_to_none=True)
+                arch_loss.backward()
+                a_opt.step()
+                sums["w_loss"] += loss.item() * len(yw)
+                sums["w_correct"] += int((logits.argmax(1) == yw).sum())
+                sums["a_ce"] += ce.item() * len(yw)
+                sums["a_cost"] += 0.0 if cost is None else cost.item()
+                sums["seen"] += len(yw)
+                sums["steps"] += 1
+            with torch.no_grad():
+                current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
+                expected_now = float(net.expected_flops()) / flops_dense
+            seen = max(1, sums["seen"])
+            row = {"epoch": epoch + 1, "tau": round(tau, 5), "lr": lr, "weight_loss": sums["w_loss"] / seen,
+                   "weight_top1": 100.0 * sums["w_correct"] / seen, "arch_ce": sums["a_ce"] / seen,
+                   "flop_cost_mean": sums["a_cost"] / max(1, sums["steps"]),
+                   "flops_ratio_expected": expected_now, "flops_ratio_argmax": current,
+                   "target_flops_ratio": target, "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                   **distribution_record(net)}
+            history.append(row)
+            if not ctx.quiet:
+                print(f"[tas search] epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
+                      f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
+                      f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})",
+                      flush=True)
+            if ckpt is not None:
+                save_checkpoint(ckpt, {"supernet": net.state_dict(), "w_opt": w_opt.state_dict(),
+                                       "a_opt": a_opt.state_dict(), "history": history, "epoch": epoch + 1,
+                                       "wall_s": wall_before + time.perf_counter() - t0})
+                write_json(work / "tas_search.json", {"target_flops_ratio": target, "ratio": self.ratio,
+                                                      "epochs": history})
+        record = distribution_record(net)
+        current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
+        if work is not None:
+            plot_distributions(record, work / "tas_widths.png",
+                               f"TAS width distributions after {self.search_epochs} search epochs "
+                               f"(target: remove {100 * self.ratio:.1f}% FLOPs; argmax removes "
+                               f"{100 * (1 - current):.1f}%)")
+        return {"record": record, "flops_ratio_argmax": current,
+                "wall_s": round(wall_before + time.perf_counter() - t0, 2)}
