@@ -79,6 +79,14 @@ def test_image_folder_batches_are_normalised_and_sharded(tiny_imagenet) -> None:
     assert len(a) == len(b) == 9 and not a & b and part_a.test is data.test
 
 
+def test_worker_processes_serve_every_epoch_in_the_generator_order(tiny_imagenet) -> None:
+    data = datasets.load(_data_cfg(tiny_imagenet, workers=2)).to("cpu")  # persistent workers
+    for epoch in range(2):
+        labels = torch.cat([lab for _, lab in data.train_batches(4, torch.Generator().manual_seed(epoch))])
+        order = torch.randperm(18, generator=torch.Generator().manual_seed(epoch))
+        assert torch.equal(labels, data.train.labels[order])
+
+
 def test_fingerprint_and_subset(tiny_imagenet) -> None:
     first = datasets.load(_data_cfg(tiny_imagenet))
     assert datasets.load(_data_cfg(tiny_imagenet)).info["fingerprint"] == first.info["fingerprint"]
