@@ -203,3 +203,27 @@ def test_cli_network_slimming_end_to_end(model: str, fake_cifar, tmp_path) -> No
     assert m["status"] == "done" and m["key"]["model"] == name and m["key"]["ratio"] == 0.4
     assert set(m["stages"]) == {"pretrain", "prune", "scratch_e"}
     assert m["flops_pruned"] < m["flops_dense"] and m["extras"]["channels_removed"] > 0
+
+
+def test_slimming_table_rows_experiment_and_report_agree() -> None:
+    """Every report row has a table_row that composes to its model, data and ratio with the
+    paper's sparsity; the CIFAR preset sweeps exactly the CIFAR rows."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF_DIR, compose
+
+    report = yaml.safe_load((CONF_DIR / "report" / "rethinking_slimming.yaml").read_text())
+    experiment = OmegaConf.create((CONF_DIR / "experiment" / "rethinking_slimming.yaml").read_text())
+    swept = [r.strip() for r in experiment.hydra.sweeper.params.table_row.split(",")]
+    rows = {f"slim_{r['filter']['model']}_{r['filter']['data']}_{r['filter']['ratio']}": r["filter"]
+            for r in report["rows"]}
+    assert len(rows) == 11 and swept == [name for name in rows if not name.endswith("imagenet_0.5")]
+    assert experiment.hydra.sweeper.params.seed == "0,1,2,3,4"
+    for name, wanted in rows.items():
+        cfg = compose(["experiment=rethinking_slimming", f"table_row={name}"])
+        assert (cfg.model.name, cfg.data.name, cfg.method.ratio) == (wanted["model"], wanted["data"], wanted["ratio"])
+        assert cfg.method.name == "network_slimming"
+        assert cfg.method.sparsity == (1e-4 if wanted["model"] == "vgg19" else 1e-5)
+    imagenet = compose(["experiment=rethinking_slimming", "table_row=slim_vgg11_bn_imagenet_imagenet_0.5"])
+    assert imagenet.schedule.epochs == 90
