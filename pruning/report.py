@@ -68,6 +68,7 @@ RUN_COLUMNS = (
     "params_dense", "params_pruned", "unpruned_top1", "final_top1", "final_top1_last",
     "final_top5", "run_dir", "measured_speedup", "measured_setting",
     "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu", "status",
+    "accuracy_drop", "requested_flops_reduction",
 )
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
@@ -75,7 +76,7 @@ SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup
 FORMATS = ("md", "csv", "latex")
 FILE_SUFFIXES = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 SPEC_KINDS = ("paper_table", "ratio_sweep")
-COLUMN_KINDS = ("accuracy", "reduction", "speedup")
+COLUMN_KINDS = ("accuracy", "reduction", "speedup", "count")  # count: e.g. FLOPs as 2.24E7
 
 ACCURACY_NOTE = ("Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper "
                  "reports it")
@@ -139,6 +140,11 @@ def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
                  "flops_pruned", "params_dense", "params_pruned"):
         record[name] = metrics.get(name)
     record.update(measured_speedups(metrics.get("latency") or {}))
+    # accuracy drop vs the run's own dense baseline (TAS's "drop" column), and the FLOPs
+    # reduction a budget-targeting method was asked for (extras, e.g. TAS) next to the achieved one
+    unpruned, pruned_top1 = record["unpruned_top1"], record["final_top1"]
+    record["accuracy_drop"] = None if unpruned is None or pruned_top1 is None else unpruned - pruned_top1
+    record["requested_flops_reduction"] = (metrics.get("extras") or {}).get("requested_flops_reduction")
     record["status"] = metrics["status"]
     return record
 
@@ -388,8 +394,16 @@ class PaperValue:
         mark = "" if self.verified else UNVERIFIED_MARK
         if kind == "reduction":
             return f"{self.mean:.1f}%{mark}"
+        if kind == "count":
+            return f"{format_count(self.mean)}{mark}"
         std = "" if self.std is None else f"±{self.std:.2f}"
         return f"{self.mean:.2f}{std}{mark}"
+
+
+def format_count(value: float) -> str:
+    """A large count in the papers' style: 22400000 -> ``2.24E7``."""
+    mantissa, exponent = f"{value:.2E}".split("E")
+    return f"{mantissa}E{int(exponent)}"
 
 
 def _paper_value(row: Mapping[str, Any], column: Mapping[str, Any]) -> PaperValue | None:
@@ -498,7 +512,8 @@ def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping
         ours_text: str = CommandText(command)
     else:
         ours_text = (format_mean_std(ours) if kind == "accuracy" else
-                     f"{ours.mean:.2f}×" if kind == "speedup" else _reduction_text(ours))
+                     f"{ours.mean:.2f}×" if kind == "speedup" else
+                     format_count(ours.mean) if kind == "count" else _reduction_text(ours))
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
     texts = [ours_text] if kind == "speedup" else [paper.format(kind) if paper else "", ours_text]

@@ -42,12 +42,14 @@ def width_choices(channels: int) -> tuple[int, ...]:
 def depth_choices(blocks: int, mode: str = "odd") -> tuple[int, ...]:
     """Candidate block counts of a stage of ``blocks`` blocks.
 
-    ``odd``: 1, 3, 5, ... and n (the CIFAR shape-search model of the official code; its
-    released ResNet-56 shape has 5 blocks per stage); ``thirds``: n//3, 2n//3, n (deduplicated).
+    ``odd``: 1..n for n <= 3, else 1, 3, 5, ... and n (the CIFAR shape-search model of the
+    official code; its released ResNet-56 shape has 5 blocks per stage); ``thirds``: n//3, 2n//3, n (deduplicated).
     """
     if blocks < 1:
         raise PruneLabError(f"a stage needs at least one block, got {blocks}")
     if mode == "odd":
+        if blocks <= 3:
+            return tuple(range(1, blocks + 1))
         choices = list(range(1, blocks + 1, 2))
         if choices[-1] != blocks:
             choices.append(blocks)

@@ -1,0 +1,260 @@
+"""TAS: channel-wise interpolation, Gumbel sampling, the supernet, exact expected FLOPs, the
+search (budget, resume, outputs), weight extraction, knowledge distillation, schedules, configs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pruning import PruneLabError
+from pruning.data import load_digits_data
+from pruning.measure import count_macs
+from pruning.methods.base import PruneContext
+from pruning.methods.tas import TAS, extract, fit_budget, init_from_dense, tas_dense_spec
+from pruning.models import build, default_spec
+from pruning.models.tas_search import TASSupernet, cwi, depth_choices, gumbel_select, width_choices
+from pruning.train import Schedule, distillation_loss
+from tests.conftest import TINY_CIFAR, plain_cfg, write_fake_cifar
+
+
+def tiny_resnet(depth: int = 14, in_channels: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    return build(default_spec("resnet_cifar", depth=depth, num_classes=10, in_channels=in_channels))
+
+
+def test_cwi_is_identity_at_same_width_and_interpolates_channels():
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.equal(cwi(x, 4), x)
+    a, b = torch.full((1, 1, 2, 2), 1.0), torch.full((1, 1, 2, 2), 3.0)
+    up = cwi(torch.cat([a, b], 1), 4)  # (1, 4, 2, 2)
+    assert up.shape == (1, 4, 2, 2)
+    assert up[0, :, 0, 0].tolist() == [1.0, 1.0, 3.0, 3.0]
+    down = cwi(torch.cat([a, a, b, b], 1), 2)
+    assert down[0, :, 0, 0].tolist() == [1.0, 3.0]
+
+
+def test_choices_follow_the_official_definitions():
+    assert width_choices(16) == (4, 6, 8, 9, 11, 12, 14, 16)
+    assert depth_choices(3) == (1, 2, 3)
+    assert depth_choices(9) == (1, 3, 5, 7, 9)  # the released ResNet-56 shape has 5 blocks
+    assert depth_choices(9, "thirds") == (3, 6, 9)
+    with pytest.raises(PruneLabError, match="depth_choices"):
+        depth_choices(9, "half")
+
+
+def test_gumbel_select_samples_two_distinct_candidates_differentiably():
+    logits = torch.zeros(5, requires_grad=True)
+    index, weights = gumbel_select(logits, 1.0, generator=torch.Generator().manual_seed(0))
+    assert len(set(index)) == 2 and abs(float(weights.sum()) - 1) < 1e-6
+    (weights[0] * 3 + weights[1]).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_supernet_forward_samples_and_backpropagates_to_arch_and_weights():
+    net = TASSupernet(tas_dense_spec(tiny_resnet(20, 3).spec), image_size=16)
+    net.tau = 5.0
+    logits = net(torch.randn(3, 3, 16, 16))
+    assert logits.shape == (3, 10)
+    (logits.sum() + net.expected_flops() * 1e-6).backward()
+    assert all(p.grad is not None for p in net.depth_logits)
+    assert sum(p.grad is not None and p.grad.abs().sum() > 0 for p in net.width_logits) > 5
+    assert net.stem.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("dense_spec, size", [
+    (default_spec("resnet_tas", depth=56), 32),
+    (default_spec("resnet_tas", depth=18, num_classes=1000, stem_type="imagenet"), 64),
+    (default_spec("resnet_tas", depth=50, num_classes=1000, stem_type="imagenet"), 64),
+])
+def test_expected_flops_of_one_hot_architectures_equal_count_macs(dense_spec, size):
+    net = TASSupernet(dense_spec, image_size=size)
+    rng = random.Random(0)
+    for trial in range(3):
+        widths = [rng.randrange(len(c.choices)) for c in net.searched]
+        depths = [rng.randrange(len(d)) for d in net.depths]
+        if trial == 0:  # the full net
+            widths, depths = [len(c.choices) - 1 for c in net.searched], [len(d) - 1 for d in net.depths]
+        built = build(net.to_spec(widths, depths))
+        exact = count_macs(built, (3, size, size))
+        expected = float(net.expected_flops(*net.one_hot(widths, depths)))
+        assert abs(expected - exact) / exact < 1e-5, (trial, expected, exact)
+    # a soft distribution costs less than the full net and is differentiable
+    assert float(net.expected_flops()) < count_macs(build(dense_spec), (3, size, size))
+
+
+def test_extracted_full_net_reproduces_a_dense_projection_resnet_exactly():
+    """ImageNet ResNets have projection shortcuts, so dense -> supernet -> full-width extraction
+    must give back the dense function (checks every weight/BN mapping)."""
+    torch.manual_seed(0)
+    dense = build(default_spec("resnet_imagenet", depth=18, num_classes=10))
+    for m in dense.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    net = TASSupernet(tas_dense_spec(dense.spec), image_size=64)
+    init_from_dense(net, dense)
+    full = extract(net, [len(c.choices) - 1 for c in net.searched], [len(d) - 1 for d in net.depths])
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(full.eval()(x), dense.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_extracted_pruned_net_builds_runs_and_keeps_prefix_weights():
+    net = TASSupernet(tas_dense_spec(tiny_resnet(14).spec), image_size=8)
+    widths, depths = [0] * len(net.searched), [0] * len(net.depths)
+    pruned = extract(net, widths, depths)
+    assert pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert [len(s["blocks"]) for s in pruned.spec["stages"]] == [1, 1, 1]
+    assert pruned.spec["stem"] == width_choices(16)[0]
+    torch.testing.assert_close(pruned.stem[0].weight, net.stem.conv.weight[: pruned.spec["stem"]])
+
+
+def test_fit_budget_lands_in_the_band():
+    torch.manual_seed(0)
+    net = TASSupernet(default_spec("resnet_tas", depth=20), image_size=32)
+    dense = count_macs(build(default_spec("resnet_cifar", depth=20)), (3, 32, 32))
+    full = [len(c.choices) - 1 for c in net.searched], [len(d) - 1 for d in net.depths]
+    for target in (0.3, 0.55, 0.8):
+        widths, depths, moves = fit_budget(net, *full, dense, target, 0.05)
+        kept = count_macs(build(net.to_spec(widths, depths)), (3, 32, 32)) / dense
+        assert target - 0.05 <= kept <= target and moves > 0
+
+
+def test_tiny_search_hits_the_target_and_writes_distributions(tmp_path: Path):
+    data = load_digits_data()
+    model = tiny_resnet(14)
+    method = TAS(ratio=0.5, search_epochs=2, batch_size=256, arch_lr=0.05, flop_weight=4.0, init_from_dense=True)
+    ctx = PruneContext(data=data, device="cpu", input_shape=(1, 8, 8), seed=0, work_dir=tmp_path)
+    result = method.prune(model, ctx)
+    achieved = result.extras["achieved_flops_reduction"]
+    assert 50.0 <= achieved <= 55.0 + 1e-6, achieved
+    flops = count_macs(result.model, (1, 8, 8))
+    assert abs(100 * (1 - flops / count_macs(model, (1, 8, 8))) - achieved) < 1e-9
+    assert build(result.spec)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    log = json.loads((tmp_path / "tas_search.json").read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    first = log["epochs"][0]
+    assert first["tau"] == 5.0 and log["epochs"][1]["tau"] == pytest.approx(0.1)
+    assert all(abs(sum(layer["probs"]) - 1) < 1e-3 for layer in first["layers"])
+    assert (tmp_path / "tas_widths.png").stat().st_size > 1000
+    # the search itself moved toward the target: fewer expected FLOPs than the uniform start
+    assert log["epochs"][-1]["flops_ratio_expected"] < 0.5
+
+
+def test_search_resumes_from_its_checkpoint(tmp_path: Path):
+    data = load_digits_data()
+    ctx = PruneContext(data=data, device="cpu", input_shape=(1, 8, 8), seed=1, work_dir=tmp_path)
+    TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx)
+    first = json.loads((tmp_path / "tas_search.json").read_text())["epochs"]
+    TAS(ratio=0.3, search_epochs=2, batch_size=512).prune(tiny_resnet(8), ctx)
+    both = json.loads((tmp_path / "tas_search.json").read_text())["epochs"]
+    assert len(both) == 2 and both[0] == first[0]  # epoch 1 not re-run
+
+
+def test_distillation_loss_alpha_zero_is_cross_entropy_and_teacher_gets_no_gradient():
+    torch.manual_seed(0)
+    student, teacher = nn.Linear(5, 4), nn.Linear(5, 4)
+    x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    s_logits, t_logits = student(x), teacher(x)
+    torch.testing.assert_close(distillation_loss(s_logits, t_logits, y, 0.0, 4.0), F.cross_entropy(s_logits, y))
+    loss = distillation_loss(s_logits, t_logits, y, 0.9, 4.0)
+    loss.backward()
+    assert student.weight.grad is not None and teacher.weight.grad is None
+    # pure KD toward itself costs nothing; toward another net it costs T^2 * KL
+    assert float(distillation_loss(s_logits, s_logits.detach(), y, 1.0, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    kl = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean")
+    assert float(distillation_loss(s_logits, t_logits, y, 1.0, 4.0)) == pytest.approx(16 * float(kl), rel=1e-5)
+
+
+def test_cosine_and_warmup_schedule_and_unchanged_cache_identity():
+    step = Schedule(epochs=10, lr=0.1)
+    assert "lr_schedule" not in step.identity() and "warmup_epochs" not in step.identity()
+    assert set(step.identity()) == set(step.__dict__) - {"lr_schedule", "warmup_epochs"}
+    cos = Schedule(epochs=10, lr=0.1, lr_schedule="cosine", warmup_epochs=2)
+    assert cos.identity()["lr_schedule"] == "cosine" and cos.identity()["warmup_epochs"] == 2
+    lrs = [cos.lr_at(e) for e in range(10)]
+    assert lrs[0] == pytest.approx(0.1 / 3) and lrs[1] == pytest.approx(0.2 / 3)
+    assert lrs[2] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    with pytest.raises(PruneLabError, match="lr_schedule"):
+        Schedule(epochs=3, lr=0.1, lr_schedule="poly").lr_at(1)
+
+
+def test_existing_baseline_keys_do_not_change(tmp_path: Path):
+    """The cache key of a config without the new schedule keys equals the pre-TAS formula."""
+    import hashlib
+
+    from pruning.pipeline import baseline_id, make_method, model_spec, pretrain_schedule
+
+    cfg = plain_cfg(["model=resnet20", "data=digits"], tmp_path)
+    data = load_digits_data()
+    spec, method = model_spec(cfg["model"], cfg["data"]), make_method(cfg["method"])
+    old_schedule = {k: v for k, v in pretrain_schedule(cfg).__dict__.items() if k not in ("lr_schedule", "warmup_epochs")}
+    identity = {"data": {"kind": cfg["data"].get("kind", cfg["data"]["name"]), "fingerprint": data.info["fingerprint"],
+                         "train_subset": data.info.get("train_subset"), "augment": data.augment},
+                "spec": spec, "schedule": old_schedule, "seed": 0, "method_pretrain": method.pretrain_extras()}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert baseline_id(cfg, data, spec, method) == f"resnet20-digits-{digest}"
+
+
+def test_validation_errors_name_the_value_and_the_fix(tmp_path: Path):
+    with pytest.raises(PruneLabError, match="method.ratio=1.2"):
+        TAS(ratio=1.2)
+    from pruning.pipeline import validate
+
+    cfg = plain_cfg(["method=tas", "model=vgg16", "data=digits"], tmp_path)
+    with pytest.raises(PruneLabError, match="supported: resnet_cifar"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet50"])
+def test_imagenet_tas_configs_compose_and_validate(tmp_path: Path, model: str):
+    from pruning.pipeline import make_method, model_spec
+
+    cfg = plain_cfg(["method=tas", f"model={model}", "data=imagenet", "dry_run=true"], tmp_path)
+    method = make_method(cfg["method"])
+    spec = model_spec(cfg["model"], cfg["data"])
+    method.validate(model, spec)
+    assert tas_dense_spec(spec)["block"] == ("basic" if model == "resnet18" else "bottleneck")
+
+
+def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path):
+    common = ["model=resnet20", "data=digits", "method=tas", "method.search_epochs=1",
+              "method.batch_size=512", "schedule.epochs=1", "finetune=scratch_e",
+              "latency.cpu_batch_sizes=[1]", "latency.repeats=2"]
+    from pruning.pipeline import run, run_subdir
+
+    results = []
+    for kd in ("true", "false"):
+        cfg = plain_cfg([*common, f"method.kd={kd}"], tmp_path / "results")
+        run_dir = tmp_path / "results" / "runs" / run_subdir(cfg)
+        results.append((run(cfg, run_dir), run_dir))
+    (with_kd, kd_dir), (without, _) = results
+    assert with_kd["status"] == "done" and with_kd["key"]["variant"] == "kd"
+    assert without["key"]["variant"] == "nokd" and "nokd" in str(results[1][1])
+    assert with_kd["budget"]["distillation"] == {"alpha": 0.9, "temperature": 4.0}
+    assert without["budget"]["distillation"] is None
+    assert with_kd["extras"]["requested_flops_reduction"] == pytest.approx(45.0)
+    assert abs(with_kd["flops_reduction"] - with_kd["extras"]["achieved_flops_reduction"]) < 1e-9
+    assert with_kd["spec_pruned"]["arch"] == "resnet_tas"
+    assert (kd_dir / "tas_search.json").exists() and (kd_dir / "tas_widths.png").exists()
+    ckpt = torch.load(kd_dir / "ckpt_scratch_e.pt", weights_only=True)
+    assert not any(k.startswith("teacher") for k in ckpt["model"])  # the teacher is not saved
+    # the same architecture for both (same seed, same search), so the ablation isolates KD
+    assert with_kd["spec_pruned"] == without["spec_pruned"]
+
+
+@pytest.mark.slow
+def test_cli_tas_resnet20_on_fake_cifar(tmp_path: Path):
+    from pruning.pipeline import run, run_subdir
+
+    root = write_fake_cifar(tmp_path / "cifar", n_train_per_batch=20, n_test=20)
+    cfg = plain_cfg([*TINY_CIFAR, f"data.root={root}", "method=tas", "method.search_epochs=1",
+                     "method.batch_size=50", "schedule.epochs=1"], tmp_path / "results")
+    metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
+    assert metrics["status"] == "done"
+    assert 45.0 <= metrics["flops_reduction"] <= 50.0 + 1e-6
