@@ -258,3 +258,23 @@ def test_cli_tas_resnet20_on_fake_cifar(tmp_path: Path):
     metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
     assert metrics["status"] == "done"
     assert 45.0 <= metrics["flops_reduction"] <= 50.0 + 1e-6
+
+
+def test_tas_report_shows_drop_flops_count_and_requested_vs_achieved(tmp_path: Path):
+    from pruning.report import build_tables, format_count, load_runs, load_specs
+
+    assert format_count(2.24e7) == "2.24E7" and format_count(1.19e8) == "1.19E8"
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    metrics = {"schema": 1, "status": "done",
+               "key": {"data": "cifar10", "model": "resnet20", "method": "tas", "variant": "kd",
+                       "ratio": 0.45, "finetune": "scratch_e", "seed": 0},
+               "data": {"label": "CIFAR-10 (test)"}, "budget": {"pretrain_epochs": 8, "train_subset": 10000},
+               "stages": {"pretrain": {"top1_best": 60.0}}, "final": {"top1_best": 57.5, "top1": 57.0},
+               "flops_reduction": 47.0, "flops_pruned": 2.15e7, "extras": {"requested_flops_reduction": 45.0}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    table = build_tables(load_specs()["tas_cifar"], load_runs(tmp_path))[0]
+    row = dict(zip(table.headers, table.rows[0], strict=True))
+    assert row["Drop ours"] == "2.50 (n=1)" and row["Drop paper"] == "0.00†"
+    assert row["FLOPs ours"] == "2.15E7" and row["FLOPs paper"] == "2.24E7†"
+    assert row["FLOPs↓ requested ours"] == "45.0%" and row["FLOPs↓ achieved ours"] == "47.0%"
