@@ -222,6 +222,7 @@ def test_imagenet_tas_configs_compose_and_validate(tmp_path: Path, model: str):
     assert tas_dense_spec(spec)["block"] == ("basic" if model == "resnet18" else "bottleneck")
 
 
+@pytest.mark.slow  # ~40 s alone, 385 s measured on the shared, contended 2 cores
 def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path):
     common = ["model=resnet20", "data=digits", "method=tas", "method.search_epochs=1",
               "method.batch_size=512", "schedule.epochs=1", "finetune=scratch_e",
