@@ -290,6 +290,10 @@ def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) ->
         f_dense, f_pruned = count_macs(dense, input_shape), count_macs(pruned, input_shape)
         out["stage"] = policy_schedule(cfg, f_dense, f_pruned).epochs
         out["flops_ratio"] = f_pruned / f_dense
+    elif method.architecture(spec) is not None:  # widths known, channels chosen from data
+        f_dense, f_pruned = count_macs(build(spec), input_shape), count_macs(build(method.architecture(spec)), input_shape)
+        out["stage"] = policy_schedule(cfg, f_dense, f_pruned).epochs
+        out["flops_ratio"] = f_pruned / f_dense
     elif cfg["finetune"]["name"] != "scratch_b":
         out["stage"] = policy_schedule(cfg, 1, 1).epochs
     return out
@@ -484,11 +488,16 @@ def _dry_run(cfg: dict, run_dir: Path, method: Method, spec: dict, metrics: dict
     metrics["params_dense"] = count_params(dense)
     metrics["flops_dense"] = count_macs(dense, input_shape)
     metrics["spec_dense"] = spec
-    if method.prunes and not method.data_free_architecture:
+    fixed_spec = method.architecture(spec) if method.prunes and not method.data_free_architecture else None
+    if method.prunes and not method.data_free_architecture and fixed_spec is None:
         metrics["note"] = f"{method.name}'s pruned architecture depends on the trained weights: only dense counts"
     elif method.prunes:
-        result = method.prune(dense, PruneContext(device="cpu", input_shape=input_shape, seed=int(cfg["seed"])))
-        _record_sizes(metrics, result.model, result.masks, input_shape)
+        if fixed_spec is not None:  # widths fixed by the config; the channels kept need data
+            pruned_model, masks = build(fixed_spec), None
+        else:
+            result = method.prune(dense, PruneContext(device="cpu", input_shape=input_shape, seed=int(cfg["seed"])))
+            pruned_model, masks = result.model, result.masks
+        _record_sizes(metrics, pruned_model, masks, input_shape)
         metrics["budget"] = {"pretrain_epochs": int(cfg["schedule"]["epochs"]),
                              "stage_epochs": policy_schedule(cfg, metrics["flops_dense"], metrics["flops_pruned"]).epochs}
     metrics["status"] = "dry_run"

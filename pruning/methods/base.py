@@ -69,6 +69,12 @@ class Method:
         (Network Slimming's L1 on BN scales); None for plain training."""
         return None
 
+    def architecture(self, spec: dict) -> dict | None:
+        """The pruned spec when the widths are fixed before any data is seen (a ratio or a
+        paper variant) even though *which* channels survive is data-driven (ThiNet, LASSO);
+        dry runs and run plans report its FLOPs. None: unknown before pruning."""
+        return None
+
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         raise NotImplementedError
 

@@ -3,15 +3,17 @@
 Luo, Wu, Lin. "ThiNet: A Filter Level Pruning Method for Deep Neural Network Compression",
 ICCV 2017 (a pruned-model source in "Rethinking the Value of Network Pruning").
 
-1. Run the dense network on sampled training images and record, for every channel group,
-   the input of the layer that consumes those channels (the next conv, or the classifier).
-2. At sampled output positions, split each consumer output into per-input-channel
-   contributions z_c (the conv's sum over the kernel window of channel c alone).
-3. Greedily pick the channels to remove: each step adds the channel whose removal keeps
-   ||sum of the removed contributions||^2 smallest, until the group's quota is removed.
+1. Run the network on sampled training images and record, for every channel group, the input
+   of the layer that consumes those channels (the next conv, or a linear layer).
+2. At sampled (image, position, output channel) sites, split the consumer's output into
+   per-input-channel contributions z_c (the kernel window of channel c alone).
+3. Greedily pick the channels to remove: each step adds the channel whose removal keeps the
+   squared reconstruction error smallest, until the group's quota is removed.
 4. Least squares: rescale the kept channels' consumer weights by w = argmin ||y - Z_keep w||^2.
-5. One shot over all groups from the dense activations (the paper prunes layer by layer
-   with fine-tuning in between); the pipeline then fine-tunes or retrains from scratch.
+5. mode=oneshot: all groups from the dense activations; mode=layerwise (the paper, without
+   its fine-tuning between layers): groups in forward order, inputs from the network pruned
+   so far, the dense output as target. Widths: a uniform ratio, or the Rethinking code's
+   ImageNet architectures (ThiNet-30/50/70 for ResNet-50; ThiNet-Conv/GAP/Tiny for VGG-16).
 """
 
 from __future__ import annotations
@@ -20,44 +22,52 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pruning import PruneLabError
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
-from pruning.models import ChannelGroup, channel_groups
-from pruning.surgery import shrink
+from pruning.methods.reconstruction import (
+    check_mode,
+    draw_sites,
+    prune_by_reconstruction,
+    windows_at,
+)
+from pruning.models import build, channel_groups
+from pruning.surgery import spec_with_widths
 
+__all__ = ["ThiNet", "contributions", "greedy_remove", "VARIANTS"]
 
-def _consumer(group: ChannelGroup) -> str:
-    """The module whose input channels are this group's channels (member with dim 1)."""
-    (name,) = [t for t, dim in group.members if dim == 1]
-    return name.rsplit(".", 1)[0]
+# Rethinking code, imagenet/thinet/models/thinetresnet.py (cfg_thinet30/50/70): the first two
+# convs of every bottleneck keep these widths, per stage.
+RESNET50_THINET = {"thinet_30": [19, 38, 76, 153], "thinet_50": [32, 64, 128, 256],
+                   "thinet_70": [44, 89, 179, 358]}
+# imagenet/thinet/models/thinetconv.py (`conv`) and thinetvgg.py (`gap`, `tiny`): conv widths in
+# order; GAP/Tiny drop the last max-pool and replace the FC head by global average pooling.
+VGG16_THINET = {
+    "thinet_conv": ([32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512], "fc"),
+    "thinet_gap": ([32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512], "gap"),
+    "thinet_tiny": ([16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 256], "gap"),
+}
+VARIANTS = {**{v: ("resnet_imagenet", 50) for v in RESNET50_THINET}, **{v: ("vgg_imagenet", 16) for v in VGG16_THINET}}
 
 
 def contributions(module: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-input-channel contributions to ``samples`` random outputs: (samples, C_in)."""
-    if isinstance(module, nn.Linear):  # inputs (N, C)
-        n, c = inputs.shape
-        rows = torch.randint(0, n, (samples,), generator=generator)
-        outs = torch.randint(0, module.out_features, (samples,), generator=generator)
-        return inputs[rows] * module.weight[outs]  # (S, C)
-    # conv: unfold the input into kernel windows, (N, C*kh*kw, L)
-    kh, kw = module.kernel_size
-    cols = F.unfold(inputs, (kh, kw), padding=module.padding, stride=module.stride, dilation=module.dilation)
-    n, _, positions = cols.shape
-    c = inputs.shape[1]
-    rows = torch.randint(0, n, (samples,), generator=generator)
-    locs = torch.randint(0, positions, (samples,), generator=generator)
-    outs = torch.randint(0, module.out_channels, (samples,), generator=generator)
-    windows = cols[rows, :, locs].view(samples, c, kh * kw)  # (S, C, kh*kw)
-    weights = module.weight[outs].view(samples, c, kh * kw)  # (S, C, kh*kw)
-    return (windows * weights).sum(-1)  # (S, C)
+    """Per-input-channel contributions to ``samples`` random outputs (image, position, output
+    channel drawn in that order): (samples, C_in)."""
+    channels = inputs.shape[1]
+    sites = draw_sites(module, inputs, samples, generator)
+    out_features = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    outs = torch.randint(0, out_features, (samples,), generator=generator)
+    windows = windows_at(module, inputs, sites, channels)  # (S, C, K)
+    weight = module.weight.reshape(out_features, channels, -1)[outs]  # (S, C, K)
+    return (windows * weight).sum(-1)  # (S, C)
 
 
-def greedy_remove(z: torch.Tensor, n_remove: int) -> list[int]:
-    """Channels whose summed contribution stays smallest (ThiNet's greedy step)."""
+def greedy_remove(z: torch.Tensor, n_remove: int, offset: torch.Tensor | None = None) -> list[int]:
+    """Channels whose removal keeps ||offset + sum of removed contributions||^2 smallest
+    (ThiNet's greedy step). ``offset`` = target - sum of all contributions: zero when the
+    target is the network's own output (one shot), the accumulated error in layer-wise mode."""
     removed: list[int] = []
-    acc = torch.zeros(z.shape[0], dtype=z.dtype)
+    acc = torch.zeros(z.shape[0], dtype=z.dtype) if offset is None else offset.to(z.dtype).clone()  # (S,)
     available = torch.ones(z.shape[1], dtype=torch.bool)
     for _ in range(n_remove):
         cost = ((acc[:, None] + z) ** 2).sum(0)  # (C,)
@@ -69,65 +79,117 @@ def greedy_remove(z: torch.Tensor, n_remove: int) -> list[int]:
     return removed
 
 
+def variant_spec(variant: str, spec: dict) -> tuple[dict[str, int], dict]:
+    """(kept channels per group, pruned spec) of a named variant on its dense model."""
+    arch, depth = VARIANTS[variant]
+    if spec.get("arch") != arch or spec.get("depth") != depth:
+        raise PruneLabError(f"method.variant={variant} is defined for {arch} depth {depth}; "
+                            f"got {spec.get('arch')} depth {spec.get('depth')}")
+    groups = channel_groups(spec)
+    if variant in RESNET50_THINET:
+        per_stage = RESNET50_THINET[variant]
+        widths = {g.name: per_stage[g.meta["stage"]] for g in groups}
+        return widths, spec_with_widths(spec, widths)
+    convs, head = VGG16_THINET[variant]
+    if spec.get("head") != "fc":
+        raise PruneLabError(f"method.variant={variant} starts from VGG-16 with the FC head (model=vgg16_imagenet)")
+    widths = {g.name: w for g, w in zip([g for g in groups if g.name.startswith("features.")], convs, strict=True)}
+    pruned = spec_with_widths(spec, widths)
+    if head == "gap":
+        cfg = list(pruned["cfg"])
+        if cfg and cfg[-1] == "M":
+            cfg = cfg[:-1]  # global pooling over the last conv's map, as the Rethinking model does
+        pruned = {**pruned, "cfg": cfg, "head": "gap", "fc": []}
+    return widths, pruned
+
+
+@torch.no_grad()
+def replace_head_by_gap(small: nn.Module, dense: nn.Module, gap_spec: dict, images: torch.Tensor,
+                        ridge: float = 1e-3) -> nn.Module:
+    """ThiNet-GAP/Tiny: the pruned convs with a global-average-pool classifier. Conv weights are
+    copied; the new Linear(C_last, classes) is fitted by ridge least squares to the dense
+    network's logits on the sampled images (a starting point for fine-tuning)."""
+    new = build(gap_spec).to(images.device)
+    old_state, new_state = small.state_dict(), new.state_dict()
+    for key, value in new_state.items():
+        if key.startswith("features.") and key in old_state and old_state[key].shape == value.shape:
+            value.copy_(old_state[key])
+    was = dense.training, new.training
+    dense.eval()
+    new.eval()
+    logits = dense(images).double()  # (N, classes)
+    pooled = new.features(images).mean(dim=(2, 3)).double()  # (N, C)
+    dense.train(was[0])
+    new.train(was[1])
+    x = torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype, device=pooled.device)], 1)  # (N, C+1)
+    gram = x.T @ x
+    gram += torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) * ridge * gram.diagonal().mean()
+    solution = torch.linalg.solve(gram, x.T @ logits)  # (C+1, classes)
+    fc = new.classifier[0]
+    fc.weight.copy_(solution[:-1].T.to(fc.weight.dtype))
+    fc.bias.copy_(solution[-1].to(fc.bias.dtype))
+    return new
+
+
 class ThiNet(Method):
     name = "thinet"
 
-    def __init__(self, ratio: float = 0.5, samples: int = 4096, images: int = 256, rescale: bool = True, **_: Any):
-        self.ratio = check_ratio(ratio)
+    def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "oneshot",
+                 samples: int = 4096, images: int = 256, rescale: bool = True, **_: Any):
+        self.variant = None if variant in (None, "", "null") else str(variant)
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise PruneLabError(f"thinet: method.variant={self.variant!r} is unknown; use one of "
+                                f"{', '.join(VARIANTS)} or method.variant=null with method.ratio")
+        self.ratio = None if self.variant is not None else check_ratio(ratio)
+        self.mode = check_mode(str(mode), self.name)
         self.samples, self.images, self.rescale = int(samples), int(images), bool(rescale)
+        self._generator: torch.Generator | None = None
 
     def key(self) -> dict[str, Any]:
-        return {"variant": None, "ratio": self.ratio}
+        return {"variant": self.variant, "ratio": self.ratio}
 
     def validate(self, model_name: str, spec: dict) -> None:
         if not channel_groups(spec):
             raise PruneLabError(f"thinet: {model_name} has no prunable channel groups")
+        if self.variant is not None:
+            variant_spec(self.variant, spec)
+
+    def target(self, spec: dict) -> tuple[dict[str, int], dict]:
+        if self.variant is not None:
+            return variant_spec(self.variant, spec)
+        widths = {g.name: max(1, int(g.size * (1 - self.ratio))) for g in channel_groups(spec)}
+        return widths, spec_with_widths(spec, widths)
+
+    def architecture(self, spec: dict) -> dict | None:
+        """The pruned spec (fixed by the ratio / variant; which channels survive needs data)."""
+        return self.target(spec)[1]
+
+    def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                n_keep: int) -> tuple[list[int], torch.Tensor | None]:
+        s, c = windows.shape[0], windows.shape[1]
+        outs = torch.randint(0, weight.shape[0], (s,), generator=self._generator)  # one output per site
+        z = torch.cat([torch.einsum("sck,sck->sc", windows[i:i + 512].double(), weight[outs[i:i + 512]].double())
+                       for i in range(0, s, 512)])  # (S, C)
+        y = target[torch.arange(s), outs].double()  # (S,)
+        removed = set(greedy_remove(z, c - n_keep, offset=y - z.sum(1)))
+        kept = [ch for ch in range(c) if ch not in removed]
+        if not self.rescale:
+            return kept, None
+        scale = torch.linalg.lstsq(z[:, kept], y[:, None]).solution.flatten()  # (C_keep,)
+        return kept, weight[:, kept] * scale.to(weight.dtype)[None, :, None]  # (O, C_keep, K)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         if ctx.data is None:
             raise PruneLabError("thinet needs training data to sample activations (not available in a dry run)")
-        groups = channel_groups(model.spec)
-        modules = dict(model.named_modules())
-        recorded: dict[str, torch.Tensor] = {}
-        hooks = []
-        for g in groups:
-            name = _consumer(g)
-
-            def hook(_m, inp, _out, name=name):
-                recorded[name] = inp[0]  # (N, C, H, W) for a conv, (N, C) for the classifier
-
-            hooks.append(modules[name].register_forward_hook(hook))
         generator = torch.Generator().manual_seed(ctx.seed)
-        inputs = ctx.data.sample_inputs(self.images, generator)
-        was_training = model.training
-        model.eval()
-        try:
-            model(inputs)
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(was_training)
-
-        keep, scales = {}, {}
-        for g in groups:
-            name = _consumer(g)
-            z = contributions(modules[name], recorded[name].float(), self.samples, generator).cpu().double()
-            n_keep = max(1, int(g.size * (1 - self.ratio)))
-            removed = set(greedy_remove(z, g.size - n_keep))
-            kept = [c for c in range(g.size) if c not in removed]
-            keep[g.name] = kept
-            if self.rescale:
-                target = z.sum(1, keepdim=True)  # (S, 1)
-                w = torch.linalg.lstsq(z[:, kept], target).solution.flatten()
-                scales[g.name] = w.float()
-        small = shrink(model, keep)
-        if self.rescale:
-            small_params = dict(small.named_parameters())
-            for g in groups:
-                (weight_name,) = [t for t, dim in g.members if dim == 1]
-                w = small_params[weight_name]
-                shape = [1, -1] + [1] * (w.dim() - 2)
-                w.mul_(scales[g.name].to(w.device).view(shape))
+        self._generator = generator
+        images = ctx.data.sample_inputs(self.images, generator)  # (N, C, H, W)
+        widths, pruned_spec = self.target(model.spec)
+        small, keep = prune_by_reconstruction(model, widths, images, self.samples, generator, self._select, self.mode)
+        if pruned_spec.get("head") != small.spec.get("head"):
+            small = replace_head_by_gap(small, model, pruned_spec, images)
         return PruneResult(model=small, spec=small.spec, keep=keep,
-                           extras={"samples": self.samples, "images": self.images, "rescaled": self.rescale})
+                           extras={"mode": self.mode, "samples": self.samples, "images": self.images,
+                                   "rescaled": self.rescale})
+
