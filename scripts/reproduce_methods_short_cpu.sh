@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short-budget evidence for magnitude pruning, Network Slimming and ThiNet on real CIFAR-10, sized
+# Short-budget evidence for magnitude pruning, Network Slimming, ThiNet and LASSO channel pruning on real CIFAR-10, sized
 # for 2 CPU cores: ResNet-20, first 10,000 training images, 8 pretrain epochs (magnitude
 # reuses the L1 evidence's cached baseline; slimming trains its own with s = 1e-4),
 # 2 fine-tune epochs at lr 1e-3, scratch-E 8 epochs, scratch-B by the FLOPs ratio; seed 0.
@@ -14,4 +14,7 @@ prune-exp -m "${common[@]}" method=magnitude method.ratio=0.5 finetune=finetune,
 prune-exp -m "${common[@]}" method=magnitude method.ratio=0.8 finetune=finetune
 prune-exp -m "${common[@]}" method=network_slimming method.sparsity=1e-4 method.ratio=0.3,0.5 finetune=finetune
 prune-exp -m "${common[@]}" method=thinet method.ratio=0.3,0.5 finetune=finetune
+# LASSO channel pruning (He et al.), layer-wise (inputs from the net pruned so far, dense targets)
+prune-exp -m "${common[@]}" method=channel_pruning method.mode=layerwise method.ratio=0.3,0.5 finetune=finetune
+prune-exp -m "${common[@]}" method=channel_pruning method.mode=layerwise method.ratio=0.5 finetune=scratch_e,scratch_b
 prune-report
