@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 
 from pruning import PruneLabError
-from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.methods.base import PruneContext, PruneResult
 from pruning.methods.reconstruction import (
     GRAM_LIMIT,
-    check_mode,
+    ReconstructionMethod,
     contribution_gram,
     prune_by_reconstruction,
     refit_consumer,
@@ -116,39 +116,20 @@ def lasso_select(gram: torch.Tensor, corr: torch.Tensor, n_keep: int, iterations
     return kept, beta_hi / scale.cpu().numpy()
 
 
-class ChannelPruning(Method):
+class ChannelPruning(ReconstructionMethod):
     name = "channel_pruning"
+    variants = VARIANTS
 
     def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "layerwise",
                  samples: int = 2048, images: int = 256, refit: bool = True, **_: Any):
-        self.variant = None if variant in (None, "", "null") else str(variant)
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise PruneLabError(f"channel_pruning: method.variant={self.variant!r} is unknown; "
-                                f"use one of {', '.join(VARIANTS)} or method.variant=null with method.ratio")
-        self.ratio = None if self.variant is not None else check_ratio(ratio)
-        self.mode = check_mode(str(mode), self.name)
-        self.samples, self.images, self.refit = int(samples), int(images), bool(refit)
-        self._generator: torch.Generator | None = None
-        if self.samples < 1 or self.images < 1:
-            raise PruneLabError(f"channel_pruning: method.samples={samples} and method.images={images} must be >= 1")
+        super().__init__(ratio, variant, mode, samples, images)
+        self.refit = bool(refit)
 
-    def key(self) -> dict[str, Any]:
-        return {"variant": self.variant, "ratio": self.ratio}
-
-    def validate(self, model_name: str, spec: dict) -> None:
-        if not channel_groups(spec):
-            raise PruneLabError(f"channel_pruning: {model_name} has no prunable channel groups")
-        if self.variant is not None:
-            variant_widths(self.variant, spec)
-
-    def target_widths(self, spec: dict) -> dict[str, int]:
-        if self.variant is not None:
-            return variant_widths(self.variant, spec)
-        return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in channel_groups(spec)}
-
-    def architecture(self, spec: dict) -> dict | None:
-        """The pruned spec (widths are fixed by the ratio / variant; the channels are not)."""
-        return spec_with_widths(spec, self.target_widths(spec))
+    def target(self, spec: dict) -> tuple[dict[str, int], dict]:
+        if self.variant is None:
+            return super().target(spec)
+        widths = variant_widths(self.variant, spec)
+        return widths, spec_with_widths(spec, widths)
 
     def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 n_keep: int) -> tuple[list[int], torch.Tensor | None]:
@@ -162,13 +143,9 @@ class ChannelPruning(Method):
 
     @torch.no_grad()
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
-        if ctx.data is None:
-            raise PruneLabError("channel_pruning needs training data to sample activations (not available in a dry run)")
-        generator = torch.Generator().manual_seed(ctx.seed)
-        self._generator = generator
-        images = ctx.data.sample_inputs(self.images, generator)  # (N, C, H, W)
-        small, keep = prune_by_reconstruction(model, self.target_widths(model.spec), images, self.samples,
-                                              generator, self._select, self.mode)
+        images = self.sample(ctx)  # (N, C, H, W)
+        small, keep = prune_by_reconstruction(model, self.target(model.spec)[0], images, self.samples,
+                                              self._generator, self._select, self.mode)
         return PruneResult(model=small, spec=small.spec, keep=keep,
                            extras={"mode": self.mode, "samples": self.samples, "images": self.images,
                                    "refit": self.refit})

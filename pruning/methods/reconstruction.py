@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from pruning import PruneLabError
+from pruning.methods.base import Method, check_ratio
 from pruning.models import ChannelGroup, channel_groups
 from pruning.surgery import shrink, spec_with_widths
 
@@ -273,6 +275,47 @@ def _group_in(model: nn.Module, name: str) -> ChannelGroup:
     return {g.name: g for g in channel_groups(model.spec)}[name]
 
 
-def pruned_spec(spec: dict, widths: dict[str, int]) -> dict:
-    """The architecture a width target gives (for dry runs: FLOPs without data)."""
-    return spec_with_widths(spec, widths)
+
+class ReconstructionMethod(Method):
+    """What ThiNet and LASSO channel pruning share: a uniform ``ratio`` or a named ``variant``
+    (``variants``: name -> (arch, depth)), the mode, the sampling sizes, and the pruned spec
+    known before data is seen (``target(spec) -> (widths, pruned spec)``)."""
+
+    variants: dict[str, tuple[str, int]] = {}
+
+    def __init__(self, ratio: float | None, variant: str | None, mode: str, samples: int, images: int):
+        self.variant = None if variant in (None, "", "null") else str(variant)
+        if self.variant is not None and self.variant not in self.variants:
+            raise PruneLabError(f"{self.name}: method.variant={self.variant!r} is unknown; use one of "
+                                f"{', '.join(self.variants)} or method.variant=null with method.ratio")
+        self.ratio = None if self.variant is not None else check_ratio(ratio)
+        self.mode = check_mode(str(mode), self.name)
+        self.samples, self.images = int(samples), int(images)
+        if self.samples < 1 or self.images < 1:
+            raise PruneLabError(f"{self.name}: method.samples={samples} and method.images={images} must be >= 1")
+        self._generator: torch.Generator | None = None
+
+    def key(self) -> dict[str, Any]:
+        return {"variant": self.variant, "ratio": self.ratio}
+
+    def validate(self, model_name: str, spec: dict) -> None:
+        if not channel_groups(spec):
+            raise PruneLabError(f"{self.name}: {model_name} has no prunable channel groups")
+        if self.variant is not None:
+            self.target(spec)
+
+    def target(self, spec: dict) -> tuple[dict[str, int], dict]:
+        """(kept channels per group, pruned spec); the uniform-ratio case here."""
+        widths = {g.name: max(1, int(g.size * (1 - self.ratio))) for g in channel_groups(spec)}
+        return widths, spec_with_widths(spec, widths)
+
+    def architecture(self, spec: dict) -> dict | None:
+        """The pruned spec (fixed by the ratio / variant; which channels survive needs data)."""
+        return self.target(spec)[1]
+
+    def sample(self, ctx: Any) -> torch.Tensor:
+        """The training images activations are sampled on; seeds the method's generator."""
+        if ctx.data is None:
+            raise PruneLabError(f"{self.name} needs training data to sample activations (not available in a dry run)")
+        self._generator = torch.Generator().manual_seed(ctx.seed)
+        return ctx.data.sample_inputs(self.images, self._generator)  # (N, C, H, W)

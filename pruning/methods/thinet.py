@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 
 from pruning import PruneLabError
-from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.methods.base import PruneContext, PruneResult
 from pruning.methods.reconstruction import (
-    check_mode,
+    ReconstructionMethod,
     draw_sites,
     prune_by_reconstruction,
     windows_at,
@@ -131,38 +131,17 @@ def replace_head_by_gap(small: nn.Module, dense: nn.Module, gap_spec: dict, imag
     return new
 
 
-class ThiNet(Method):
+class ThiNet(ReconstructionMethod):
     name = "thinet"
+    variants = VARIANTS
 
     def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "oneshot",
                  samples: int = 4096, images: int = 256, rescale: bool = True, **_: Any):
-        self.variant = None if variant in (None, "", "null") else str(variant)
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise PruneLabError(f"thinet: method.variant={self.variant!r} is unknown; use one of "
-                                f"{', '.join(VARIANTS)} or method.variant=null with method.ratio")
-        self.ratio = None if self.variant is not None else check_ratio(ratio)
-        self.mode = check_mode(str(mode), self.name)
-        self.samples, self.images, self.rescale = int(samples), int(images), bool(rescale)
-        self._generator: torch.Generator | None = None
-
-    def key(self) -> dict[str, Any]:
-        return {"variant": self.variant, "ratio": self.ratio}
-
-    def validate(self, model_name: str, spec: dict) -> None:
-        if not channel_groups(spec):
-            raise PruneLabError(f"thinet: {model_name} has no prunable channel groups")
-        if self.variant is not None:
-            variant_spec(self.variant, spec)
+        super().__init__(ratio, variant, mode, samples, images)
+        self.rescale = bool(rescale)
 
     def target(self, spec: dict) -> tuple[dict[str, int], dict]:
-        if self.variant is not None:
-            return variant_spec(self.variant, spec)
-        widths = {g.name: max(1, int(g.size * (1 - self.ratio))) for g in channel_groups(spec)}
-        return widths, spec_with_widths(spec, widths)
-
-    def architecture(self, spec: dict) -> dict | None:
-        """The pruned spec (fixed by the ratio / variant; which channels survive needs data)."""
-        return self.target(spec)[1]
+        return super().target(spec) if self.variant is None else variant_spec(self.variant, spec)
 
     def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 n_keep: int) -> tuple[list[int], torch.Tensor | None]:
@@ -180,16 +159,12 @@ class ThiNet(Method):
 
     @torch.no_grad()
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
-        if ctx.data is None:
-            raise PruneLabError("thinet needs training data to sample activations (not available in a dry run)")
-        generator = torch.Generator().manual_seed(ctx.seed)
-        self._generator = generator
-        images = ctx.data.sample_inputs(self.images, generator)  # (N, C, H, W)
+        images = self.sample(ctx)  # (N, C, H, W)
         widths, pruned_spec = self.target(model.spec)
-        small, keep = prune_by_reconstruction(model, widths, images, self.samples, generator, self._select, self.mode)
+        small, keep = prune_by_reconstruction(model, widths, images, self.samples, self._generator, self._select,
+                                              self.mode)
         if pruned_spec.get("head") != small.spec.get("head"):
             small = replace_head_by_gap(small, model, pruned_spec, images)
         return PruneResult(model=small, spec=small.spec, keep=keep,
                            extras={"mode": self.mode, "samples": self.samples, "images": self.images,
                                    "rescaled": self.rescale})
-
