@@ -24,6 +24,8 @@ def _valid_overrides(group: str, option: str) -> list[str]:
         return [f"model={option}", "data=cifar10", "method.ratio=0.3"]
     if group == "data" and option != "digits":
         return [f"data={option}", "model=resnet20"]
+    if group == "method" and option == "tas":  # TAS searches ResNets only
+        return ["method=tas", "model=resnet20", "data=cifar10"]
     if group == "table_row":
         return [f"table_row={option}", "data=cifar10"]
     if group == "experiment":

@@ -34,7 +34,8 @@ def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
     assert m["flops_pruned"] < m["flops_dense"] and 40 < m["flops_reduction"] < 60
     assert m["data"]["official_md5"] is False and m["data"]["train_size"] == 200
     assert m["budget"] == {"pretrain_epochs": 2, "batch_size": 50, "train_subset": None,
-                           "planned_stage_epochs": 1, "stage_epochs": 1, "stage_lr": 0.001}
+                           "planned_stage_epochs": 1, "stage_epochs": 1, "stage_lr": 0.001,
+                           "distillation": None}
     lat = m["latency"]["cpu_b1"]
     assert lat["dense_ms"] > 0 and lat["pruned_ms"] > 0 and lat["speedup"] == lat["dense_ms"] / lat["pruned_ms"]
     assert m["stages"]["pretrain"]["peak_rss_mb"] > 0 and m["engine"]["channels_last"] is False
