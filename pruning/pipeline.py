@@ -418,7 +418,8 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         t0 = time.perf_counter()
         if main and not pruned_path.exists():
             ctx = PruneContext(data=data, device=rt.device, input_shape=input_shape, seed=seed,
-                               work_dir=run_dir, quiet=rt.quiet)
+                               work_dir=run_dir, quiet=rt.quiet, cache_dir=Path(cfg["paths"]["cache_dir"]),
+                               source_id=base_info.get("baseline_id"))
             result = method.prune(dense, ctx)
             save_checkpoint(pruned_path, {"model": result.model.state_dict(), "spec": result.spec,
                                           "masks": result.masks, "keep": result.keep, "extras": result.extras})

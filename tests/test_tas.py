@@ -156,6 +156,24 @@ def test_search_resumes_from_its_checkpoint(tmp_path: Path):
     assert len(both) == 2 and both[0] == first[0]  # epoch 1 not re-run
 
 
+def test_search_is_cached_and_shared_by_the_kd_ablation(tmp_path: Path):
+    data = load_digits_data()
+
+    def ctx(run: str, seed: int = 2) -> PruneContext:
+        (tmp_path / run).mkdir()
+        return PruneContext(data=data, device="cpu", input_shape=(1, 8, 8), seed=seed, work_dir=tmp_path / run,
+                            cache_dir=tmp_path / "cache", source_id="base-abc")
+
+    first = TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx("kd"))
+    ablation = TAS(ratio=0.3, search_epochs=1, batch_size=512, kd=False).prune(tiny_resnet(8), ctx("nokd"))
+    assert first.extras["search_cached"] is False and ablation.extras["search_cached"].startswith("base-abc-")
+    assert ablation.spec == first.spec and (tmp_path / "nokd" / "tas_search.json").exists()
+    assert len(list((tmp_path / "cache" / "tas_searches").iterdir())) == 1
+    other = TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx("seed3", seed=3))
+    assert other.extras["search_cached"] is False  # another seed is another search
+    assert len(list((tmp_path / "cache" / "tas_searches").iterdir())) == 2
+
+
 def test_distillation_loss_alpha_zero_is_cross_entropy_and_teacher_gets_no_gradient():
     torch.manual_seed(0)
     student, teacher = nn.Linear(5, 4), nn.Linear(5, 4)

@@ -29,6 +29,8 @@ class PruneContext:
     seed: int = 0
     work_dir: Any = None  # pathlib.Path of the run directory (None: no checkpoints / outputs)
     quiet: bool = True
+    cache_dir: Any = None  # pathlib.Path where expensive, shareable results (TAS searches) are cached
+    source_id: str | None = None  # the dense baseline's cache id: what a cached search depends on
 
 
 @dataclass

@@ -29,7 +29,10 @@ reduction and the number of such moves next to the requested and achieved reduct
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from filelock import FileLock
 
 from pruning import PruneLabError
 from pruning.io import load_checkpoint, save_checkpoint, write_json
@@ -301,8 +305,7 @@ class TAS(Method):
         net = TASSupernet(tas_dense_spec(model.spec), self.depth_mode, image_size=ctx.input_shape[-1]).to(device)
         if self.init_from_dense:
             init_from_dense(net, model)
-        weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
-        search = self.search(net, weight_half, arch_half, flops_dense, ctx)
+        search = self.cached_search(net, flops_dense, ctx)
         widths, depths = net.genotype()
         moves = 0
         if self.fit_budget:
@@ -315,20 +318,63 @@ class TAS(Method):
             "search_argmax_flops_reduction": 100.0 * (1 - search["flops_ratio_argmax"]),
             "budget_fit_moves": moves,
             "search_epochs": self.search_epochs, "search_s": search["wall_s"], "final_tau": net.tau,
+            "search_cached": search.get("cached", False),
             "chosen_spec": pruned.spec,
             "kd": self.distillation(),
         }
         return PruneResult(model=pruned, spec=pruned.spec, extras=extras)
 
-    def search(self, net: TASSupernet, weight_half, arch_half, flops_dense: int, ctx: PruneContext) -> dict:
-        """The alternating weight / architecture search, checkpointed every epoch in
-        ``ctx.work_dir`` (resumed when a checkpoint is there); writes the per-epoch
-        distributions (``tas_search.json``) and their plot (``tas_widths.png``)."""
+    def search_identity(self, ctx: PruneContext) -> dict[str, Any]:
+        """What the search result depends on: the dense baseline (its cache id covers data,
+        subset, model, schedule and seed), the input shape and every search setting. The
+        transfer settings (kd, kd_alpha, kd_temperature) and fit_budget are not in it, so the
+        KD ablation and the finetune / scratch policies of one row share one search."""
+        transfer = {"kd", "kd_alpha", "kd_temperature", "fit_budget"}
+        settings = {k: v for k, v in vars(self).items() if k not in transfer}
+        return {"source": ctx.source_id, "seed": ctx.seed, "input_shape": list(ctx.input_shape),
+                "settings": settings}
+
+    def cached_search(self, net: TASSupernet, flops_dense: int, ctx: PruneContext) -> dict:
+        """Run the search, or load it from ``ctx.cache_dir/tas_searches/`` when the same search
+        (``search_identity``) has finished before; a file lock makes concurrent sweep jobs wait
+        for one searcher. The distributions and their plot are copied into the run directory."""
+        if ctx.cache_dir is None or ctx.source_id is None:  # no cache: search in the run dir
+            weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
+            return self.search(net, weight_half, arch_half, flops_dense, ctx,
+                               Path(ctx.work_dir) if ctx.work_dir is not None else None)
+        digest = hashlib.sha1(json.dumps(self.search_identity(ctx), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        work = Path(ctx.cache_dir) / "tas_searches" / f"{ctx.source_id}-{digest}"
+        work.mkdir(parents=True, exist_ok=True)
+        final = work / "search.pt"
+        with FileLock(str(work / ".lock")):
+            if final.exists():
+                state = load_checkpoint(final, map_location=ctx.device)
+                net.load_state_dict(state["supernet"])
+                net.tau = state["tau"]
+                result = {**state["result"], "cached": work.name}
+                if not ctx.quiet:
+                    print(f"[tas search] cached: {work}", flush=True)
+            else:
+                weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
+                result = self.search(net, weight_half, arch_half, flops_dense, ctx, work)
+                save_checkpoint(final, {"supernet": net.state_dict(), "tau": float(net.tau), "result": result})
+                (work / "ckpt_tas_search.pt").unlink(missing_ok=True)
+                result = {**result, "cached": False}
+        if ctx.work_dir is not None:
+            for name in ("tas_search.json", "tas_widths.png"):
+                if (work / name).exists():
+                    shutil.copyfile(work / name, Path(ctx.work_dir) / name)
+        return result
+
+    def search(self, net: TASSupernet, weight_half, arch_half, flops_dense: int, ctx: PruneContext,
+               work: Path | None) -> dict:
+        """The alternating weight / architecture search, checkpointed every epoch in ``work``
+        (resumed when a checkpoint is there); writes the per-epoch distributions
+        (``tas_search.json``) and their plot (``tas_widths.png``) there."""
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=self.lr, momentum=self.momentum,
                                 weight_decay=self.weight_decay, nesterov=self.nesterov)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.arch_lr, betas=self.arch_betas,
                                  weight_decay=self.arch_weight_decay)
-        work = Path(ctx.work_dir) if ctx.work_dir is not None else None
         ckpt = work / "ckpt_tas_search.pt" if work else None
         history: list[dict] = []
         start, wall_before = 0, 0.0
