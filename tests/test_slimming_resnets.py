@@ -227,3 +227,14 @@ def test_slimming_table_rows_experiment_and_report_agree() -> None:
         assert cfg.method.sparsity == (1e-4 if wanted["model"] == "vgg19" else 1e-5)
     imagenet = compose(["experiment=rethinking_slimming", "table_row=slim_vgg11_bn_imagenet_imagenet_0.5"])
     assert imagenet.schedule.epochs == 90
+
+
+def test_l1_norm_prunes_preresnet_filters_and_rejects_densenet_clearly():
+    from pruning.methods.l1_norm import L1Norm
+
+    dense = build(default_spec("preresnet_cifar", depth=20, num_classes=10))
+    pruned = L1Norm(ratio=0.5).prune(dense, PruneContext()).model
+    assert count_macs(pruned, (3, 32, 32)) < 0.6 * count_macs(dense, (3, 32, 32))
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(PruneLabError, match="network_slimming"):
+        L1Norm(ratio=0.5).validate("densenet40", default_spec("densenet_cifar", depth=40, num_classes=10))

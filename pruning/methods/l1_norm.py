@@ -87,6 +87,11 @@ class L1Norm(Method):
 
     def validate(self, model_name: str, spec: dict) -> None:
         if self.variant is None:
+            if not self.target_widths(spec):
+                raise PruneLabError(
+                    f"method=l1_norm has no conv filters to prune in model {model_name!r} (its channel groups "
+                    "are channel selections, e.g. DenseNet's concatenated features); use "
+                    "method=network_slimming, which selects channels by their BN scales")
             return
         known = variants_for(spec)
         if self.variant not in known:
@@ -102,7 +107,10 @@ class L1Norm(Method):
         """Number of filters to keep per channel group."""
         groups = channel_groups(spec)
         if self.variant is None:  # uniform: every conv group (FC hidden units of VGG-ImageNet stay)
-            return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in groups if "fc_index" not in g.meta}
+            # every conv's filters: not VGG-ImageNet's FC hidden units, not PreResNet/DenseNet
+            # channel selections (they pick a BN's outputs and have no filters to score)
+            return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in groups
+                    if "fc_index" not in g.meta and not g.meta.get("selection")}
         if spec["arch"] in ("resnet_cifar", "resnet_imagenet"):
             table = RESNET_VARIANTS if spec["arch"] == "resnet_cifar" else IMAGENET_RESNET_VARIANTS
             v = table[spec["depth"]][self.variant]
@@ -119,8 +127,11 @@ class L1Norm(Method):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         params = dict(model.named_parameters())
         keep = {}
+        widths = self.target_widths(model.spec)
         for g in channel_groups(model.spec):
-            k = self.target_widths(model.spec).get(g.name, g.size)
+            if g.name not in widths:
+                continue
+            k = widths[g.name]
             scores = l1_scores(params[g.producer])
             keep[g.name] = sorted(scores.argsort(descending=True)[:k].tolist())
         small = shrink(model, keep)
