@@ -198,6 +198,7 @@ def fit_budget(net: TASSupernet, widths: list[int], depths: list[int], flops_den
     return widths, depths, moves
 
 
+@torch.no_grad()
 def distribution_record(net: TASSupernet) -> dict:
     """Per searched layer: candidate widths, their probabilities, the dense and chosen width;
     per stage: depth candidates and probabilities."""
