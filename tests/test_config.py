@@ -20,6 +20,8 @@ GROUP_CASES = [
 
 def _valid_overrides(group: str, option: str) -> list[str]:
     """A combination in which the option makes sense (models need matching data)."""
+    if group == "model" and option.startswith("densenet"):  # channel selections only: slimming prunes them
+        return [f"model={option}", "data=cifar10", "method=network_slimming", "method.ratio=0.3"]
     if group == "model" and option != "vgg_small":
         return [f"model={option}", "data=cifar10", "method.ratio=0.3"]
     if group == "data" and option != "digits":
