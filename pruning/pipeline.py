@@ -359,6 +359,7 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         "schema": SCHEMA_VERSION,
         "status": "running",
         "key": run_key(cfg, method),
+        "method_settings": method.settings(),
         "run_dir": str(run_dir),
         "started": now(),
         "dry_run": bool(cfg.get("dry_run")),

@@ -68,7 +68,7 @@ RUN_COLUMNS = (
     "params_dense", "params_pruned", "unpruned_top1", "final_top1", "final_top1_last",
     "final_top5", "run_dir", "measured_speedup", "measured_setting",
     "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu", "status",
-    "accuracy_drop", "requested_flops_reduction",
+    "accuracy_drop", "requested_flops_reduction", "settings", "sparsity", "mode",
 )
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
@@ -145,8 +145,20 @@ def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
     unpruned, pruned_top1 = record["unpruned_top1"], record["final_top1"]
     record["accuracy_drop"] = None if unpruned is None or pruned_top1 is None else unpruned - pruned_top1
     record["requested_flops_reduction"] = (metrics.get("extras") or {}).get("requested_flops_reduction")
+    # method settings besides the key (metrics.json ``method_settings``): runs that differ in
+    # them are different cells; ``settings`` is their text ("" when none), the rest filterable
+    settings = metrics.get("method_settings") or {}
+    record["settings"] = settings_text(settings)
+    record["sparsity"] = settings.get("sparsity")
+    record["mode"] = settings.get("mode")
     record["status"] = metrics["status"]
     return record
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """``{"sparsity": 1e-4}`` -> ``"sparsity=0.0001"`` (sorted; "" for none)."""
+    return ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+                     for name, value in sorted(settings.items()))
 
 
 def measured_speedups(latency: Mapping[str, Any]) -> dict[str, Any]:
@@ -585,21 +597,21 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
                                   "Measured× GPU", "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
     rows, records = [], []
     if not runs.empty:
-        keys = ["data", "model", "method", "finetune", "ratio"]
-        for (_, model, method, finetune, ratio), cell_runs in runs.groupby(keys, sort=True):
+        keys = ["data", "model", "method", "settings", "finetune", "ratio"]
+        for (_, model, method, settings, finetune, ratio), cell_runs in runs.groupby(keys, sort=True):
             flops = mean_std(cell_runs["flops_reduction"])
             params = mean_std(cell_runs["params_reduction"])
             unpruned = mean_std(one_per_seed(cell_runs)["unpruned_top1"])
             final = mean_std(cell_runs["final_top1"])
             stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
             speedups = {name: mean_std(cell_runs[name]) for name in SPEEDUP_COLUMNS}
-            rows.append([model, method, finetune, f"{ratio:g}",
+            rows.append([model, f"{method} ({settings})" if settings else method, finetune, f"{ratio:g}",
                          _reduction_text(flops) if flops.n else "",
                          _reduction_text(params) if params.n else "",
                          *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()), stage_epochs,
                          format_mean_std(unpruned), format_mean_std(final)])
             records.append({
-                "model": model, "method": method, "finetune": finetune, "ratio": ratio,
+                "model": model, "method": method, "settings": settings, "finetune": finetune, "ratio": ratio,
                 "flops_reduction": _rounded(flops.mean), "params_reduction": _rounded(params.mean),
                 **{name: _rounded(v.mean) for name, v in speedups.items()},
                 "stage_epochs": stage_epochs, "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
@@ -624,6 +636,9 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # runs that differ in method settings (e.g. slimming's sparsity) are separate lines
+    runs = runs.assign(method=[f"{m} ({st})" if st else m
+                               for m, st in zip(runs["method"], runs["settings"], strict=True)])
     figure = Figure(figsize=(7.0, 4.8))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -41,14 +41,15 @@ REDUCTIONS = {  # (model, variant): (flops_reduction, params_reduction)
     ("resnet56", "A"): (10.40, 9.34),
     ("resnet56", "B"): (27.63, 13.68),
 }
-SWEEP_REDUCTIONS = {0.2: (36.04, 35.91), 0.4: (64.12, 63.87)}  # resnet20, uniform ratio
+SWEEP_REDUCTIONS = {0.2: (36.04, 35.91), 0.4: (64.12, 63.87), 0.7: (51.0, 88.5)}  # uniform ratio
 
 
 def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "A",
                  ratio: float | None = None, finetune: str = "finetune", seed: int = 0,
                  final_top1: float = 92.0, unpruned_top1: float = 93.0, status: str = "done",
                  data_label: str = JPEG_LABEL, pretrain_epochs: int = 3,
-                 train_subset: int | None = 10000) -> dict[str, Any]:
+                 train_subset: int | None = 10000,
+                 method_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """A metrics.json (schema 1) as prune-exp writes it."""
     flops_reduction, params_reduction = (SWEEP_REDUCTIONS[ratio] if ratio is not None
                                          else REDUCTIONS.get((model, variant), (0.0, 0.0)))
@@ -71,6 +72,7 @@ def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "
         "flops_speedup": 100 / (100 - flops_reduction),
         "stages": {"pretrain": pretrain},
         "git_commit": "0" * 40, "versions": {}, "command": "prune-exp ...", "run_dir": "elsewhere",
+        "method_settings": method_settings or {},
     }
     if method == "none":
         metrics["final"] = {k: pretrain[k] for k in ("top1", "top1_best", "top5")}
@@ -269,3 +271,22 @@ def test_dry_runs_fill_architecture_cells_only(tmp_path: Path, specs) -> None:
     assert record["flops_speedup_ours_mean"] == pytest.approx(100 / 72.37, rel=1e-3)
     assert record["finetune_ours_n"] == 0 and "prune-exp" in record["finetune_command"]
     assert table.group is None  # a dry run opens no budget group of its own
+
+
+def test_runs_with_different_method_settings_are_never_averaged(tmp_path: Path, specs) -> None:
+    """Slimming at one ratio with two sparsities: two sweep rows, and the paper row (s = 1e-4
+    for VGG-19) takes only its own runs."""
+    root = tmp_path / "results"
+    for s, top1 in ((1e-4, 90.0), (1e-5, 80.0)):
+        write_run(root, f"slim-{s}", model="vgg19", method="network_slimming", variant=None, ratio=0.7,
+                  final_top1=top1, method_settings={"sparsity": s}, pretrain_epochs=160, train_subset=None)
+    runs = load_runs(root)
+    assert sorted(runs["settings"]) == ["sparsity=0.0001", "sparsity=1e-05"]
+    out = tmp_path / "tables"
+    generate_reports(root, out, names=["sweep", "rethinking_slimming"], spec_dir=SPEC_DIR)
+    sweep = pd.read_csv(next(out.glob("sweep__*.csv")))
+    assert sorted(sweep["final_mean"]) == [80.0, 90.0] and set(sweep["final_n"]) == {1}
+    assert "network_slimming (sparsity=0.0001)" in next(out.glob("sweep__*.md")).read_text()
+    slimming = pd.read_csv(next(out.glob("rethinking_slimming*.csv")))
+    vgg = slimming[slimming["pruned_model"] == "VGG-19 (C10, 70%)"].iloc[0]
+    assert (vgg["finetune_ours_mean"], vgg["finetune_ours_n"]) == (pytest.approx(90.0), 1)

@@ -56,3 +56,5 @@ def test_sparsity_training_is_its_own_cached_baseline(fake_cifar, tmp_path) -> N
     assert b["stages"]["pretrain"]["cached"] and not c["stages"]["pretrain"]["cached"]
     assert 0 < a["extras"]["channels_removed"] < b["extras"]["channels_removed"]
     assert a["status"] == "done" and a["flops_pruned"] < a["flops_dense"]
+    # the sparsity is recorded, so prune-report keeps the s = 1e-4 and 1e-5 runs apart
+    assert (a["method_settings"], c["method_settings"], plain["method_settings"]) == ({"sparsity": 1e-4}, {"sparsity": 1e-5}, {})

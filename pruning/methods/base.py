@@ -52,6 +52,12 @@ class Method:
     def key(self) -> dict[str, Any]:
         return {"variant": None, "ratio": None}
 
+    def settings(self) -> dict[str, Any]:
+        """Settings besides ``key()`` that change a run's result (e.g. Network Slimming's
+        sparsity s): written to metrics.json as ``method_settings``, so that prune-report never
+        averages runs made with different settings."""
+        return {}
+
     def tag(self) -> str:
         k = self.key()
         if k.get("variant") is not None:

@@ -41,6 +41,9 @@ class NetworkSlimming(Method):
     def key(self) -> dict[str, Any]:
         return {"variant": None, "ratio": self.ratio}
 
+    def settings(self) -> dict[str, Any]:
+        return {"sparsity": self.sparsity}
+
     def validate(self, model_name: str, spec: dict) -> None:
         if not any(g.bn_scale for g in channel_groups(spec)):
             raise PruneLabError(f"network_slimming needs BN layers on prunable channels; {model_name} has none")

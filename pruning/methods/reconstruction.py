@@ -298,6 +298,9 @@ class ReconstructionMethod(Method):
     def key(self) -> dict[str, Any]:
         return {"variant": self.variant, "ratio": self.ratio}
 
+    def settings(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
     def validate(self, model_name: str, spec: dict) -> None:
         if not channel_groups(spec):
             raise PruneLabError(f"{self.name}: {model_name} has no prunable channel groups")
