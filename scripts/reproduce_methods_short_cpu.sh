@@ -17,4 +17,8 @@ prune-exp -m "${common[@]}" method=thinet method.ratio=0.3,0.5 finetune=finetune
 # LASSO channel pruning (He et al.), layer-wise (inputs from the net pruned so far, dense targets)
 prune-exp -m "${common[@]}" method=channel_pruning method.mode=layerwise method.ratio=0.3,0.5 finetune=finetune
 prune-exp -m "${common[@]}" method=channel_pruning method.mode=layerwise method.ratio=0.5 finetune=scratch_e,scratch_b
+# Network Slimming on the paper's CIFAR-10 model: VGG-19, s = 1e-4, 70% of BN channels (the paper's row)
+prune-exp -m data=cifar10 "data.root=$root" "data.label='$label'" data.train_subset=10000 model=vgg19 \
+  schedule.epochs=8 schedule.finetune_epochs=2 seed=0 quiet=true \
+  method=network_slimming method.sparsity=1e-4 method.ratio=0.7 finetune=finetune,scratch_e
 prune-report
