@@ -297,3 +297,22 @@ def test_tas_report_shows_drop_flops_count_and_requested_vs_achieved(tmp_path: P
     assert row["Drop ours"] == "2.50 (n=1)" and row["Drop paper"] == "0.00†"
     assert row["FLOPs ours"] == "2.15E7" and row["FLOPs paper"] == "2.24E7†"
     assert row["FLOPs↓ requested ours"] == "45.0%" and row["FLOPs↓ achieved ours"] == "47.0%"
+
+
+def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
+    """The ImageNet configuration runs end to end (search, KD scratch-E) on an ImageFolder the
+    test writes: 3 classes, 32-px crops."""
+    from pruning.pipeline import run, run_subdir
+    from tests.test_imagenet import write_image_folder
+
+    root = write_image_folder(tmp_path / "imagenet")
+    cfg = plain_cfg(["data=imagenet", "model=resnet18", f"data.root={root}", "data.num_classes=3",
+                     "data.image_size=32", "data.resize_size=36", "data.workers=0", "schedule.epochs=1",
+                     "schedule.batch_size=6", "schedule.test_batch_size=6", "method=tas",
+                     "method.search_epochs=1", "method.batch_size=6", "finetune=scratch_e",
+                     "latency.enabled=false"], tmp_path / "results")
+    metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
+    assert metrics["status"] == "done" and metrics["spec_pruned"]["stem_type"] == "imagenet"
+    assert metrics["budget"]["distillation"] is not None and {"top1", "top5"} <= set(metrics["final"])
+    requested = metrics["extras"]["requested_flops_reduction"]
+    assert abs(metrics["flops_reduction"] - requested) <= 5.0
