@@ -43,7 +43,7 @@ from pruning import PruneLabError, distributed
 from pruning import data as datasets
 from pruning.distributed import DistInfo
 from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json
-from pruning.measure import count_macs, count_params, measure_latency, reduction
+from pruning.measure import count_macs, count_params, measure_latency_pair, reduction
 from pruning.methods.base import Method, PruneContext
 from pruning.models import build, default_spec
 from pruning.train import Engine, Schedule, evaluate, run_stage
@@ -311,12 +311,8 @@ def measure_latencies(dense: torch.nn.Module, pruned: torch.nn.Module, input_sha
         settings.append((rt.device, int(lat_cfg.get("gpu_batch_size", 256))))
     for device, batch in settings:
         kw = {"warmup": int(lat_cfg.get("warmup", 3)), "repeats": int(lat_cfg.get("repeats", 10))}
-        d = measure_latency(dense, input_shape, device, batch, **kw)
-        p = measure_latency(pruned, input_shape, device, batch, **kw)
         name = f"{'cpu' if device == 'cpu' else 'cuda'}_b{batch}"
-        out[name] = {"dense_ms": d["median_ms"], "pruned_ms": p["median_ms"],
-                     "speedup": d["median_ms"] / p["median_ms"], "threads": d.get("threads"),
-                     "repeats": kw["repeats"]}
+        out[name] = measure_latency_pair(dense, pruned, input_shape, device, batch, **kw)
     return out
 
 

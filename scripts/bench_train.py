@@ -29,7 +29,7 @@ import torch
 from tabulate import tabulate
 
 from pruning.data import CIFAR, ImageData, Split, load_cifar
-from pruning.measure import count_macs, measure_latency
+from pruning.measure import count_macs, measure_latency_pair
 from pruning.methods.base import PruneContext
 from pruning.methods.l1_norm import L1Norm
 from pruning.models import build, default_spec
@@ -138,8 +138,8 @@ def latency_rows(device: torch.device, repeats: int) -> list[dict]:
         pruned = L1Norm(variant=variant).prune(dense, PruneContext()).model
         row = {"model": name, "FLOPs×": count_macs(dense, (3, 32, 32)) / count_macs(pruned, (3, 32, 32))}
         for dev, batch in settings:
-            d = measure_latency(dense, (3, 32, 32), dev, batch, warmup=10, repeats=repeats)["median_ms"]
-            p = measure_latency(pruned, (3, 32, 32), dev, batch, warmup=10, repeats=repeats)["median_ms"]
+            pair = measure_latency_pair(dense, pruned, (3, 32, 32), dev, batch, warmup=10, repeats=repeats)
+            d, p = pair["dense_ms"], pair["pruned_ms"]
             tag = "cpu" if dev == "cpu" else "gpu"
             row[f"{tag} b{batch} dense ms"] = d
             row[f"{tag} b{batch} pruned ms"] = p
