@@ -597,21 +597,25 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
                                   "Measured× GPU", "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
     rows, records = [], []
     if not runs.empty:
-        keys = ["data", "model", "method", "settings", "finetune", "ratio"]
-        for (_, model, method, settings, finetune, ratio), cell_runs in runs.groupby(keys, sort=True):
+        runs = runs.assign(method_label=method_labels(runs))
+        keys = ["data", "model", "method_label", "finetune", "ratio"]
+        for (_, model, label, finetune, ratio), cell_runs in runs.groupby(keys, sort=True):
+            first = cell_runs.iloc[0]
+            method, variant, settings = first["method"], first["variant"], first["settings"]
             flops = mean_std(cell_runs["flops_reduction"])
             params = mean_std(cell_runs["params_reduction"])
             unpruned = mean_std(one_per_seed(cell_runs)["unpruned_top1"])
             final = mean_std(cell_runs["final_top1"])
             stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
             speedups = {name: mean_std(cell_runs[name]) for name in SPEEDUP_COLUMNS}
-            rows.append([model, f"{method} ({settings})" if settings else method, finetune, f"{ratio:g}",
+            rows.append([model, label, finetune, f"{ratio:g}",
                          _reduction_text(flops) if flops.n else "",
                          _reduction_text(params) if params.n else "",
                          *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()), stage_epochs,
                          format_mean_std(unpruned), format_mean_std(final)])
             records.append({
-                "model": model, "method": method, "settings": settings, "finetune": finetune, "ratio": ratio,
+                "model": model, "method": method, "variant": None if pd.isna(variant) else variant,
+                "settings": settings, "finetune": finetune, "ratio": ratio,
                 "flops_reduction": _rounded(flops.mean), "params_reduction": _rounded(params.mean),
                 **{name: _rounded(v.mean) for name, v in speedups.items()},
                 "stage_epochs": stage_epochs, "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
@@ -630,15 +634,25 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     return table
 
 
+def method_labels(runs: pd.DataFrame) -> list[str]:
+    """Per run: the method, its variant when set (TAS: kd / nokd) and its settings, e.g.
+    ``network_slimming (sparsity=0.0001)``, ``tas nokd``: runs with different labels are never
+    averaged together."""
+    labels = []
+    for method, variant, settings in zip(runs["method"], runs["variant"], runs["settings"], strict=True):
+        label = method if variant is None or pd.isna(variant) else f"{method} {variant}"
+        labels.append(f"{label} ({settings})" if isinstance(settings, str) and settings else label)
+    return labels
+
+
 def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     """Top-1 (mean, std error bars) vs FLOPs reduction, one line per (model, method, finetune
     policy), each model's unpruned baseline as a dashed horizontal line. Uses the Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # runs that differ in method settings (e.g. slimming's sparsity) are separate lines
-    runs = runs.assign(method=[f"{m} ({st})" if st else m
-                               for m, st in zip(runs["method"], runs["settings"], strict=True)])
+    # runs that differ in variant or method settings (e.g. slimming's sparsity) are separate lines
+    runs = runs.assign(method=method_labels(runs))
     figure = Figure(figsize=(7.0, 4.8))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -280,13 +280,17 @@ def test_runs_with_different_method_settings_are_never_averaged(tmp_path: Path, 
     for s, top1 in ((1e-4, 90.0), (1e-5, 80.0)):
         write_run(root, f"slim-{s}", model="vgg19", method="network_slimming", variant=None, ratio=0.7,
                   final_top1=top1, method_settings={"sparsity": s}, pretrain_epochs=160, train_subset=None)
+    for variant, top1 in (("kd", 70.0), ("nokd", 60.0)):  # TAS: the KD ablation is the variant
+        write_run(root, f"tas-{variant}", model="vgg19", method="tas", variant=variant, ratio=0.7,
+                  final_top1=top1, pretrain_epochs=160, train_subset=None)
     runs = load_runs(root)
-    assert sorted(runs["settings"]) == ["sparsity=0.0001", "sparsity=1e-05"]
+    assert sorted(runs["settings"]) == ["", "", "sparsity=0.0001", "sparsity=1e-05"]
     out = tmp_path / "tables"
     generate_reports(root, out, names=["sweep", "rethinking_slimming"], spec_dir=SPEC_DIR)
     sweep = pd.read_csv(next(out.glob("sweep__*.csv")))
-    assert sorted(sweep["final_mean"]) == [80.0, 90.0] and set(sweep["final_n"]) == {1}
-    assert "network_slimming (sparsity=0.0001)" in next(out.glob("sweep__*.md")).read_text()
+    assert sorted(sweep["final_mean"]) == [60.0, 70.0, 80.0, 90.0] and set(sweep["final_n"]) == {1}
+    markdown = next(out.glob("sweep__*.md")).read_text()
+    assert "network_slimming (sparsity=0.0001)" in markdown and "tas nokd" in markdown
     slimming = pd.read_csv(next(out.glob("rethinking_slimming*.csv")))
     vgg = slimming[slimming["pruned_model"] == "VGG-19 (C10, 70%)"].iloc[0]
     assert (vgg["finetune_ours_mean"], vgg["finetune_ours_n"]) == (pytest.approx(90.0), 1)
