@@ -462,6 +462,12 @@ def _cell_runs(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[
     key_filter = {k: v for k, v in {**(spec.get("filter") or {}), **row["filter"]}.items()
                   if k not in ignored}
     selected = select_runs(runs, {**key_filter, **(column.get("filter") or {})})
+    mixed = sorted(set(selected["settings"].fillna("")))
+    if len(mixed) > 1:
+        log.warning("prune-report: %s, row %r, column %r averages runs made with different method "
+                    "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
+                    spec.get("name"), row.get("name"), column.get("key"),
+                    "; ".join(m or "none recorded" for m in mixed))
     return one_per_seed(selected) if column.get("one_per_seed") else selected
 
 

@@ -294,3 +294,13 @@ def test_runs_with_different_method_settings_are_never_averaged(tmp_path: Path, 
     slimming = pd.read_csv(next(out.glob("rethinking_slimming*.csv")))
     vgg = slimming[slimming["pruned_model"] == "VGG-19 (C10, 70%)"].iloc[0]
     assert (vgg["finetune_ours_mean"], vgg["finetune_ours_n"]) == (pytest.approx(90.0), 1)
+
+
+def test_a_paper_cell_mixing_method_settings_is_warned_about(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "results"
+    for seed, settings in ((0, {}), (1, {"mode": "layerwise"})):
+        write_run(root, f"r56a-{seed}", model="resnet56", variant="A", seed=seed, method_settings=settings,
+                  pretrain_epochs=160, train_subset=None)
+    with caplog.at_level(logging.WARNING):
+        generate_reports(root, tmp_path / "tables", names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
+    assert "different method settings (none recorded; mode=layerwise)" in caplog.text
