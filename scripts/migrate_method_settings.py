@@ -4,9 +4,9 @@ prune-report keeps runs with different method settings apart (e.g. Network Slimm
 s, ThiNet / LASSO's oneshot vs layerwise mode) using metrics.json ``method_settings``. Older
 runs lack it; this script rebuilds it from each run's own resolved config (``.hydra/config.yaml``
 in the run directory) through the method class, the same code prune-exp now uses. Runs that
-already have it, or have no saved config, are left alone (the latter are listed).
+already have it (unless --force), or have no saved config, are left alone (the latter are listed).
 
-    python scripts/migrate_method_settings.py results/runs [--dry-run]
+    python scripts/migrate_method_settings.py results/runs [--dry-run] [--force]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a results/runs directory")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild the field where it exists too (after a method gained settings)")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"error: {args.root} is not a directory (pass the results/runs folder)", file=sys.stderr)
@@ -38,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     changed, missing = 0, []
     for path in sorted(args.root.rglob("metrics.json")):
         metrics = json.loads(path.read_text())
-        if "method_settings" in metrics:
+        if "method_settings" in metrics and not args.force:
             continue
         config = path.parent / ".hydra" / "config.yaml"
         if not config.is_file():
             missing.append(path)
             continue
         settings = settings_from_config(config)
+        if metrics.get("method_settings") == settings:
+            continue
         print(f"{path}: method_settings = {settings}")
         if not args.dry_run:
             metrics["method_settings"] = settings

@@ -304,3 +304,24 @@ def test_a_paper_cell_mixing_method_settings_is_warned_about(tmp_path: Path, cap
     with caplog.at_level(logging.WARNING):
         generate_reports(root, tmp_path / "tables", names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
     assert "different method settings (none recorded; mode=layerwise)" in caplog.text
+
+
+def test_migration_script_adds_method_settings_from_the_runs_config(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from tests.conftest import plain_cfg
+
+    run_dir = tmp_path / "runs" / "slim"
+    (run_dir / ".hydra").mkdir(parents=True)
+    cfg = plain_cfg(["method=network_slimming", "method.sparsity=1e-5"], tmp_path)
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    old = metrics_dict("vgg19", method="network_slimming")
+    del old["method_settings"]  # written before prune-exp recorded it
+    (run_dir / "metrics.json").write_text(json.dumps(old))
+    spec = importlib.util.spec_from_file_location(
+        "migrate", Path(__file__).parents[1] / "scripts" / "migrate_method_settings.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path / "runs")]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["method_settings"] == {"sparsity": 1e-5}
+    assert script.main([str(tmp_path / "nowhere")]) == 2

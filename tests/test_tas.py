@@ -313,6 +313,7 @@ def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
                      "latency.enabled=false"], tmp_path / "results")
     metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
     assert metrics["status"] == "done" and metrics["spec_pruned"]["stem_type"] == "imagenet"
+    assert metrics["method_settings"] == {"search_epochs": 1, "init_from_dense": True, "fit_budget": True}
     assert metrics["budget"]["distillation"] is not None and {"top1", "top5"} <= set(metrics["final"])
     requested = metrics["extras"]["requested_flops_reduction"]
     assert abs(metrics["flops_reduction"] - requested) <= 5.0

@@ -284,6 +284,11 @@ class TAS(Method):
     def key(self) -> dict[str, Any]:
         return {"variant": "kd" if self.kd else "nokd", "ratio": self.ratio}
 
+    def settings(self) -> dict[str, Any]:
+        # the search budget and our two departures from the paper change the searched net
+        return {"search_epochs": self.search_epochs, "init_from_dense": self.init_from_dense,
+                "fit_budget": self.fit_budget}
+
     def tag(self) -> str:
         return f"r{self.ratio:g}" + ("" if self.kd else "-nokd")
 
