@@ -85,7 +85,7 @@ def test_expected_flops_of_one_hot_architectures_equal_count_macs(dense_spec, si
         expected = float(net.expected_flops(*net.one_hot(widths, depths)))
         assert abs(expected - exact) / exact < 1e-5, (trial, expected, exact)
     # a soft distribution costs less than the full net and is differentiable
-    assert float(net.expected_flops()) < count_macs(build(dense_spec), (3, size, size))
+    assert float(net.expected_flops().detach()) < count_macs(build(dense_spec), (3, size, size))
 
 
 def test_extracted_full_net_reproduces_a_dense_projection_resnet_exactly():
