@@ -184,9 +184,9 @@ def test_distillation_loss_alpha_zero_is_cross_entropy_and_teacher_gets_no_gradi
     loss.backward()
     assert student.weight.grad is not None and teacher.weight.grad is None
     # pure KD toward itself costs nothing; toward another net it costs T^2 * KL
-    assert float(distillation_loss(s_logits, s_logits.detach(), y, 1.0, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(s_logits, s_logits.detach(), y, 1.0, 4.0).detach()) == pytest.approx(0.0, abs=1e-6)
     kl = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean")
-    assert float(distillation_loss(s_logits, t_logits, y, 1.0, 4.0)) == pytest.approx(16 * float(kl), rel=1e-5)
+    assert float(distillation_loss(s_logits, t_logits, y, 1.0, 4.0).detach()) == pytest.approx(16 * float(kl.detach()), rel=1e-5)
 
 
 def test_cosine_and_warmup_schedule_and_unchanged_cache_identity():
