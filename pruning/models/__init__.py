@@ -42,6 +42,31 @@ class ChannelGroup:
     bn_scale: str | None = None  # the BN weight (gamma) of these channels, if any
 
 
+def init_he_bn(model: nn.Module) -> None:
+    """He-normal (fan_out) convs, BN scale 1 / shift 0: the ResNet init of torchvision and of the
+    Rethinking / TAS code."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def init_slimming(model: nn.Module) -> None:
+    """The Network Slimming code's init (PreResNet / DenseNet): N(0, sqrt(2 / fan_out)) convs,
+    BN scale 0.5 (the sparsity penalty's starting point) and shift 0."""
+    import math
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 0.5)
+            nn.init.zeros_(m.bias)
+
+
 def _families() -> dict[str, Any]:
     from pruning.models import resnet_cifar, vgg_cifar
 

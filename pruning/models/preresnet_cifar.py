@@ -26,14 +26,12 @@ Initialisation as in the Network Slimming code: conv weights N(0, 2 / (k*k*out))
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.models import ChannelGroup
+from pruning.models import ChannelGroup, init_slimming
 from pruning.models.selection import ChannelSelection, selected
 
 EXPANSION = 4
@@ -117,13 +115,7 @@ class PreResNetCifar(nn.Module):
         self.bn = nn.BatchNorm2d(trunk)
         self.select = ChannelSelection(trunk, spec.get("select"), "select")
         self.fc = nn.Linear(self.select.out_channels, spec["num_classes"])
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 0.5)
-                nn.init.zeros_(m.bias)
+        init_slimming(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.conv1(x))  # (N, C, H', W')

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.models import ChannelGroup
+from pruning.models import ChannelGroup, init_he_bn
 
 DEPTHS = (20, 32, 44, 56, 110, 164, 8, 14)
 
@@ -102,12 +102,7 @@ class ResNetCifar(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(in_ch, spec["num_classes"])
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # (N, C, H', W')

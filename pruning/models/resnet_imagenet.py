@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from pruning import PruneLabError
-from pruning.models import ChannelGroup
+from pruning.models import ChannelGroup, init_he_bn
 
 BLOCKS = {  # depth -> (block type, blocks per stage)
     18: ("basic", [2, 2, 2, 2]),
@@ -104,12 +104,7 @@ class ResNetImageNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, spec["num_classes"])
-        for m in self.modules():  # torchvision's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he_bn(self)  # torchvision's init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # (N, C, H/32, W/32)

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pruning import PruneLabError
+from pruning.models import init_he_bn
 
 WIDTH_RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -193,12 +194,7 @@ class TASSupernet(nn.Module):
         self.depth_logits = nn.ParameterList(nn.Parameter(1e-2 * torch.randn(len(d))) for d in self.depths)
         self.tau = 1.0
         self.generator: torch.Generator | None = None  # Gumbel noise source (seeded per epoch)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he_bn(self)
 
     # ----------------------------------------------------------------------- parameters
     def arch_parameters(self) -> list[nn.Parameter]:
