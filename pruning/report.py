@@ -462,12 +462,6 @@ def _cell_runs(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[
     key_filter = {k: v for k, v in {**(spec.get("filter") or {}), **row["filter"]}.items()
                   if k not in ignored}
     selected = select_runs(runs, {**key_filter, **(column.get("filter") or {})})
-    mixed = sorted(set(selected["settings"].fillna("")))
-    if len(mixed) > 1:
-        log.warning("prune-report: %s, row %r, column %r averages runs made with different method "
-                    "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
-                    spec.get("name"), row.get("name"), column.get("key"),
-                    "; ".join(m or "none recorded" for m in mixed))
     return one_per_seed(selected) if column.get("one_per_seed") else selected
 
 
@@ -524,6 +518,12 @@ def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping
     if kind == "accuracy" and cell_runs["seed"].duplicated().any():
         log.warning("prune-report: %s / %s has several runs of one seed; averaging all",
                     row["name"], column["label"])
+    mixed = sorted(set(cell_runs["settings"].fillna("")))
+    if len(mixed) > 1:
+        log.warning("prune-report: %s, row %r, column %r averages runs made with different method "
+                    "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
+                    spec.get("name"), row.get("name"), column.get("key"),
+                    "; ".join(m or "none recorded" for m in mixed))
     ours = mean_std(cell_runs[column["metric"]])
     command = "" if ours.n else cell_command(spec, row, column, group)
     if ours.n == 0:
