@@ -70,32 +70,6 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device,
-                    batch_size: int, warmup: int = 3, repeats: int = 10) -> dict:
-    """Median wall time of one forward pass (eval mode) on ``device`` at ``batch_size``:
-    ``warmup`` untimed passes, then ``repeats`` timed ones (CUDA-synchronised on GPU)."""
-    import copy
-    import statistics
-    import time
-
-    device = torch.device(device)
-    net = copy.deepcopy(model).to(device).eval()
-    x = torch.randn(batch_size, *input_shape, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        net(x)
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        net(x)
-        sync()
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "batch_size": batch_size,
-            "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None}
-
-
-@torch.no_grad()
 def measure_latency_pair(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
                          device: str | torch.device, batch_size: int, warmup: int = 3,
                          repeats: int = 10) -> dict:
