@@ -1,9 +1,21 @@
 """CIFAR VGG with batch norm, built from a per-layer ``cfg`` list.
 
-Simonyan & Zisserman, ICLR 2015, adapted to 32x32 inputs as in Li et al. (2017) and the
-"Rethinking the Value of Network Pruning" code: 3x3 conv + BN + ReLU per cfg entry, "M" is
-a 2x2 max-pool, global average pooling, classifier Linear(cfg[-1], hidden) + BN1d + ReLU +
-Linear(hidden, classes) (``hidden: 0`` gives a single linear classifier).
+Simonyan & Zisserman, ICLR 2015, adapted to 32x32 inputs as in the official code of Network
+Slimming (Liu et al., ICCV 2017) and "Rethinking the Value of Network Pruning" (Liu et al., ICLR
+2019): 3x3 conv (no bias) + BN + ReLU per cfg entry, "M" a 2x2 max-pool, then average pooling and
+the classifier. Two classifiers exist in that code, selected by ``hidden``:
+
+* ``hidden: 0``: one Linear(cfg[-1], classes) -- Network Slimming's VGG
+  (network-slimming/models/vgg.py = rethinking cifar/network-slimming/models/vgg.py); the
+  default for every depth but 16. Dense CIFAR-10 VGG-19: 20,035,018 parameters.
+* ``hidden: 512``: Linear(cfg[-1], 512) + BN1d + ReLU + Linear(512, classes) -- Li et al.'s
+  VGG-16 in rethinking cifar/l1-norm-pruning/models/vgg.py; the default for depth 16. Dense
+  CIFAR-10 VGG-16: 14,987,722 parameters.
+
+Initialisation as both official files: conv N(0, sqrt(2 / (k*k*out))), BN2d scale 0.5 and shift
+0, Linear N(0, 0.01) and bias 0 (BN1d keeps PyTorch's default 1 / 0: the official loop only
+touches BatchNorm2d). The official forward pools with AvgPool2d(2) on the 2x2 map a 32x32 input
+leaves; we pool globally, which is the same there and also runs on other input sizes.
 
     {"arch": "vgg_cifar", "depth": 16, "num_classes": 10, "in_channels": 3, "hidden": 512,
      "cfg": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]}
@@ -16,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.models import ChannelGroup
+from pruning.models import ChannelGroup, init_slimming
 
 CFGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -30,9 +42,13 @@ def default_spec(
     depth: int = 16,
     num_classes: int = 10,
     in_channels: int = 3,
-    hidden: int = 512,
+    hidden: int | None = None,
     cfg: list | None = None,
 ) -> dict:
+    """``hidden=None``: the official classifier of that depth (512 for VGG-16, Li et al.'s
+    L1-norm code; 0, one Linear, otherwise: Network Slimming's VGG)."""
+    if hidden is None:
+        hidden = 512 if depth == 16 else 0
     if cfg is None:
         if depth not in CFGS:
             raise PruneLabError(f"VGG depth must be one of {sorted(CFGS)}, got {depth}")
@@ -43,7 +59,7 @@ def default_spec(
         "depth": depth,
         "num_classes": num_classes,
         "in_channels": in_channels,
-        "hidden": hidden,
+        "hidden": int(hidden),
         "cfg": cfg,
     }
 
@@ -72,10 +88,9 @@ class VGGCifar(nn.Module):
             )
         else:
             self.classifier = nn.Sequential(nn.Linear(in_ch, spec["num_classes"]))
+        init_slimming(self)  # conv N(0, sqrt(2 / (k*k*out))), BN2d 0.5 / 0
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if isinstance(m, nn.BatchNorm1d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
@@ -84,7 +99,7 @@ class VGGCifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, C, h, w)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C); = AvgPool2d(2) on CIFAR's 2x2
         return self.classifier(x)
 
 
