@@ -3,6 +3,7 @@
     prune-report                                   # every spec in conf/report/, all formats
     prune-report rethinking_l1_cifar10 --format latex
     prune-report --results-root results --out results/tables
+    PRUNE_LAB_RESULTS=/scratch/runs prune-report    # the same root prune-exp wrote to; tables in /scratch/runs/tables
 
 A thin argparse wrapper around ``pruning.report`` (no Hydra). Exit status: 0 on success, 2 on a
 bad table name, a missing results root or an invalid report spec.
@@ -11,6 +12,7 @@ bad table name, a missing results root or an invalid report spec.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pruning import PruneLabError
+from pruning.io import check_writable
 from pruning.report import FORMATS, generate_reports, load_specs
 
 
@@ -28,17 +31,27 @@ def _parser() -> argparse.ArgumentParser:
                     "metrics.json of finished runs.")
     parser.add_argument("tables", nargs="*",
                         help="report specs to render (default: all in conf/report/)")
-    parser.add_argument("--results-root", default="results",
-                        help="searched recursively for metrics.json (default: results)")
-    parser.add_argument("--out", default="results/tables",
-                        help="output directory (default: results/tables)")
+    parser.add_argument("--results-root", default=None,
+                        help="searched recursively for metrics.json (default: $PRUNE_LAB_RESULTS, else "
+                             "results: the same root prune-exp writes to; prune-exp's "
+                             "paths.results_root=DIR is accepted too)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default: RESULTS_ROOT/tables)")
     parser.add_argument("--format", choices=[*FORMATS, "all"], default="all",
                         help="file format(s) to write (default: all)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # prune-exp's spelling of the results root works here too
+    argv = [a for arg in argv for a in (("--results-root", arg.split("=", 1)[1])
+                                         if arg.startswith("paths.results_root=") else (arg,))]
     args = _parser().parse_args(argv)
+    if args.results_root is None:
+        args.results_root = os.environ.get("PRUNE_LAB_RESULTS") or "results"
+    if args.out is None:
+        args.out = str(Path(args.results_root) / "tables")
     errors = Console(stderr=True)
     try:
         specs = load_specs()
@@ -51,12 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.print(f"prune-report: error: results root {args.results_root!r} does not "
                          "exist (run prune-exp first, or pass --results-root)", markup=False)
             return 2
+        check_writable(Path(args.out), fix="pass --out DIR to write the tables elsewhere")
         formats = FORMATS if args.format == "all" else (args.format,)
         written = generate_reports(args.results_root, args.out, names=args.tables or None,
                                    formats=formats, console=Console())
     except PruneLabError as e:
         errors.print(f"prune-report: error: {e}", markup=False)
         return 2
+    except KeyboardInterrupt:  # files already written are complete (atomic writes)
+        errors.print("prune-report: interrupted (Ctrl-C)", markup=False)
+        return 130
     errors.print(f"prune-report: wrote {len(written)} files to {args.out}", markup=False)
     return 0
 

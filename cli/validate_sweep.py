@@ -10,8 +10,10 @@ from typing import Any
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
@@ -31,12 +33,12 @@ class ValidateSweep(Callback):
         from pruning.pipeline import validate
 
         for job in sweep_jobs(config):
-            cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
-            plain = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                     for k in cfg if k != "hydra"}
             try:
+                cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
+                plain = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                         for k in cfg if k != "hydra"}
                 validate(plain)
-            except PruneLabError as e:
+            except (PruneLabError, HydraException, OmegaConfBaseException) as e:
                 Console(stderr=True, soft_wrap=True).print(
                     f"[bold red]prune-exp: error[/] in sweep job {escape(' '.join(job))}: {escape(str(e))}"
                 )

@@ -238,13 +238,60 @@ def download_cifar(name: str, root: Path) -> None:
             tar.extractall(root)
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR python batches and nothing else: dicts, lists, strings, bytes,
+    numbers and numpy arrays. Any other global a pickle names (``os.system``, a class, ...) is
+    refused, so a crafted file in ``data.root`` cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name}: not part of the official "
+                                     "CIFAR layout (dicts, lists, strings, bytes and numpy arrays only)")
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR python batch, read with the restricted unpickler; any problem names the file."""
+    try:
+        with open(path, "rb") as f:
+            entry = CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            UnicodeDecodeError, MemoryError) as e:
+        raise PruneLabError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); it is corrupt, "
+                            "truncated or not the official python-pickle layout: delete the folder and "
+                            "re-extract the official archive (or use data.download=true)") from None
+    except OSError as e:
+        raise PruneLabError(f"cannot read {path}: {e.strerror or e}") from None
+    if not isinstance(entry, dict):
+        raise PruneLabError(f"{path} is not a CIFAR batch (holds a {type(entry).__name__}, not a dict); "
+                            "re-extract the official archive")
+    return entry
+
+
 def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for fname in files:
-        with open(folder / fname, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(entry["data"], dtype=np.uint8))
-        labels.extend(entry[label_key])
+        entry = read_cifar_batch(folder / fname)
+        try:
+            data = np.asarray(entry["data"], dtype=np.uint8)
+            if data.ndim != 2 or data.shape[1] != 3072:
+                raise ValueError(f"'data' has shape {data.shape}, expected (N, 3072)")
+            batch_labels = [int(v) for v in entry[label_key]]
+            if len(batch_labels) != len(data):
+                raise ValueError(f"{len(batch_labels)} labels for {len(data)} images")
+        except (KeyError, ValueError, TypeError) as e:
+            raise PruneLabError(f"{folder / fname} is not in the official CIFAR layout ({type(e).__name__}: {e}); "
+                                "re-extract the official archive") from None
+        images.append(data)
+        labels.extend(batch_labels)
     data = np.concatenate(images).reshape(-1, 3, 32, 32)  # rows are R(1024) G(1024) B(1024)
     return data, np.asarray(labels, dtype=np.int64)
 
@@ -263,11 +310,8 @@ def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: b
         missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise PruneLabError(_missing_cifar_message(name, root, missing))
-    try:
-        x_train, y_train = _read_batches(folder, list(meta["train"]), meta["label_key"])
-        x_test, y_test = _read_batches(folder, list(meta["test"]), meta["label_key"])
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
-        raise PruneLabError(f"{folder} is not a readable {name} python-pickle layout ({type(e).__name__}: {e})") from None
+    x_train, y_train = _read_batches(folder, list(meta["train"]), meta["label_key"])
+    x_test, y_test = _read_batches(folder, list(meta["test"]), meta["label_key"])
     n_train, n_test = meta["sizes"]
     if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
         raise PruneLabError(
@@ -334,7 +378,7 @@ def load(cfg: dict) -> ImageData | FolderImageData:
         raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join([*CIFAR, 'digits', 'imagenet'])}")
     data.augment = bool(cfg.get("augment", data.augment))
     subset = cfg.get("train_subset")
-    if subset:
+    if subset is not None:
         subset = int(subset)
         if not 0 < subset <= len(data.train):
             raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(data.train)}]")
@@ -590,7 +634,7 @@ def load_imagenet(cfg: dict) -> FolderImageData:
         h.update(f"{rel}\t{size}\n".encode())
     full_train = len(train_samples)
     subset = cfg.get("train_subset")
-    if subset:
+    if subset is not None:
         subset = int(subset)
         if not 0 < subset <= len(train_samples):
             raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(train_samples)}]")

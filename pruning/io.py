@@ -1,38 +1,120 @@
-"""Atomic file writes and small JSON helpers: a killed process never leaves a half-written
-metrics.json, history or checkpoint behind (write to a temp file, then rename)."""
+"""File writes and reads that fail safely.
+
+* Atomic: write to a temp file in the target's folder, fsync, rename. A killed process never
+  leaves a half-written metrics.json, history or checkpoint; stray temp files from a kill are
+  removed by ``clean_stray_temp_files`` (called under the owner's lock).
+* Files get the user's umask (``mkstemp`` alone gives 0600, which breaks a results root shared
+  by a cluster group).
+* A full disk, a read-only or unwritable folder is a ``PruneLabError`` that says so and names the
+  file, not a low-level ``unexpected pos`` from the zip writer (checkpoints are serialised in
+  memory first, so the only write that can fail is a plain ``write`` with its real errno).
+* A checkpoint or JSON file that cannot be read back is a ``CorruptFileError`` naming the file;
+  ``quarantine`` moves it aside so that the caller can rebuild it.
+* Checkpoints are loaded with ``weights_only=True``: no code runs from a results file.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import pickle
 import tempfile
+import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
+from pruning import CorruptFileError, PruneLabError
 
-def atomic_write(path: Path, write) -> None:
+TEMP_SUFFIX = ".tmp"
+ROOT_FIX = "point paths.results_root (env PRUNE_LAB_RESULTS) at a writable directory"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def os_error_message(e: OSError, path: Path, action: str = "write", fix: str = ROOT_FIX) -> str:
+    """One sentence a user can act on, for the errors a results root can give."""
+    where = f"{action} {path}"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on device: cannot {where}; free some space, or {fix}"
+    if e.errno == errno.EDQUOT:
+        return f"disk quota exceeded: cannot {where}; free some space, or {fix}"
+    if e.errno == errno.EROFS:
+        return f"read-only file system: cannot {where}; {fix}"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: cannot {where}; {fix} (or fix its permissions)"
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot {where}: a file stands where a directory is needed ({e.strerror})"
+    return f"cannot {where}: {e.strerror or e}"
+
+
+def ensure_dir(path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PruneLabError(os_error_message(e, path, "create the directory")) from None
+    return path
+
+
+def check_writable(path: Path, fix: str = ROOT_FIX) -> None:
+    """Fail early (before any training) when ``path`` cannot be created or written: tries a temp
+    file in it, or in its nearest existing ancestor when it does not exist yet (creates nothing)."""
+    path = Path(path).absolute()
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise PruneLabError(f"cannot write {path}: {probe_dir} is a file, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe_dir, prefix=".prune-lab-probe.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise PruneLabError(os_error_message(e, path, fix=fix)) from None
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise PruneLabError(os_error_message(e, path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()))
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    write_bytes(path, text.encode())
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -40,13 +122,72 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """Parsed JSON, or ``CorruptFileError`` naming the file when it is truncated or not JSON."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(path, f"{path} is corrupt or truncated (not valid JSON: {e}); "
+                                     "delete it or move it aside and re-run") from None
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # serialise in memory: the file write is then one plain, errno-honest write
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint written by ``save_checkpoint`` (plain dicts of tensors), loaded with
+    ``weights_only=True``. Truncated, corrupt or foreign files raise ``CorruptFileError``."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, TypeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptFileError(path, f"{path} cannot be loaded (truncated, corrupt or not a prune-lab "
+                                     f"checkpoint: {first_line[:200]}); delete it or move it aside and re-run") from None
+    if not isinstance(state, dict):
+        raise CorruptFileError(path, f"{path} is not a prune-lab checkpoint (holds a {type(state).__name__}, "
+                                     "not a dict); delete it or move it aside and re-run")
+    return state
+
+
+def quarantine(path: Path) -> Path:
+    """Move a corrupt file aside (``NAME.corrupt-<timestamp>``) so it can be rebuilt; returns the
+    new path. The evidence is kept for inspection, never silently deleted."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, target)
+    except OSError as e:
+        raise PruneLabError(os_error_message(e, path, "move aside the corrupt file")) from None
+    return target
+
+
+def load_or_quarantine(path: Path, say: Callable[[str], None], map_location: str | torch.device = "cpu",
+                       what: str = "checkpoint") -> dict | None:
+    """The checkpoint at ``path``; None when absent, or when corrupt (then moved aside, with a
+    message saying so, and the caller rebuilds what it held)."""
+    if not Path(path).exists():
+        return None
+    try:
+        return load_checkpoint(path, map_location=map_location)
+    except CorruptFileError as e:
+        moved = quarantine(path)
+        say(f"warning: {e}. Moved it to {moved.name}; the {what} is rebuilt.")
+        return None
+
+
+def clean_stray_temp_files(folder: Path) -> list[Path]:
+    """Remove temp files that a killed ``atomic_write`` left in ``folder`` (call this only while
+    holding the lock that owns the folder, so no live writer's temp file is removed)."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

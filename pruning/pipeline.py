@@ -39,17 +39,30 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 
 import pruning
-from pruning import PruneLabError, distributed
+from pruning import CorruptFileError, PruneLabError, Terminated, distributed
 from pruning import data as datasets
 from pruning.distributed import DistInfo
-from pruning.io import load_checkpoint, read_json, save_checkpoint, write_json
+from pruning.io import (
+    clean_stray_temp_files,
+    ensure_dir,
+    load_checkpoint,
+    load_or_quarantine,
+    os_error_message,
+    quarantine,
+    read_json,
+    save_checkpoint,
+    write_json,
+)
 from pruning.measure import count_macs, count_params, measure_latency_pair, reduction
 from pruning.methods.base import Method, PruneContext
 from pruning.models import build, default_spec
 from pruning.train import Engine, Schedule, evaluate, run_stage
+from pruning.validation import check_model_fits_data, check_values
 
 SCHEMA_VERSION = 1
 POLICIES = ("finetune", "scratch_e", "scratch_b")
+METHODS_PACKAGE = "pruning.methods"
+LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
 
@@ -60,10 +73,15 @@ def make_method(method_cfg: dict) -> Method:
     if not target:
         raise PruneLabError(f"method config {method_cfg.get('name')!r} has no _target_")
     module_name, _, cls_name = target.rpartition(".")
+    if not module_name.startswith(METHODS_PACKAGE + "."):  # a config names a method, never arbitrary code
+        raise PruneLabError(f"method _target_ {target!r} is not a prune-lab method "
+                            f"(it must be a Method class in {METHODS_PACKAGE})")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as e:
         raise PruneLabError(f"method _target_ {target!r} cannot be imported: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise PruneLabError(f"method _target_ {target!r} is not a Method class")
     kwargs = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
     return cls(**kwargs)
 
@@ -105,18 +123,21 @@ def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
 
 
 def validate(cfg: dict) -> tuple[Method, dict]:
-    """Everything that can be checked before any data is read or any epoch trained."""
+    """Everything that can be checked before any data is read or any epoch trained: the policy,
+    the method and its settings, every schedule / data value's type and range, that the model
+    can run on the data's input size, and that the data is there."""
     policy = cfg["finetune"]["name"]
     if policy not in POLICIES:
         raise PruneLabError(f"finetune={policy!r} is not a policy; use finetune=finetune|scratch_e|scratch_b")
     method = make_method(cfg["method"])
+    check_values(cfg, needs_pretrain=method.needs_pretrained or not method.prunes)
     spec = model_spec(cfg["model"], cfg["data"])
     method.validate(cfg["model"]["name"], spec)
+    data_cfg = cfg["data"]
+    input_shape = (int(data_cfg["in_channels"]), int(data_cfg["image_size"]), int(data_cfg["image_size"]))
+    check_model_fits_data(cfg["model"]["name"], spec, data_cfg["name"], input_shape)
     if not cfg.get("dry_run"):  # a dry run reads no data
-        datasets.check_available(cfg["data"])
-    for stage, value in (("schedule.epochs", cfg["schedule"]["epochs"]), ("finetune.epochs", cfg["finetune"].get("epochs", 0))):
-        if int(value) < 0:
-            raise PruneLabError(f"{stage}={value} must be >= 0")
+        datasets.check_available(data_cfg)
     return method, spec
 
 
@@ -139,9 +160,12 @@ def run_subdir(cfg: dict) -> str:
     maps to the same directory, which is what makes re-running resume or skip it."""
     method = make_method(cfg["method"])
     key = run_key(cfg, method)
-    digest = hashlib.sha1(json.dumps(
-        {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}, sort_keys=True, default=str
-    ).encode()).hexdigest()[:8]
+    identity = {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}
+    # schedule keys added to the YAML later count only when not at their default, so existing
+    # commands keep mapping to their existing run directories
+    identity["schedule"] = {k: v for k, v in cfg["schedule"].items()
+                            if not (k in LATER_SCHEDULE_DEFAULTS and v == LATER_SCHEDULE_DEFAULTS[k])}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{key['finetune']}/seed{key['seed']}-{digest}"
 
 
@@ -223,9 +247,11 @@ class Eta:
         def on_epoch(epoch: int, seconds: float) -> None:
             if not self.done:
                 self.done = True
-                total = (remaining_after(epoch) + self.later) * seconds
-                self.rt.say(f"[dim]ETA for the whole run: ~{_fmt_seconds(total)} "
-                            f"(first epoch {seconds:.1f} s; later stages scaled by their FLOPs)[/]")
+                remaining = remaining_after(epoch) + self.later
+                if remaining <= 0:
+                    return  # nothing left to estimate
+                self.rt.say(f"[dim]ETA for the rest of the run: ~{_fmt_seconds(remaining * seconds)} "
+                            f"({remaining:.0f} epoch-equivalents at {seconds:.2f} s; later stages scaled by their FLOPs)[/]")
         return on_epoch
 
 
@@ -242,15 +268,18 @@ def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, rt
     final_path, info_path = cache / "baseline.pt", cache / "info.json"
     lock = FileLock(str(cache / ".lock"))
     if rt.dist.is_main:
-        cache.mkdir(parents=True, exist_ok=True)
+        ensure_dir(cache)
         lock.acquire()
+        clean_stray_temp_files(cache)
     try:
-        cached = distributed.broadcast(final_path.exists() and info_path.exists(), rt.dist)
+        loaded = _load_cached_baseline(final_path, info_path, rt) if rt.dist.is_main else None
+        cached = distributed.broadcast(loaded is not None, rt.dist)  # rank 0's finding
         if cached:
-            state = load_checkpoint(final_path, map_location=rt.device)
+            if loaded is None:  # DDP: rank 0 checked it; the other ranks read it too
+                loaded = (load_checkpoint(final_path, map_location="cpu"), read_json(info_path))
+            state, info = loaded
             model = build(state["spec"]).to(rt.device)
             model.load_state_dict(state["model"])
-            info = read_json(info_path)
             rt.say(f"[green]dense baseline: cached[/] ({cache.name}, top-1 {info['top1']:.2f}%)")
             return model, {**info, "cached": True}
         rt.say(f"[cyan]dense baseline: training[/] ({cache.name})")
@@ -275,6 +304,29 @@ def pretrain(cfg: dict, data: datasets.ImageData, spec: dict, method: Method, rt
         distributed.barrier(rt.dist)
         if rt.dist.is_main:
             lock.release()
+
+
+def _load_cached_baseline(final_path: Path, info_path: Path, rt: Runtime) -> tuple[dict, dict] | None:
+    """The cached baseline's state and info, or None when there is none. A corrupt or truncated
+    entry (a killed write on a full disk, a bad copy) is moved aside and retrained, instead of
+    failing every run that shares it until someone deletes it by hand."""
+    if not (final_path.exists() and info_path.exists()):
+        return None
+    try:
+        state = load_checkpoint(final_path, map_location="cpu")
+        info = read_json(info_path)
+        build(state["spec"]).load_state_dict(state["model"])
+        if not isinstance(info.get("top1"), (int, float)):
+            raise CorruptFileError(info_path, f"{info_path} has no top-1 accuracy")
+        return state, info
+    except (CorruptFileError, KeyError, TypeError, RuntimeError) as e:
+        bad = getattr(e, "path", final_path)
+        for path in (final_path, info_path):
+            if path.exists():
+                quarantine(path)
+        rt.say(f"[yellow]warning:[/] the cached dense baseline in {final_path.parent} is unreadable "
+               f"({bad.name}: {str(e).splitlines()[0][:160]}); moved aside (*.corrupt-*), training it again")
+        return None
 
 
 def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) -> dict:
@@ -326,17 +378,25 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
     rt = make_runtime(cfg, console)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not cfg.get("rerun"):
-        previous = read_json(metrics_path)
+        try:
+            previous = read_json(metrics_path)
+        except CorruptFileError as e:  # the run's checkpoints decide what is redone
+            previous = {}
+            if rt.dist.is_main:
+                rt.say(f"[yellow]warning:[/] {e}. Moved it to {quarantine(metrics_path).name}; the run resumes from its checkpoints.")
         if previous.get("status") == "done":
             rt.say(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
             return previous
     lock = FileLock(str(run_dir / ".lock"))
     if rt.dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(run_dir)
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise PruneLabError(f"another process is running {run_dir}; wait for it or kill it") from None
+        except OSError as e:
+            raise PruneLabError(os_error_message(e, run_dir / ".lock")) from None
+        clean_stray_temp_files(run_dir)  # left by a killed write; we hold the run's lock
     try:
         return _run_locked(cfg, run_dir, method, spec, rt)
     finally:
@@ -413,6 +473,8 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         # ---- prune (rank 0 prunes and saves; other ranks load its result)
         pruned_path = run_dir / "pruned.pt"
         t0 = time.perf_counter()
+        if main and pruned_path.exists():
+            load_or_quarantine(pruned_path, rt.say, what="pruned network")  # corrupt: moved aside, pruned again
         if main and not pruned_path.exists():
             ctx = PruneContext(data=data, device=rt.device, input_shape=input_shape, seed=seed,
                                work_dir=run_dir, quiet=rt.quiet, cache_dir=Path(cfg["paths"]["cache_dir"]),
@@ -461,9 +523,14 @@ def _run_locked(cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtim
         save()
         return metrics
     except BaseException as e:
-        metrics["status"] = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
-        metrics["error"] = f"{type(e).__name__}: {e}"
-        save()
+        interrupted = isinstance(e, KeyboardInterrupt)
+        metrics["status"] = "interrupted" if interrupted else "failed"
+        metrics["error"] = ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)") if interrupted \
+            else f"{type(e).__name__}: {e}"
+        try:
+            save()
+        except PruneLabError:  # e.g. the disk is full: the original error is the one to report
+            pass
         raise
 
 

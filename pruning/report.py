@@ -56,7 +56,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from pruning import PruneLabError
-from pruning.io import atomic_write
+from pruning.io import atomic_write, os_error_message
 
 log = logging.getLogger(__name__)
 
@@ -806,7 +806,11 @@ def write_tables(tables: Sequence[ReportTable], out_dir: str | Path,
             write_atomic(path, RENDERERS[fmt](table))
             written.append(path)
             if table.group is not None:
-                (out_dir / f"{table.spec_name}{FILE_SUFFIXES[fmt]}").unlink(missing_ok=True)
+                placeholder = out_dir / f"{table.spec_name}{FILE_SUFFIXES[fmt]}"
+                try:
+                    placeholder.unlink(missing_ok=True)
+                except OSError as e:
+                    raise PruneLabError(os_error_message(e, placeholder, "remove")) from None
         if table.figure is not None:
             buffer = io.BytesIO()
             table.figure.savefig(buffer, format="png", dpi=120)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -33,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pruning import PruneLabError
+from pruning import CorruptFileError, PruneLabError
 from pruning.data import ImageData
 from pruning.distributed import SINGLE, DistInfo, all_reduce_sum, wrap
-from pruning.io import load_checkpoint, save_checkpoint, write_jsonl
+from pruning.io import load_checkpoint, quarantine, save_checkpoint, write_jsonl
 from pruning.measure import topk_correct
 
 
@@ -244,6 +245,23 @@ def peak_memory_mb(device: torch.device) -> dict:
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def _resume_state(ckpt_path: Path, device: torch.device, dist: DistInfo) -> dict | None:
+    """The stage checkpoint to resume from; None when there is none, or when it is corrupt or
+    truncated (rank 0 moves it aside with a warning, and the stage starts over)."""
+    if not ckpt_path.exists():
+        return None
+    try:
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if not {"model", "optimizer", "history", "epoch", "wall_s"} <= state.keys():
+            raise CorruptFileError(ckpt_path, f"{ckpt_path} is not a stage checkpoint (keys missing)")
+        return state
+    except CorruptFileError as e:
+        if dist.is_main and ckpt_path.exists():
+            moved = quarantine(ckpt_path)
+            print(f"warning: {e}. Moved it to {moved.name}; this stage starts over.", file=sys.stderr, flush=True)
+        return None
+
+
 def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, ckpt_path: Path,
               history_path: Path, seed: int, masks: dict[str, torch.Tensor] | None = None,
               grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False,
@@ -266,8 +284,8 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
     optimizer = make_optimizer(model, schedule)
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
+    state = _resume_state(ckpt_path, device, dist)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_s"]
@@ -293,15 +311,30 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            progress.reset(steps_task, total=math.ceil(len(data.train) // dist.world_size / schedule.batch_size), info=f"lr {lr:.4g}")
+            total_steps = math.ceil(len(data.train) // dist.world_size / schedule.batch_size)
+            progress.reset(steps_task, total=total_steps, info=f"lr {lr:.4g}")
+            first_step_done: list[float] = []
+
+            def on_step(step: int, total: int, first_step_done: list[float] = first_step_done) -> None:
+                if step == 1:
+                    first_step_done.append(time.perf_counter())
+                if not progress.disable:
+                    update_steps(step, total)
             train_metrics = train_one_epoch(
                 model, data, optimizer, schedule.batch_size, generator, masks,
-                on_step=None if progress.disable else update_steps, grad_hook=grad_hook,
+                on_step=on_step, grad_hook=grad_hook,
                 engine=engine, dist=dist, forward=forward, teacher=teacher, kd=kd,
             )
+            t_train_end = time.perf_counter()
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
+            t_end = time.perf_counter()
             row = {"stage": name, "epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
-                   "epoch_s": round(time.perf_counter() - t_epoch, 3)}
+                   "epoch_s": round(t_end - t_epoch, 3)}
+            # the first step of a process pays one-off costs (allocator, kernel choice, compile):
+            # the ETA extrapolates from the steps after it
+            steady_s = row["epoch_s"]
+            if first_step_done and total_steps > 1:
+                steady_s = (t_train_end - first_step_done[0]) * total_steps / (total_steps - 1) + (t_end - t_train_end)
             history.append(row)
             wall = wall_before + time.perf_counter() - t0
             if dist.is_main:
@@ -312,7 +345,7 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             progress.update(epochs_task, completed=epoch + 1,
                             info=f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%")
             if on_epoch is not None:
-                on_epoch(epoch + 1, row["epoch_s"])
+                on_epoch(epoch + 1, steady_s)
     if schedule.epochs == 0 or not history:
         final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
         return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0, **peak_memory_mb(device)}

@@ -16,15 +16,27 @@ import json
 import sys
 from pathlib import Path
 
+import pruning.conf
 from omegaconf import OmegaConf
 
+from pruning import PruneLabError
 from pruning.io import write_json
 from pruning.pipeline import make_method
 
+METHOD_CONF = Path(pruning.conf.__file__).resolve().parent / "method"
+
 
 def settings_from_config(config_path: Path) -> dict:
-    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    return make_method(cfg["method"]).settings()
+    """The method settings a run was made with: the class comes from prune-lab's own
+    ``conf/method/<name>.yaml`` (never from the run's ``_target_``, so a results file cannot
+    make this script import anything), the arguments from the run's config."""
+    method_cfg = OmegaConf.to_container(OmegaConf.load(config_path).method, resolve=True)
+    name = str(method_cfg.get("name"))
+    shipped = METHOD_CONF / f"{name}.yaml"
+    if not name.isidentifier() or not shipped.is_file():
+        raise PruneLabError(f"{config_path}: method name {name!r} is not one of prune-lab's methods")
+    method_cfg["_target_"] = OmegaConf.to_container(OmegaConf.load(shipped))["_target_"]
+    return make_method(method_cfg).settings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if not config.is_file():
             missing.append(path)
             continue
-        settings = settings_from_config(config)
+        try:
+            settings = settings_from_config(config)
+        except PruneLabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if metrics.get("method_settings") == settings:
             continue
         print(f"{path}: method_settings = {settings}")

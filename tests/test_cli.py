@@ -33,7 +33,7 @@ def test_default_runs_offline_and_prints_a_comparison_table(tmp_path) -> None:
     assert m["status"] == "done" and m["key"]["data"] == "digits"
     # budget visibility: the plan before training, an ETA once the first epoch is timed
     assert "plan: pretrain 2 epochs" in out.stderr and "finetune 1 epochs" in out.stderr
-    assert "ETA for the whole run" in out.stderr
+    assert "ETA for the rest of the run" in out.stderr
     # same command again: skipped, not retrained
     again = prune_exp(QUICK_DIGITS, tmp_path)
     assert again.returncode == 0 and "already finished" in again.stderr

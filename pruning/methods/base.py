@@ -48,6 +48,7 @@ class Method:
     name = "base"
     prunes = True  # False for the dense-only baseline
     data_free_architecture = False  # True: the pruned widths do not depend on the trained weights
+    needs_pretrained = True  # False: the method starts from random weights (no dense pretraining)
 
     def key(self) -> dict[str, Any]:
         return {"variant": None, "ratio": None}

@@ -1,0 +1,147 @@
+"""Up-front checks of a composed config: every value a run depends on is checked before any data
+is read or any epoch trained, and a bad one is a ``PruneLabError`` naming the key, the value
+and the valid range (the CLI prints it and exits 2).
+
+    check_values(cfg)                        # types and ranges of seed / schedule / finetune / data
+    check_model_fits_data(spec, input_shape) # e.g. VGG-16's four 2x2 pools on 8x8 digits
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+
+from pruning import PruneLabError
+
+LR_SCHEDULES = ("step", "cosine")
+
+
+def _get(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def as_int(value: Any, key: str, minimum: int | None = None, hint: str = "") -> int:
+    """``value`` as an int (bools and non-integral floats refused), at least ``minimum``."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and value.is_integer():
+        value, ok = int(value), True
+    if isinstance(value, str):
+        try:
+            value, ok = int(value.strip()), True
+        except ValueError:
+            ok = False
+    if not ok:
+        raise PruneLabError(f"{key}={value!r} is not an integer{hint and '; ' + hint}")
+    if minimum is not None and value < minimum:
+        raise PruneLabError(f"{key}={value} must be >= {minimum}{hint and '; ' + hint}")
+    return int(value)
+
+
+def as_float(value: Any, key: str, minimum: float | None = None, exclusive: bool = False,
+             maximum: float | None = None, hint: str = "") -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PruneLabError(f"{key}={value!r} is not a number{hint and '; ' + hint}") from None
+    if not math.isfinite(number):
+        raise PruneLabError(f"{key}={value!r} must be a finite number")
+    if minimum is not None and (number <= minimum if exclusive else number < minimum):
+        raise PruneLabError(f"{key}={value!r} must be {'>' if exclusive else '>='} {minimum:g}{hint and '; ' + hint}")
+    if maximum is not None and number > maximum:
+        raise PruneLabError(f"{key}={value!r} must be <= {maximum:g}{hint and '; ' + hint}")
+    return number
+
+
+def check_values(cfg: dict, needs_pretrain: bool) -> None:
+    """Types and ranges of the keys every run uses. ``needs_pretrain``: the method prunes a
+    trained dense model (or it is the dense baseline itself), so 0 pretraining epochs cannot
+    work unless the dense weights come from ``model.init_from``."""
+    as_int(cfg.get("seed"), "seed", 0, "use a non-negative integer, e.g. seed=0")
+    s = "schedule"
+    epochs = as_int(_get(cfg, "schedule.epochs"), f"{s}.epochs", 0)
+    if epochs == 0 and needs_pretrain and not _get(cfg, "model.init_from"):
+        raise PruneLabError(
+            f"{s}.epochs=0, but method={_get(cfg, 'method.name')} needs a trained dense model; "
+            f"set {s}.epochs>=1 (or model.init_from=PATH for pretrained weights)")
+    as_int(_get(cfg, "schedule.batch_size"), f"{s}.batch_size", 1)
+    as_int(_get(cfg, "schedule.test_batch_size"), f"{s}.test_batch_size", 1)
+    as_float(_get(cfg, "schedule.lr"), f"{s}.lr", 0.0, exclusive=True, hint="e.g. schedule.lr=0.1")
+    as_float(_get(cfg, "schedule.momentum"), f"{s}.momentum", 0.0, maximum=1.0)
+    as_float(_get(cfg, "schedule.weight_decay"), f"{s}.weight_decay", 0.0)
+    as_float(_get(cfg, "schedule.gamma"), f"{s}.gamma", 0.0, exclusive=True)
+    milestones = _get(cfg, "schedule.milestones")
+    if not isinstance(milestones, list):
+        raise PruneLabError(f"{s}.milestones={milestones!r} must be a list, e.g. [0.5,0.75] (fractions of the epochs)")
+    for m in milestones:
+        as_float(m, f"{s}.milestones", 0.0)
+    for key in (f"{s}.lr_schedule", "finetune.lr_schedule"):
+        value = _get(cfg, key)
+        if value is not None and value not in LR_SCHEDULES:
+            raise PruneLabError(f"{key}={value!r} is not a schedule; use one of {', '.join(LR_SCHEDULES)}")
+    for key in (f"{s}.warmup_epochs", "finetune.warmup_epochs"):
+        if _get(cfg, key) is not None:
+            as_int(_get(cfg, key), key, 0)
+    for key in ("finetune.epochs", f"{s}.finetune_epochs"):
+        if _get(cfg, key) is not None:
+            as_int(_get(cfg, key), key, 0)
+    for key in ("finetune.lr", f"{s}.finetune_lr"):
+        if _get(cfg, key) is not None:
+            as_float(_get(cfg, key), key, 0.0, exclusive=True)
+    if _get(cfg, "finetune.max_epochs") is not None:
+        as_int(_get(cfg, "finetune.max_epochs"), "finetune.max_epochs", 1)
+    subset = _get(cfg, "data.train_subset")
+    if subset is not None:
+        as_int(subset, "data.train_subset", 1, "it is the number of training images used; "
+               "data.train_subset=null uses them all")
+    lat = cfg.get("latency") or {}
+    for b in lat.get("cpu_batch_sizes") or []:
+        as_int(b, "latency.cpu_batch_sizes", 1)
+    for key in ("gpu_batch_size", "repeats"):
+        if key in lat:
+            as_int(lat[key], f"latency.{key}", 1)
+    if "warmup" in lat:
+        as_int(lat["warmup"], "latency.warmup", 0)
+
+
+@contextlib.contextmanager
+def _skip_weight_init():
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    originals = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in originals.items():
+            setattr(torch.nn.init, n, fn)
+
+
+def check_model_fits_data(model_name: str, spec: dict, data_name: str, input_shape: tuple[int, ...]) -> None:
+    """Build the model without initialising its weights and push one zero input of the data's
+    shape through it, so that a net too deep for the images (VGG-16's four 2x2 pools on 8x8
+    digits) is refused before anything runs, with the reason. (Init is skipped because only
+    shapes matter; the meta device would be free too, but its first use imports torch._dynamo,
+    about 3 s on every command.) Costs 0.1-0.4 s on CPU for the largest ImageNet models."""
+    from pruning.models import build
+
+    try:
+        with _skip_weight_init(), torch.no_grad():
+            model = build(spec).eval()
+            model(torch.zeros(1, *input_shape))
+    except PruneLabError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise PruneLabError(
+            f"model={model_name} cannot run on data={data_name} (input {'x'.join(map(str, input_shape))}): "
+            f"{reason}; pick a model made for this input size (e.g. model=vgg_small for 8x8 digits)") from None
