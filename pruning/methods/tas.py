@@ -21,6 +21,13 @@ starts from the supernet's weights: each conv's first filters/inputs and the cho
 BN; a projection shortcut that the supernet did not have starts as the zero-padded identity that
 the supernet's residual addition was.
 
+Dense network and FLOPs reference: TAS prunes the official TAS CIFAR ResNet (xautodl
+CifarResNet: a 2x2 average pool + 1x1 conv shortcut where the stride is 2, no BN there), not the
+option-A ResNet of Li et al. ``TAS.dense_spec`` gives that network for a ``resnet_cifar`` config
+(the pipeline trains it as the dense baseline and KD teacher where it applies the hook), and every
+FLOPs ratio here -- the search target, ``fit_budget``, the achieved reduction -- is measured against
+the full-width net of that family (ResNet-56: 125,747,840 MACs), whatever dense net was passed in.
+
 ``fit_budget`` (default on, not in the paper): a long search ends with its most probable net
 inside the FLOPs band; a short one may not. Then single-candidate steps that give up the least
 log-probability per FLOP move it into the band; ``extras`` record the search's own argmax
@@ -54,25 +61,39 @@ SUPPORTED = ("resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|r
 
 
 def tas_dense_spec(spec: dict) -> dict:
-    """The ``resnet_tas`` layout of a dense ``resnet_cifar`` / ``resnet_imagenet`` spec."""
+    """The ``resnet_tas`` layout of a dense ``resnet_cifar`` / ``resnet_imagenet`` spec (same
+    widths): CIFAR nets get the official TAS shortcuts (``shortcut: tas``), ImageNet nets keep
+    torchvision's projections so that torchvision weights map onto it exactly. A ``resnet_tas``
+    spec is returned as it is."""
+    if spec.get("arch") == "resnet_tas":
+        return spec
     if spec.get("arch") == "resnet_cifar":
         stages = [{"stride": st["stride"], "blocks": [[int(m), st["width"]] for m in st["mid"]]}
                   for st in spec["stages"]]
-        return {"arch": "resnet_tas", "block": "basic", "stem_type": "cifar", "depth": spec["depth"],
-                "num_classes": spec["num_classes"], "in_channels": spec["in_channels"],
-                "stem": spec["stem"], "stages": stages}
+        return {"arch": "resnet_tas", "block": "basic", "stem_type": "cifar", "shortcut": "tas",
+                "depth": spec["depth"], "num_classes": spec["num_classes"],
+                "in_channels": spec["in_channels"], "stem": spec["stem"], "stages": stages}
     if spec.get("arch") == "resnet_imagenet":
         stages = [{"stride": st["stride"], "blocks": [[*map(int, m), st["width"]] for m in st["mid"]]}
                   for st in spec["stages"]]
         return {"arch": "resnet_tas", "block": spec["block"], "stem_type": "imagenet",
-                "depth": spec["depth"], "num_classes": spec["num_classes"],
+                "shortcut": "projection", "depth": spec["depth"], "num_classes": spec["num_classes"],
                 "in_channels": spec["in_channels"], "stem": spec["stem"], "stages": stages}
     raise PruneLabError(f"TAS searches ResNets only, not arch {spec.get('arch')!r}; supported: "
                         + "; ".join(SUPPORTED))
 
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
-    """Every conv of a dense net in module order with the BN that follows it."""
+    """Every conv of a dense net in the supernet's order (stem; per block its convs, then its
+    shortcut) with the BN that follows it (None: no BN, e.g. TAS's down-sampling shortcut)."""
+    if getattr(model, "spec", {}).get("arch") == "resnet_tas":
+        pairs = [(model.stem[0], model.stem[1])]
+        for stage in model.stages:
+            for blk in stage:
+                pairs += list(zip(blk.convs, blk.bns, strict=True))
+                if hasattr(blk.shortcut, "conv"):
+                    pairs.append((blk.shortcut.conv, blk.shortcut.bn))
+        return pairs
     modules = list(model.modules())
     pairs = []
     for i, m in enumerate(modules):
@@ -122,9 +143,10 @@ def extract(net: TASSupernet, widths: list[int], depths: list[int]) -> nn.Module
     """The chosen net as a ``resnet_tas`` model, weights from the supernet (module docstring)."""
     model = build(net.to_spec(widths, depths)).to(net.fc.weight.device)
 
-    def copy(search_conv, index: int, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    def copy(search_conv, index: int, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> None:
         conv.weight.copy_(search_conv.conv.weight[: conv.out_channels, : conv.in_channels])
-        bn.load_state_dict(search_conv.bns[index].state_dict())
+        if bn is not None:  # TAS's down-sampling shortcut has no BN in the inference net
+            bn.load_state_dict(search_conv.bns[index].state_dict())
 
     copy(net.stem, widths[0], model.stem[0], model.stem[1])
     at = 1
@@ -292,8 +314,15 @@ class TAS(Method):
     def tag(self) -> str:
         return f"r{self.ratio:g}" + ("" if self.kd else "-nokd")
 
+    def dense_spec(self, spec: dict) -> dict:
+        """The dense network TAS starts from (baseline, KD teacher, FLOPs reference) for a model
+        config's spec: the official TAS CIFAR ResNet (``resnet_tas`` with ``shortcut: tas``) for
+        a ``resnet_cifar`` config; ImageNet ResNets stay torchvision's (their full-width
+        ``resnet_tas`` has the same convs, so the same MACs)."""
+        return tas_dense_spec(spec) if spec.get("arch") == "resnet_cifar" else spec
+
     def validate(self, model_name: str, spec: dict) -> None:
-        if spec.get("arch") not in ("resnet_cifar", "resnet_imagenet"):
+        if spec.get("arch") not in ("resnet_cifar", "resnet_imagenet", "resnet_tas"):
             raise PruneLabError(f"method=tas does not support model={model_name} (arch {spec.get('arch')!r}); "
                                 "supported: " + "; ".join(SUPPORTED))
         tas_dense_spec(spec)
@@ -306,9 +335,10 @@ class TAS(Method):
         if ctx.data is None:
             raise PruneLabError("TAS searches on training data: PruneContext.data is required")
         device = ctx.device
-        flops_dense = count_macs(model, ctx.input_shape)
+        reference = tas_dense_spec(model.spec)  # the full-width net of the TAS family
+        flops_dense = count_macs(build(reference), ctx.input_shape)
         torch.manual_seed(ctx.seed)
-        net = TASSupernet(tas_dense_spec(model.spec), self.depth_mode, image_size=ctx.input_shape[-1]).to(device)
+        net = TASSupernet(reference, self.depth_mode, image_size=ctx.input_shape[-1]).to(device)
         if self.init_from_dense:
             init_from_dense(net, model)
         search = self.cached_search(net, flops_dense, ctx)
@@ -321,6 +351,7 @@ class TAS(Method):
         extras = {
             "requested_flops_reduction": 100.0 * self.ratio,
             "achieved_flops_reduction": 100.0 * (1 - flops_pruned / flops_dense),
+            "flops_dense_reference": flops_dense,  # what the reductions are measured against
             "search_argmax_flops_reduction": 100.0 * (1 - search["flops_ratio_argmax"]),
             "budget_fit_moves": moves,
             "search_epochs": self.search_epochs, "search_s": search["wall_s"], "final_tau": net.tau,

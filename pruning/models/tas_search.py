@@ -8,13 +8,24 @@ Dong & Yang, "Network Pruning via Transformable Architecture Search", NeurIPS 20
   its own BN. Per forward, Gumbel-softmax with temperature tau samples two candidates; their
   outputs are aligned to the larger width by channel-wise interpolation (``cwi``) and summed
   with the two renormalised sampled probabilities.
-* Depth: per stage, candidate block counts (``depth_choices``); the stage output mixes the
-  feature maps after the two sampled depths the same way.
+* Depth: per stage, candidate block counts (``depth_choices``); every block runs and the stage
+  output mixes the feature maps after *all* candidate depths, aligned by CWI to the widest and
+  weighted by their Gumbel-softmax probabilities at temperature tau (the official
+  ``select2withP(depth_attentions, tau, just_prob=True)`` in SearchCifarResNet.search_forward).
+* Shortcuts as the official SearchCifarResNet (``shortcut: tas``): at stride 2 a 2x2 average
+  pool then a 1x1 conv; at a stride-1 width change a 1x1 conv. Both carry per-candidate BNs in
+  the search (the official ``search_forward`` applies them whatever ``has_bn`` says), while the
+  inference net's stride-2 shortcut has no BN (``resnet_tas``). ``shortcut: projection``
+  (ImageNet): a strided 1x1 conv + BN, as torchvision.
 * Cost: ``expected_flops()`` is differentiable in the architecture logits: every width is a
   distribution over integers, a conv costs k*k*H*W*E[in]*E[out], a block counts with the
   probability that the sampled depth reaches it, and a stride-1 projection shortcut counts with
   the probability that its input and output widths differ (the inference net has a projection
-  exactly there). For a one-hot distribution it equals ``count_macs`` of the built net.
+  exactly there). For a one-hot distribution it equals ``count_macs`` of the built net. Two
+  details differ from the official ``search_forward`` cost, which (a) leaves that stride-1
+  projection out (only its genotype count ``get_flop`` has it) and (b) takes a stage's output
+  width as its *last* block's, not the depth mixture's; the reach probability (softmax, no
+  Gumbel noise, P(depth >= block)) is the official one.
 * ``genotype()``: the most probable width/depth, as a ``resnet_tas`` spec (``to_spec``).
 
 Weights of the supernet are the method's business (pruning/methods/tas.py trains them).
@@ -30,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.models import init_he_bn
+from pruning.models.resnet_tas import init_tas, shortcut_style
 
 WIDTH_RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -84,6 +95,14 @@ def gumbel_select(logits: torch.Tensor, tau: float, count: int = 2,
     return index.tolist(), weights
 
 
+def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel-softmax probabilities over *all* candidates: softmax((log_softmax(logits) + g) / tau),
+    differentiable in ``logits`` (the official ``select2withP(..., just_prob=True)``)."""
+    uniform = torch.rand(logits.shape, generator=generator).to(logits.device).clamp_(1e-10, 1 - 1e-10)
+    gumbel = -torch.log(-torch.log(uniform))  # (K,)
+    return F.softmax((F.log_softmax(logits, dim=0) + gumbel) / tau, dim=0)  # (K,)
+
+
 @dataclass
 class WidthDist:
     """A distribution over integer widths (values and probabilities, tensors)."""
@@ -117,14 +136,17 @@ class SearchConv(nn.Module):
     """A conv whose output width is one of ``choices``: shared prefix filters, one BN per
     candidate, two sampled candidates mixed by CWI."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, relu: bool):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, relu: bool, avg: bool = False):
         super().__init__()
+        self.avg = bool(avg)  # 2x2 average pool before the conv (TAS's down-sampling shortcut)
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False)
         self.choices = width_choices(out_ch)
         self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in self.choices)
         self.relu = relu
 
     def forward(self, x: torch.Tensor, index: list[int], probs: torch.Tensor) -> torch.Tensor:
+        if self.avg:
+            x = F.avg_pool2d(x, 2)  # (N, C, H/2, W/2)
         widths = [self.choices[i] for i in index]
         top = max(widths)
         weight = self.conv.weight[:top, : x.shape[1]]  # prefix filters, the inputs present
@@ -146,7 +168,7 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class SearchBlock(nn.Module):
-    def __init__(self, kind: str, in_ch: int, widths: list[int], stride: int):
+    def __init__(self, kind: str, in_ch: int, widths: list[int], stride: int, shortcut: str = "projection"):
         super().__init__()
         self.kind, self.stride = kind, stride
         if kind == "basic":
@@ -156,9 +178,12 @@ class SearchBlock(nn.Module):
         self.layout = layout
         last = len(layout) - 1
         self.convs = nn.ModuleList(SearchConv(i, o, k, s, relu=j < last) for j, (i, o, k, s) in enumerate(layout))
-        # a projection in the supernet where the dense net needs one; elsewhere the residual is
+        # a projection in the supernet where the dense net has one; elsewhere the residual is
         # added over the common channels (the inference net then gets a fresh projection)
-        self.shortcut = SearchConv(in_ch, widths[-1], 1, stride, relu=False) if stride != 1 or in_ch != widths[-1] else None
+        self.shortcut = None
+        if stride != 1 or in_ch != widths[-1]:
+            avg = shortcut == "tas" and stride != 1  # TAS CIFAR: avg-pool 2x2, then a 1x1 conv
+            self.shortcut = SearchConv(in_ch, widths[-1], 1, 1 if avg else stride, relu=False, avg=avg)
 
     def forward(self, x: torch.Tensor, picks: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
         out = x
@@ -184,7 +209,8 @@ class TASSupernet(nn.Module):
         for stage in dense_spec["stages"]:
             blocks = nn.ModuleList()
             for b, widths in enumerate(stage["blocks"]):
-                blocks.append(SearchBlock(self.kind, in_ch, list(widths), stage["stride"] if b == 0 else 1))
+                blocks.append(SearchBlock(self.kind, in_ch, list(widths), stage["stride"] if b == 0 else 1,
+                                          shortcut_style(dense_spec)))
                 in_ch = widths[-1]
             self.stages.append(blocks)
             self.depths.append(depth_choices(len(stage["blocks"]), depth_mode))
@@ -194,7 +220,7 @@ class TASSupernet(nn.Module):
         self.depth_logits = nn.ParameterList(nn.Parameter(1e-2 * torch.randn(len(d))) for d in self.depths)
         self.tau = 1.0
         self.generator: torch.Generator | None = None  # Gumbel noise source (seeded per epoch)
-        init_he_bn(self)
+        init_tas(self)  # the official initialize_resnet (arch logits keep N(0, 0.01))
 
     # ----------------------------------------------------------------------- parameters
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -219,17 +245,15 @@ class TASSupernet(nn.Module):
             x = F.max_pool2d(x, 3, 2, 1)
         at = 1
         for stage, choices, logits in zip(self.stages, self.depths, self.depth_logits, strict=True):
-            index, probs = gumbel_select(logits, self.tau, generator=self.generator)
-            wanted = {choices[i]: p for i, p in zip(index, probs, strict=True)}
+            probs = gumbel_softmax(logits, self.tau, generator=self.generator)  # (D,) over all depths
             ends = []
-            for b, blk in enumerate(stage):
-                if b < max(wanted):
-                    x = blk(x, picks[at:at + len(blk.convs)])
-                    if b + 1 in wanted:
-                        ends.append((wanted[b + 1], x))
+            for b, blk in enumerate(stage):  # every block runs; each candidate depth is a prefix
+                x = blk(x, picks[at:at + len(blk.convs)])
+                if b + 1 in choices:
+                    ends.append((probs[choices.index(b + 1)], x))
                 at += len(blk.convs)
             top = max(e.shape[1] for _, e in ends)
-            x = sum(p * cwi(e, top) for p, e in ends)  # (N, top, H', W')
+            x = sum(p * cwi(e, top) for p, e in ends)  # (N, top, H', W'): all depths, weighted
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, C)
         return F.linear(x, self.fc.weight[:, : x.shape[1]], self.fc.bias)
 
