@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from pruning.cli.precheck import precheck
 
 from pruning import CorruptFileError, PruneLabError
-from pruning.cli.precheck import precheck
 from tests.conftest import plain_cfg, write_fake_cifar
 
 TINY_DIGITS = ["schedule.epochs=2", "schedule.finetune_epochs=1", "data.train_subset=256",
