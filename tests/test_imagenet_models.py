@@ -98,6 +98,8 @@ SURGERY_SPECS = {
     "resnet50": lambda: default_spec("resnet_imagenet", depth=50, num_classes=7),
     "vgg11_bn_fc": lambda: default_spec("vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[64, 32]),
     "vgg11_gap": lambda: default_spec("vgg_imagenet", depth=11, num_classes=7, head="gap"),
+    "vgg11_fc_bn": lambda: default_spec("vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[64, 32],
+                                        head="fc_bn", bn_init=0.5),
 }
 
 

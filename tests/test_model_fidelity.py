@@ -149,3 +149,41 @@ def test_resnet34_l1_flops_reduction_in_li_et_al_convention(variant, paper, main
     assert round(100 * (1 - cut(pruned, main) / cut(dense, main)), 2) == main_path
     assert round(100 * (1 - cut(pruned, main) / cut(dense, main)), 1) == paper
     assert round(100 * (1 - sum(pruned.values()) / sum(dense.values())), 2) == ours
+
+
+def test_vgg11_imagenet_is_network_slimmings_slimmingvgg():
+    """rethinking imagenet/network-slimming/vgg.py: torchvision's VGG-11 conv stack, classifier
+    Linear-BN1d-ReLU-Linear-BN1d-ReLU-Linear without dropout, every BN scale 0.5; the BN1d units
+    are slimmed with the conv channels (prune.py ranks BatchNorm2d and BatchNorm1d)."""
+    spec = config_spec("vgg11_bn_imagenet", num_classes=1000)
+    with torch.device("meta"):
+        params = count_params(build(spec))
+    assert params == 132_868_840 + 2 * (4096 + 4096)  # torchvision vgg11_bn + two BN1d(4096)
+    small = dict(spec, fc=[64, 32], num_classes=7)
+    model = build(small)
+    kinds = [type(m).__name__ for m in model.classifier]
+    assert kinds == ["ChannelLinear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert all(torch.all(m.weight == 0.5) for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+    from pruning.models import channel_groups
+
+    fc_groups = [g for g in channel_groups(small) if "fc_index" in g.meta]
+    assert [g.bn_scale for g in fc_groups] == ["classifier.1.weight", "classifier.4.weight"]
+
+
+def test_slimming_penalises_every_bn2d_and_the_ranked_bn1d_only():
+    from pruning.methods.network_slimming import NetworkSlimming
+
+    hook = NetworkSlimming(sparsity=0.1).pretrain_grad_hook()
+    for spec, ranked in [
+        (dict(default_spec("vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[8, 8], head="fc_bn")), True),
+        (default_spec("vgg_cifar", depth=5, cfg=[8, "M", 16], hidden=12), False),  # hidden BN1d not ranked
+    ]:
+        model = build(spec)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        hook(model)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                assert torch.all(m.weight.grad != 0)
+            elif isinstance(m, nn.BatchNorm1d):
+                assert bool(torch.all(m.weight.grad != 0)) == ranked

@@ -5,8 +5,10 @@ Slimming", ICCV 2017; the setting of "Rethinking the Value of Network Pruning" (
 ICLR 2019, cifar/network-slimming).
 
 1. Sparsity training: the dense baseline is trained with an L1 penalty on every BN scaling
-   factor (gradient += s * sign(gamma); s = 1e-4 for VGG, 1e-5 for PreResNet/DenseNet). It is
-   a pretraining variant, so the baseline cache keys on s.
+   factor (gradient += s * sign(gamma); s = 1e-4 for VGG, 1e-5 for PreResNet/DenseNet): every
+   BatchNorm2d (cifar/network-slimming/main.py ``updateBN``) and every BatchNorm1d whose units
+   are ranked (the FC units of the ImageNet VGG-11, imagenet/network-slimming/main.py). It is a
+   pretraining variant, so the baseline cache keys on s.
 2. One global threshold over |gamma| of all prunable channels at the requested percentage.
 3. Channels with |gamma| at or below it are removed; a layer never loses all its channels
    (the original scripts crash there): its largest-|gamma| channel is kept.
@@ -55,10 +57,14 @@ class NetworkSlimming(Method):
         if self.sparsity == 0:
             return None
         s = self.sparsity
+        ranked_1d: dict[int, set[str]] = {}  # per model: names of BN1d modules whose units are ranked
 
         def add_l1_subgradient(model: nn.Module) -> None:
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d) and m.weight.grad is not None:
+            if id(model) not in ranked_1d:
+                ranked_1d[id(model)] = {g.bn_scale.rsplit(".", 1)[0] for g in channel_groups(model.spec) if g.bn_scale}
+            for name, m in model.named_modules():
+                penalised = isinstance(m, nn.BatchNorm2d) or (isinstance(m, nn.BatchNorm1d) and name in ranked_1d[id(model)])
+                if penalised and m.weight.grad is not None:
                     m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=s)
 
         return add_l1_subgradient

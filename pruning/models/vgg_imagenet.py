@@ -6,7 +6,14 @@ entry, "M" = 2x2 max-pool. Two heads:
 
 - ``head: fc`` (torchvision): AdaptiveAvgPool(7) -> Linear(C*49, fc0) ReLU Dropout ->
   Linear(fc0, fc1) ReLU Dropout -> Linear(fc1, classes);
-- ``head: gap``: global average pool -> Linear(C_last, classes) (ThiNet-GAP / ThiNet-Tiny).
+- ``head: gap``: global average pool -> Linear(C_last, classes) (ThiNet-GAP / ThiNet-Tiny);
+- ``head: fc_bn`` (Network Slimming's ImageNet VGG-11, rethinking imagenet/network-slimming/
+  vgg.py ``slimmingvgg``): Linear(C*49, fc0) BN1d ReLU -> Linear(fc0, fc1) BN1d ReLU ->
+  Linear(fc1, classes), no dropout; the FC units are channel groups with BN scales, so Network
+  Slimming's one global threshold ranks them with the conv channels, as the official prune.py.
+
+``bn_init`` is every BN's initial scale: 1 (torchvision) or 0.5 (``slimmingvgg``, BN2d and BN1d).
+The official slimmingvgg has no average pool: its 7x7 map at 224 px equals AdaptiveAvgPool(7).
 
     {"arch": "vgg_imagenet", "depth": 16, "batch_norm": false, "num_classes": 1000,
      "in_channels": 3, "cfg": [64, 64, "M", 128, ..., "M"], "head": "fc", "fc": [4096, 4096]}
@@ -31,22 +38,27 @@ CFGS = {
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
-HEADS = ("fc", "gap")
+HEADS = ("fc", "gap", "fc_bn")
 POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the FC head
 
 
 def default_spec(depth: int = 16, batch_norm: bool = False, num_classes: int = 1000, in_channels: int = 3,
-                 head: str = "fc", fc: list[int] | None = None, cfg: list | None = None) -> dict:
+                 head: str = "fc", fc: list[int] | None = None, cfg: list | None = None,
+                 bn_init: float = 1.0) -> dict:
     if cfg is None:
         if depth not in CFGS:
             raise PruneLabError(f"ImageNet VGG depth must be one of {sorted(CFGS)}, got depth={depth}")
         cfg = CFGS[depth]
     if head not in HEADS:
-        raise PruneLabError(f"VGG head {head!r} unknown; use head=fc (torchvision) or head=gap (global pool)")
+        raise PruneLabError(f"VGG head {head!r} unknown; use head=fc (torchvision), head=fc_bn "
+                            "(Network Slimming's FC + BN1d) or head=gap (global pool)")
     fc = [4096, 4096] if fc is None else [int(v) for v in fc]
-    return {"arch": "vgg_imagenet", "depth": depth, "batch_norm": bool(batch_norm), "num_classes": num_classes,
+    spec = {"arch": "vgg_imagenet", "depth": depth, "batch_norm": bool(batch_norm), "num_classes": num_classes,
             "in_channels": in_channels, "cfg": [v if v == "M" else int(v) for v in cfg], "head": head,
-            "fc": fc if head == "fc" else []}
+            "fc": fc if head in ("fc", "fc_bn") else []}
+    if float(bn_init) != 1.0:  # the key only where it differs from torchvision (older specs lack it)
+        spec["bn_init"] = float(bn_init)
+    return spec
 
 
 class ChannelLinear(nn.Linear):
@@ -91,25 +103,33 @@ class VGGImageNet(nn.Module):
             layers.append(nn.ReLU(inplace=True))
             in_ch = v
         self.features = nn.Sequential(*layers)
-        if spec["head"] == "fc":
+        if spec["head"] in ("fc", "fc_bn"):
             fc0, fc1 = spec["fc"]
             if min(fc0, fc1) < 1:
                 raise PruneLabError("a VGG FC layer needs at least 1 unit")
             self.avgpool = nn.AdaptiveAvgPool2d(POOL)
-            self.classifier = nn.Sequential(
-                ChannelLinear(in_ch, POOL * POOL, fc0), nn.ReLU(True), nn.Dropout(0.5),
-                nn.Linear(fc0, fc1), nn.ReLU(True), nn.Dropout(0.5),
-                nn.Linear(fc1, spec["num_classes"]),
-            )
+            if spec["head"] == "fc":  # torchvision; Linear layers at 0, 3, 6
+                self.classifier = nn.Sequential(
+                    ChannelLinear(in_ch, POOL * POOL, fc0), nn.ReLU(True), nn.Dropout(0.5),
+                    nn.Linear(fc0, fc1), nn.ReLU(True), nn.Dropout(0.5),
+                    nn.Linear(fc1, spec["num_classes"]),
+                )
+            else:  # slimmingvgg: BN1d after each hidden Linear (at 1, 4), no dropout
+                self.classifier = nn.Sequential(
+                    ChannelLinear(in_ch, POOL * POOL, fc0), nn.BatchNorm1d(fc0), nn.ReLU(True),
+                    nn.Linear(fc0, fc1), nn.BatchNorm1d(fc1), nn.ReLU(True),
+                    nn.Linear(fc1, spec["num_classes"]),
+                )
         else:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Sequential(nn.Linear(in_ch, spec["num_classes"]))
-        for m in self.modules():  # torchvision's init
+        bn_init = float(spec.get("bn_init", 1.0))
+        for m in self.modules():  # torchvision's init (slimmingvgg: the same with BN scale 0.5)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.constant_(m.weight, bn_init)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
@@ -145,14 +165,18 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
             members=tuple(members), spec_path=("cfg", pos),
             meta={"conv_index": k, "layer_id": k + 1, "features_index": f}, bn_scale=bn_scale,
         ))
-    if spec["head"] == "fc":
+    if spec["head"] in ("fc", "fc_bn"):
         for j, width in enumerate(spec["fc"]):
             layer, nxt = 3 * j, 3 * (j + 1)
+            members = [(f"classifier.{layer}.weight", 0), (f"classifier.{layer}.bias", 0)]
+            bn_scale = None
+            if spec["head"] == "fc_bn":  # the BN1d after the Linear
+                members += [(f"classifier.{layer + 1}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
+                bn_scale = f"classifier.{layer + 1}.weight"
             groups.append(ChannelGroup(
                 name=f"classifier.fc{j}", size=int(width), producer=f"classifier.{layer}.weight",
-                members=((f"classifier.{layer}.weight", 0), (f"classifier.{layer}.bias", 0),
-                         (f"classifier.{nxt}.weight", 1)),
-                spec_path=("fc", j), meta={"fc_index": j, "layer_id": len(convs) + j + 1},
+                members=(*members, (f"classifier.{nxt}.weight", 1)),
+                spec_path=("fc", j), meta={"fc_index": j, "layer_id": len(convs) + j + 1}, bn_scale=bn_scale,
             ))
     return groups
 
@@ -161,7 +185,7 @@ def from_torchvision(state_dict: dict[str, torch.Tensor], spec: dict) -> dict[st
     """Map a torchvision ``vgg*`` / ``vgg*_bn`` state dict onto this family (same keys; the first
     FC weight is reshaped to (fc0, C, 49))."""
     out = dict(state_dict)
-    if spec["head"] == "fc" and "classifier.0.weight" in out:
+    if spec["head"] in ("fc", "fc_bn") and "classifier.0.weight" in out:
         w = out["classifier.0.weight"]  # (fc0, C*49)
         out["classifier.0.weight"] = w.reshape(w.shape[0], -1, POOL * POOL)  # (fc0, C, 49)
     return out
