@@ -133,6 +133,7 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     check_values(cfg, needs_pretrain=method.needs_pretrained or not method.prunes)
     spec = model_spec(cfg["model"], cfg["data"])
     method.validate(cfg["model"]["name"], spec)
+    spec = method.dense_spec(spec)
     data_cfg = cfg["data"]
     input_shape = (int(data_cfg["in_channels"]), int(data_cfg["image_size"]), int(data_cfg["image_size"]))
     check_model_fits_data(cfg["model"]["name"], spec, data_cfg["name"], input_shape)

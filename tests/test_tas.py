@@ -149,8 +149,6 @@ def test_tas_starts_from_the_official_cifar_resnet():
     method.validate("resnet56", dense)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.validate does not apply Method.dense_spec yet: "
-                   "TAS's baseline is still the option-A ResNet (remove this mark once it does)")
 def test_pipeline_trains_the_tas_resnet_as_the_dense_net(tmp_path: Path):
     from pruning.pipeline import validate
 
@@ -280,6 +278,16 @@ def test_search_is_cached_and_shared_by_the_kd_ablation(tmp_path: Path):
     other = TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx("seed3", seed=3))
     assert other.extras["search_cached"] is False  # another seed is another search
     assert len(list((tmp_path / "cache" / "tas_searches").iterdir())) == 2
+    # a truncated cache entry is moved aside and searched again, not an error for every run sharing it
+    (entry,) = [p for p in (tmp_path / "cache" / "tas_searches").iterdir() if p.name.endswith(first_digest(ablation))]
+    (entry / "search.pt").write_bytes((entry / "search.pt").read_bytes()[:500])
+    again = TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx("again"))
+    assert again.extras["search_cached"] is False and again.spec == first.spec
+    assert list(entry.glob("search.pt.corrupt-*")) and (entry / "search.pt").exists()
+
+
+def first_digest(result) -> str:
+    return result.extras["search_cached"].rsplit("-", 1)[1]
 
 
 def test_distillation_loss_alpha_zero_is_cross_entropy_and_teacher_gets_no_gradient():
@@ -348,23 +356,6 @@ def test_imagenet_tas_configs_compose_and_validate(tmp_path: Path, model: str):
     assert tas_dense_spec(spec)["block"] == ("basic" if model == "resnet18" else "bottleneck")
 
 
-def apply_dense_spec_hook(monkeypatch) -> None:
-    """Until pipeline.validate applies ``Method.dense_spec`` itself (requested: TAS's dense net
-    is the official TAS ResNet), apply it here; a no-op once the pipeline does."""
-    import pruning.pipeline as pipeline
-    from pruning.methods.base import Method
-
-    if hasattr(Method, "dense_spec"):
-        return
-    original = pipeline.validate
-
-    def validate(cfg):
-        method, spec = original(cfg)
-        return method, getattr(method, "dense_spec", lambda s: s)(spec)
-
-    monkeypatch.setattr(pipeline, "validate", validate)
-
-
 @pytest.mark.slow  # ~40 s alone, 385 s measured on the shared, contended 2 cores
 def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path, monkeypatch):
     common = ["model=resnet20", "data=digits", "method=tas", "method.search_epochs=1",
@@ -372,7 +363,6 @@ def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path, monkey
               "latency.cpu_batch_sizes=[1]", "latency.repeats=2"]
     from pruning.pipeline import run, run_subdir
 
-    apply_dense_spec_hook(monkeypatch)
     results = []
     for kd in ("true", "false"):
         cfg = plain_cfg([*common, f"method.kd={kd}"], tmp_path / "results")
@@ -400,7 +390,6 @@ def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path, monkey
 def test_cli_tas_resnet20_on_fake_cifar(tmp_path: Path, monkeypatch):
     from pruning.pipeline import run, run_subdir
 
-    apply_dense_spec_hook(monkeypatch)
     root = write_fake_cifar(tmp_path / "cifar", n_train_per_batch=20, n_test=20)
     cfg = plain_cfg([*TINY_CIFAR, f"data.root={root}", "method=tas", "method.search_epochs=1",
                      "method.batch_size=50", "schedule.epochs=1"], tmp_path / "results")

@@ -70,6 +70,12 @@ class Method:
     def validate(self, model_name: str, spec: dict) -> None:  # noqa: B027
         """Raise PruneLabError on a configuration this method cannot run."""
 
+    def dense_spec(self, spec: dict) -> dict:
+        """The dense network this method starts from, given the model config's spec (default: that
+        spec). TAS returns the full-width net of its own family (official shortcuts), so the
+        baseline it distils from and every FLOPs reduction refer to the same family."""
+        return spec
+
     def pretrain_extras(self) -> dict[str, Any]:
         return {}
 

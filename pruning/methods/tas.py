@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from pruning import PruneLabError
-from pruning.io import load_checkpoint, save_checkpoint, write_json
+from pruning.io import (
+    clean_stray_temp_files,
+    ensure_dir,
+    load_or_quarantine,
+    save_checkpoint,
+    write_json,
+)
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
@@ -58,6 +65,10 @@ from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
 
 SUPPORTED = ("resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
              "resnet_imagenet (ResNet-18/34/50: model=resnet18|resnet34|resnet50)")
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def tas_dense_spec(spec: dict) -> dict:
@@ -381,11 +392,13 @@ class TAS(Method):
                                Path(ctx.work_dir) if ctx.work_dir is not None else None)
         digest = hashlib.sha1(json.dumps(self.search_identity(ctx), sort_keys=True, default=str).encode()).hexdigest()[:12]
         work = Path(ctx.cache_dir) / "tas_searches" / f"{ctx.source_id}-{digest}"
-        work.mkdir(parents=True, exist_ok=True)
+        ensure_dir(work)
         final = work / "search.pt"
         with FileLock(str(work / ".lock")):
-            if final.exists():
-                state = load_checkpoint(final, map_location=ctx.device)
+            clean_stray_temp_files(work)
+            # a corrupt or truncated cache entry is moved aside and searched again
+            state = load_or_quarantine(final, _warn, map_location=ctx.device, what="cached TAS search")
+            if state is not None:
                 net.load_state_dict(state["supernet"])
                 net.tau = state["tau"]
                 result = {**state["result"], "cached": work.name}
@@ -415,8 +428,8 @@ class TAS(Method):
         ckpt = work / "ckpt_tas_search.pt" if work else None
         history: list[dict] = []
         start, wall_before = 0, 0.0
-        if ckpt is not None and ckpt.exists():
-            state = load_checkpoint(ckpt, map_location=ctx.device)
+        state = load_or_quarantine(ckpt, _warn, map_location=ctx.device, what="search checkpoint") if ckpt else None
+        if state is not None:
             net.load_state_dict(state["supernet"])
             w_opt.load_state_dict(state["w_opt"])
             a_opt.load_state_dict(state["a_opt"])
