@@ -57,11 +57,10 @@ from tabulate import tabulate
 
 from pruning import PruneLabError
 from pruning.io import atomic_write, os_error_message
+from pruning.results import KEY_FIELDS, RunMetrics, StageRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-KEY_FIELDS = ("data", "model", "method", "variant", "ratio", "finetune", "seed")
 RUN_COLUMNS = (
     *KEY_FIELDS, "data_label", "pretrain_epochs", "stage_epochs", "train_subset",
     "flops_reduction", "params_reduction", "flops_speedup", "flops_dense", "flops_pruned",
@@ -69,7 +68,7 @@ RUN_COLUMNS = (
     "final_top5", "run_dir", "measured_speedup", "measured_setting",
     "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu", "status",
     "accuracy_drop", "requested_flops_reduction", "settings", "sparsity", "mode",
-)
+)  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
                    "measured_speedup_gpu")
@@ -100,37 +99,31 @@ def find_metrics_files(results_root: str | Path) -> list[Path]:
     return sorted(Path(results_root).rglob("metrics.json"))
 
 
-def _read_metrics(path: Path) -> dict[str, Any] | None:
+def _read_metrics(path: Path) -> RunMetrics | None:
+    """A run record in the current schema (older schemas are migrated on read); None, with a
+    warning naming the file, when it is unreadable or not a prune-lab run record."""
     try:
         with open(path, encoding="utf-8") as f:
-            metrics = json.load(f)
-    except (OSError, ValueError) as e:
+            return RunMetrics.from_dict(json.load(f))
+    except (OSError, ValueError) as e:  # SchemaError is a ValueError
         log.warning("prune-report: skipping unreadable %s (%s)", path, e)
         return None
-    if not isinstance(metrics, dict):
-        log.warning("prune-report: skipping %s (not a JSON object)", path)
+    except TypeError as e:
+        log.warning("prune-report: skipping %s (not a prune-lab run record: %s)", path, e)
         return None
-    if metrics.get("schema") != SCHEMA_VERSION:
-        log.warning("prune-report: skipping %s (schema %r, expected %d)", path,
-                    metrics.get("schema"), SCHEMA_VERSION)
-        return None
-    return metrics
 
 
-def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
-    """One DataFrame row from a done run's metrics (raises KeyError/TypeError when malformed)."""
-    key = metrics["key"]
-    data = metrics.get("data") or {}
-    budget = metrics.get("budget") or {}
-    pretrain = (metrics.get("stages") or {}).get("pretrain") or {}
-    final = metrics.get("final") or {}
-    record = {name: key.get(name) for name in KEY_FIELDS}
+def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
+    """One DataFrame row from a done run's metrics."""
+    key, data, budget, final = metrics.key, metrics.data, metrics.budget, metrics.final
+    pretrain = metrics.stages.get("pretrain") or StageRecord()
+    record = {name: getattr(key, name) for name in KEY_FIELDS}
     record.update(
-        data_label=data.get("label") or data.get("name") or key["data"],
+        data_label=data.get("label") or data.get("name") or key.data,
         pretrain_epochs=budget.get("pretrain_epochs"),
         stage_epochs=budget.get("stage_epochs"),
         train_subset=budget.get("train_subset", data.get("train_subset")),
-        unpruned_top1=pretrain.get("top1_best"),
+        unpruned_top1=pretrain.top1_best,
         final_top1=final.get("top1_best"),
         final_top1_last=final.get("top1"),
         final_top5=final.get("top5"),
@@ -138,20 +131,20 @@ def _run_record(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
     )
     for name in ("flops_reduction", "params_reduction", "flops_speedup", "flops_dense",
                  "flops_pruned", "params_dense", "params_pruned"):
-        record[name] = metrics.get(name)
-    record.update(measured_speedups(metrics.get("latency") or {}))
+        record[name] = getattr(metrics, name)
+    record.update(measured_speedups(metrics))
     # accuracy drop vs the run's own dense baseline (TAS's "drop" column), and the FLOPs
     # reduction a budget-targeting method was asked for (extras, e.g. TAS) next to the achieved one
     unpruned, pruned_top1 = record["unpruned_top1"], record["final_top1"]
     record["accuracy_drop"] = None if unpruned is None or pruned_top1 is None else unpruned - pruned_top1
-    record["requested_flops_reduction"] = (metrics.get("extras") or {}).get("requested_flops_reduction")
+    record["requested_flops_reduction"] = metrics.extras.get("requested_flops_reduction")
     # method settings besides the key (metrics.json ``method_settings``): runs that differ in
-    # them are different cells; ``settings`` is their text ("" when none), the rest filterable
-    settings = metrics.get("method_settings") or {}
-    record["settings"] = settings_text(settings)
-    record["sparsity"] = settings.get("sparsity")
-    record["mode"] = settings.get("mode")
-    record["status"] = metrics["status"]
+    # them are different cells; ``settings`` is their text ("" when none), and every setting is
+    # also a column of its own name, so table rows can filter on it (e.g. sparsity, mode)
+    record["settings"] = settings_text(metrics.method_settings)
+    for name, value in metrics.method_settings.items():
+        record.setdefault(name, value)
+    record["status"] = metrics.status
     return record
 
 
@@ -161,21 +154,18 @@ def settings_text(settings: Mapping[str, Any]) -> str:
                      for name, value in sorted(settings.items()))
 
 
-def measured_speedups(latency: Mapping[str, Any]) -> dict[str, Any]:
-    """Measured dense/pruned latency ratios of a run (metrics.json ``latency``): CPU at batch 1
-    and 64, GPU at its large batch, and ``measured_speedup``: the GPU figure when the run had
-    a GPU, else CPU batch 64 (``measured_setting`` says which)."""
-    gpu = next((v for k, v in sorted(latency.items()) if k.startswith("cuda")), None)
-    out = {
-        "measured_speedup_cpu_b1": (latency.get("cpu_b1") or {}).get("speedup"),
-        "measured_speedup_cpu_b64": (latency.get("cpu_b64") or {}).get("speedup"),
-        "measured_speedup_gpu": gpu.get("speedup") if gpu else None,
-    }
-    for setting, name in (("GPU", "measured_speedup_gpu"), ("CPU b64", "measured_speedup_cpu_b64"),
-                          ("CPU b1", "measured_speedup_cpu_b1")):
-        if out[name] is not None:
-            return {**out, "measured_speedup": out[name], "measured_setting": setting}
-    return {**out, "measured_speedup": None, "measured_setting": None}
+def measured_speedups(metrics: RunMetrics) -> dict[str, Any]:
+    """Measured dense/pruned latency ratios of a run: one ``measured_speedup_<setting>`` column
+    per CPU setting it measured (``cpu_b1``, ``cpu_b64``, ... as configured), the GPU figure as
+    ``measured_speedup_gpu``, and the headline ``measured_speedup`` (GPU when the run had one,
+    else the largest CPU batch; ``measured_setting`` says which)."""
+    out: dict[str, Any] = {name: None for name in SPEEDUP_COLUMNS if name != "flops_speedup"}
+    for name, rec in sorted(metrics.latency.items()):
+        column = "measured_speedup_gpu" if not rec.device.startswith("cpu") else f"measured_speedup_{name}"
+        out.setdefault(column, rec.speedup)
+        out[column] = out[column] if out[column] is not None else rec.speedup
+    headline, setting = metrics.measured_speedup()
+    return {**out, "measured_speedup": headline, "measured_setting": setting}
 
 
 def load_runs(results_root: str | Path) -> pd.DataFrame:
@@ -184,13 +174,14 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
     records = []
     for path in find_metrics_files(results_root):
         metrics = _read_metrics(path)
-        if metrics is None or metrics.get("status") not in ("done", "dry_run"):
+        if metrics is None or metrics.status not in ("done", "dry_run"):
             continue
         try:
             records.append(_run_record(metrics, path))
         except (KeyError, TypeError, AttributeError) as e:
             log.warning("prune-report: skipping malformed %s (%r)", path, e)
-    return pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
+    frame = pd.DataFrame.from_records(records)
+    return frame.reindex(columns=[*RUN_COLUMNS, *(c for c in frame.columns if c not in RUN_COLUMNS)])
 
 
 def select_runs(runs: pd.DataFrame, key_filter: Mapping[str, Any]) -> pd.DataFrame:

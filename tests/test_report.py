@@ -28,6 +28,7 @@ from pruning.report import (
     render_markdown,
     split_by_budget,
 )
+from pruning.results import LatencyRecord, RunKey, RunMetrics, StageRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO / "conf" / "report"
@@ -50,43 +51,38 @@ def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "
                  data_label: str = JPEG_LABEL, pretrain_epochs: int = 3,
                  train_subset: int | None = 10000,
                  method_settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A metrics.json (schema 1) as prune-exp writes it."""
+    """A metrics.json as prune-exp writes it, built from the results schema."""
     flops_reduction, params_reduction = (SWEEP_REDUCTIONS[ratio] if ratio is not None
                                          else REDUCTIONS.get((model, variant), (0.0, 0.0)))
-    pretrain = {"top1": unpruned_top1 - 0.1, "top1_best": unpruned_top1, "top5": 99.5,
-                "epochs": pretrain_epochs, "wall_s": 10.0, "cached": True,
-                "baseline_id": f"{model}-{seed}"}
-    metrics: dict[str, Any] = {
-        "schema": 1, "status": status,
-        "key": {"data": "cifar10", "model": model, "method": method, "variant": variant,
-                "ratio": ratio, "finetune": finetune, "seed": seed},
-        "data": {"name": "cifar10", "label": data_label, "official_md5": False,
-                 "fingerprint": "ab12", "train_size": train_subset or 50000,
-                 "test_size": 10000, "train_subset": train_subset},
-        "budget": {"pretrain_epochs": pretrain_epochs, "batch_size": 64,
-                   "train_subset": train_subset},
-        "params_dense": 1_000_000, "params_pruned": int(1_000_000 * (1 - params_reduction / 100)),
-        "flops_dense": 100_000_000,
-        "flops_pruned": int(100_000_000 * (1 - flops_reduction / 100)),
-        "params_reduction": params_reduction, "flops_reduction": flops_reduction,
-        "flops_speedup": 100 / (100 - flops_reduction),
-        "stages": {"pretrain": pretrain},
-        "git_commit": "0" * 40, "versions": {}, "command": "prune-exp ...", "run_dir": "elsewhere",
-        "method_settings": method_settings or {},
-    }
+    pretrain = StageRecord(top1=unpruned_top1 - 0.1, top1_best=unpruned_top1, top5=99.5,
+                           epochs=pretrain_epochs, wall_s=10.0, cached=True, baseline_id=f"{model}-{seed}")
+    metrics = RunMetrics(
+        key=RunKey(data="cifar10", model=model, method=method, variant=variant, ratio=ratio,
+                   finetune=finetune, seed=seed),
+        status=status,
+        data={"name": "cifar10", "label": data_label, "official_md5": False, "fingerprint": "ab12",
+              "train_size": train_subset or 50000, "test_size": 10000, "train_subset": train_subset},
+        budget={"pretrain_epochs": pretrain_epochs, "batch_size": 64, "train_subset": train_subset},
+        params_dense=1_000_000, params_pruned=int(1_000_000 * (1 - params_reduction / 100)),
+        flops_dense=100_000_000, flops_pruned=int(100_000_000 * (1 - flops_reduction / 100)),
+        params_reduction=params_reduction, flops_reduction=flops_reduction,
+        flops_speedup=100 / (100 - flops_reduction),
+        stages={"pretrain": pretrain}, git_commit="0" * 40, command="prune-exp ...", run_dir="elsewhere",
+        method_settings=method_settings or {},
+    )
     if method == "none":
-        metrics["final"] = {k: pretrain[k] for k in ("top1", "top1_best", "top5")}
+        metrics.final = {"top1": pretrain.top1, "top1_best": pretrain.top1_best, "top5": pretrain.top5}
     else:
-        metrics["budget"].update(stage_epochs=2, stage_lr=0.001)
-        metrics["stages"]["prune"] = {"top1": 50.0, "top5": 90.0, "wall_s": 0.1}
-        metrics["stages"][finetune] = {"top1": final_top1 - 0.2, "top1_best": final_top1,
-                                       "top5": 99.0, "epochs": 2, "wall_s": 5.0}
-        metrics["final"] = {"top1": final_top1 - 0.2, "top1_best": final_top1, "top5": 99.0}
+        metrics.budget.update(stage_epochs=2, stage_lr=0.001)
+        metrics.stages["prune"] = StageRecord(top1=50.0, top5=90.0, wall_s=0.1)
+        metrics.stages[finetune] = StageRecord(top1=final_top1 - 0.2, top1_best=final_top1, top5=99.0,
+                                               epochs=2, wall_s=5.0)
+        metrics.final = {"top1": final_top1 - 0.2, "top1_best": final_top1, "top5": 99.0}
         # measured speedups smaller than the FLOPs speedup, as they usually are
         b1, b64 = 1 + flops_reduction / 400, 1 + flops_reduction / 200
-        metrics["latency"] = {"cpu_b1": {"dense_ms": 2.0 * b1, "pruned_ms": 2.0, "speedup": b1},
-                              "cpu_b64": {"dense_ms": 40.0 * b64, "pruned_ms": 40.0, "speedup": b64}}
-    return metrics
+        metrics.latency = {"cpu_b1": LatencyRecord(dense_ms=2.0 * b1, pruned_ms=2.0, speedup=b1, batch=1),
+                           "cpu_b64": LatencyRecord(dense_ms=40.0 * b64, pruned_ms=40.0, speedup=b64, batch=64)}
+    return metrics.to_dict()
 
 
 def write_run(root: Path, subdir: str, **fields: Any) -> Path:
@@ -215,10 +211,36 @@ def test_latex_and_placeholder_files(results: Path, tmp_path: Path) -> None:
 def test_measured_speedup_prefers_gpu_then_cpu_batch64() -> None:
     from pruning.report import measured_speedups
 
-    both = {"cpu_b1": {"speedup": 1.1}, "cpu_b64": {"speedup": 1.3}, "cuda_b256": {"speedup": 1.5}}
+    def run(latency: dict) -> RunMetrics:
+        return RunMetrics.from_dict({"schema": 2, "key": {"data": "d", "model": "m", "method": "x"},
+                                     "latency": {k: {"dense_ms": v, "pruned_ms": 1.0, "speedup": v}
+                                                 for k, v in latency.items()}})
+
+    both = run({"cpu_b1": 1.1, "cpu_b64": 1.3, "cuda_b256": 1.5})
     assert measured_speedups(both)["measured_speedup"] == 1.5
-    assert measured_speedups({"cpu_b1": {"speedup": 1.1}, "cpu_b64": {"speedup": 1.3}})["measured_setting"] == "CPU b64"
-    assert measured_speedups({})["measured_speedup"] is None
+    assert measured_speedups(run({"cpu_b1": 1.1, "cpu_b64": 1.3}))["measured_setting"] == "CPU b64"
+    assert measured_speedups(run({}))["measured_speedup"] is None
+    # the batch sizes are configurable: the columns follow what the run measured
+    other = measured_speedups(run({"cpu_b8": 1.2, "cpu_b32": 1.4}))
+    assert other["measured_speedup_cpu_b8"] == 1.2 and other["measured_setting"] == "CPU b32"
+
+
+def test_schema_1_records_are_read_and_migrated_never_dropped(tmp_path: Path) -> None:
+    """metrics.json files written before the typed schema still load, with every field kept."""
+    old = metrics_dict("resnet56")
+    old["schema"] = 1
+    for name in ("evaluations", "cost_per_sample", "sparsity"):
+        old.pop(name, None)
+    old["some_field_of_that_time"] = {"x": 1}
+    write = tmp_path / "runs" / "a" / "metrics.json"
+    write.parent.mkdir(parents=True)
+    write.write_text(json.dumps(old))
+    runs = load_runs(tmp_path)
+    assert len(runs) == 1 and runs.iloc[0]["final_top1"] == 92.0
+    migrated = RunMetrics.from_dict(old)
+    assert migrated.schema == 2 and migrated.other == {"some_field_of_that_time": {"x": 1}}
+    assert migrated.to_dict()["some_field_of_that_time"] == {"x": 1}
+    assert RunMetrics.from_dict(migrated.to_dict()).to_dict() == migrated.to_dict()  # round trip
 
 
 def test_sweep_table_and_plot(results: Path, tmp_path: Path) -> None:
