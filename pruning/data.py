@@ -1,25 +1,70 @@
-"""Datasets as in-memory uint8 tensors, with augmentation done as batched tensor ops.
+"""Datasets behind one protocol: what the pipeline, the training loops and the methods use.
 
-Small-image datasets (CIFAR-10/100, the embedded digits) fit in memory: we keep them as
-uint8 (N, C, H, W) tensors, so the same code runs on CPU or keeps the whole set on a GPU,
-and pad-crop + flip are a few tensor ops per batch instead of per-image Python.
+The protocol
+------------
+``Data`` (abstract) is everything a run may ask of a dataset, with nothing image-specific in it;
+``ClassificationData`` adds ``num_classes`` / ``mean`` / ``std`` for labelled images. A dataset
+object has ``name``, ``train`` and ``test`` splits (``len()``, ``.to(device)``,
+``.subset(indices)``), ``info`` (what metrics.json records: source, label, official_md5,
+fingerprint, sizes), ``augment``, ``device`` (where its batches land; recorded by
+``to(device)``), and:
 
-CIFAR is read from the official python-pickle layout (``cifar-10-batches-py/`` or
-``cifar-100-python/`` under ``root``), downloaded on request. Integrity is checked by shape
-and count; the official md5 sums are compared and recorded (a re-encoded copy, such as the
-JPEG copy used on machines without internet, loads but is labelled as not official).
+    train_batches(batch_size, generator, rank=0, world_size=1) -> iterator of (inputs, targets)
+    test_batches(batch_size, rank=0, world_size=1)             -> iterator of (inputs, targets), in order
+    sample_inputs(count, generator)                            -> un-augmented training inputs
+    input_shape                                                -> one input's shape, no batch dimension
+    to(device), split_train(fraction, seed), subset_train(count), label, fingerprint
+
+Written once in ``Data``: ``to``, ``split_train``, ``subset_train``, ``label``, ``fingerprint`` and
+the DDP sharding rules (train: every rank draws the same permutation and takes every
+world_size-th index of it, trimmed to a multiple of world_size; test: contiguous shards). Each
+kind supplies how its batches are made:
+
+* ``ImageData``: small image sets in memory as uint8 (N, C, H, W) tensors, so the same code runs
+  on CPU or keeps the whole set on a GPU, and pad-crop + flip are a few batched tensor ops
+  instead of per-image Python. CIFAR-10/100 (official python-pickle layout), the MNIST family
+  (official IDX files: MNIST, Fashion-MNIST) and the embedded sklearn digits.
+* ``FolderImageData``: ImageNet-style class folders read through a DataLoader with workers.
+
+CIFAR is read from ``cifar-10-batches-py/`` or ``cifar-100-python/`` under ``root``, the MNIST
+family from the four IDX files (gzipped or not) directly in ``root``; both download on request.
+Integrity is checked by shape and count; the official md5 sums are compared and recorded (a
+re-encoded copy, such as the JPEG copy of CIFAR used on machines without internet, loads but is
+labelled as not official).
+
+Room for language models: ``TokenStreamData`` (not implemented yet)
+-------------------------------------------------------------------
+A byte-level corpus (enwik8; the pydocs stand-in) will be a ``Data`` subclass whose splits are
+contiguous uint8 streams (one 1-D tensor each, kept on the device like ``ImageData``):
+
+* ``train_batches`` cuts the stream into ``batch_size`` contiguous lanes and yields BPTT windows
+  ``x = lane[t : t + bptt]``, ``y = lane[t + 1 : t + 1 + bptt]`` (both (B, bptt) int64); the epoch
+  generator draws the start offset; under DDP each rank takes its own lanes.
+* ``test_batches`` walks the test stream in order with the same windows, so bits per character
+  is exact; ``sample_inputs`` returns windows; ``input_shape`` is ``(bptt,)``; ``vocab_size`` (256)
+  takes the place of ``num_classes``; ``task = "language_model"``.
+* ``split_train`` cuts the stream contiguously at ``fraction`` (overriding the sample-indexed
+  split here); ``to``, ``label``, ``fingerprint`` (of the bytes) and ``info`` are inherited.
+* The loops in train.py already take the device explicitly; the pipeline picks the metric by
+  ``data.task`` (top-1/top-5 for "classification", bits per character for "language_model").
 """
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import gzip
 import hashlib
 import os
 import pickle
+import struct
 import tarfile
 import urllib.request
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +105,166 @@ CIFAR = {
     },
 }
 
+# The MNIST family in the official IDX format. Per file: (md5 of the official .gz archive, md5 of
+# the extracted file). The archive sums are torchvision's (MNIST.resources / FashionMNIST.resources)
+# and check downloads; the extracted sums identify the official *content* whichever way it is
+# stored (gzipped, extracted, or re-gzipped as Debian's dataset-fashion-mnist package does), and
+# are what ``official_md5`` reports. Normalisation: the standard constants, i.e. the mean/std of
+# the full official training set (MNIST's 0.1307/0.3081 as in the PyTorch examples; Fashion-MNIST's
+# 0.2860/0.3530 measured on its 60,000 training images), kept fixed for subsets and partial copies.
+IDX = {
+    "mnist": {
+        "pretty": "MNIST",
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+        "files": {
+            "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+            "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+            "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+            "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+        },
+        "num_classes": 10,
+        "sizes": (60000, 10000),
+        "mean": (0.1307,),
+        "std": (0.3081,),
+    },
+    "fashion_mnist": {
+        "pretty": "Fashion-MNIST",
+        "mirrors": ["https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+                    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "files": {
+            "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+            "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+            "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+            "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+        },
+        "num_classes": 10,
+        "sizes": (60000, 10000),
+        "mean": (0.2860,),
+        "std": (0.3530,),
+    },
+}
+IDX_SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers: 0x00000803 (uint8, 3 dims), 0x00000801 (uint8, 1 dim)
+IDX_IMAGE_SIZE = 28
 
+
+# ----------------------------------------------------------------------------- the protocol
+def _rank_share(t: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Every world_size-th element from ``rank`` on, after trimming to a multiple of world_size."""
+    return t[: (len(t) // world_size) * world_size][rank::world_size]
+
+
+def _shard(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous [lo, hi) part of ``n`` ordered items that ``rank`` evaluates."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def _canonical_device(device: str | torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:<current>``: the device the tensors report after ``.to("cuda")``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+class Data(abc.ABC):
+    """What the pipeline, train.py and the methods may use of a dataset (see the module
+    docstring). Nothing here assumes images: inputs are whatever ``train_batches`` yields.
+
+    Subclasses provide the attributes ``name``, ``train``, ``test`` (splits with ``len()``,
+    ``to(device)`` and ``subset(indices)``), ``info``, ``augment`` and ``device``, and the methods
+    marked abstract; the rest is shared."""
+
+    task: str = "?"
+    name: str
+    train: Any
+    test: Any
+    info: dict
+    augment: bool
+    device: torch.device
+
+    # --- what each kind provides
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """One input's shape without the batch dimension (FLOPs counts and model checks use it)."""
+
+    @abc.abstractmethod
+    def _replace(self, **changes: Any) -> Data:
+        """A copy with some of ``train``, ``test``, ``info``, ``device``, ``augment`` changed."""
+
+    @abc.abstractmethod
+    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
+                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled (augmented) training batches on ``self.device``; the order depends only on
+        ``generator``; under DDP a disjoint share per rank (see ``_rank_share``)."""
+
+    @abc.abstractmethod
+    def test_batches(self, batch_size: int, rank: int = 0,
+                     world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Test batches in order on ``self.device``; under DDP a contiguous shard per rank."""
+
+    @abc.abstractmethod
+    def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` random training inputs, prepared as for testing (no augmentation), on the
+        device: what data-driven pruning criteria (ThiNet, LASSO channel pruning) run on."""
+
+    # --- shared
+    def to(self, device: str | torch.device) -> Data:
+        """The same data with both splits on ``device``; ``data.device`` records it."""
+        device = _canonical_device(device)
+        return self._replace(train=self.train.to(device), test=self.test.to(device), device=device)
+
+    @property
+    def label(self) -> str:
+        """How tables name the data (``data.label``, else a default per kind)."""
+        return self.info.get("label") or self.name
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Content hash of the data read (part of the baseline cache key)."""
+        return self.info.get("fingerprint")
+
+    def subset_indices(self, count: int) -> list[int]:
+        """Which training items ``subset_train(count)`` keeps: the first ``count``."""
+        return list(range(count))
+
+    def subset_train(self, count: int) -> Data:
+        """Only ``count`` training items (``data.train_subset``); the test set is unchanged."""
+        if not 0 < count <= len(self.train):
+            raise PruneLabError(f"data.train_subset={count} must be in [1, {len(self.train)}]")
+        return self._replace(train=self.train.subset(self.subset_indices(count)))
+
+    def split_train(self, fraction: float, seed: int) -> tuple[Data, Data]:
+        """Two datasets whose training sets are disjoint random parts of this one's (the first
+        holds ``fraction`` of the items, both keep their original order), sharing the test set:
+        e.g. TAS updates weights on one part and architecture parameters on the other."""
+        if not 0.0 < fraction < 1.0:
+            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
+        n = len(self.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        cut = int(round(n * fraction))
+        if cut < 1 or cut >= n:
+            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
+        parts = []
+        for idx in (order[:cut].sort().values, order[cut:].sort().values):
+            info = {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}
+            parts.append(self._replace(train=self.train.subset(idx), info=info))
+        return parts[0], parts[1]
+
+
+class ClassificationData(Data):
+    """Labelled images: batches are (float inputs (B, *input_shape), normalised with
+    ``mean``/``std`` per channel; int64 class indices (B,) in [0, num_classes))."""
+
+    task = "classification"
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+# ----------------------------------------------------------------------------- in-memory images
 @dataclass
 class Split:
     images: torch.Tensor  # uint8 (N, C, H, W)
@@ -72,9 +276,13 @@ class Split:
     def to(self, device: str | torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> Split:
+        idx = torch.as_tensor(indices, dtype=torch.long).to(self.labels.device)
+        return Split(self.images.index_select(0, idx), self.labels.index_select(0, idx))
+
 
 @dataclass
-class ImageData:
+class ImageData(ClassificationData):
     """A small-image dataset held in memory, plus what the pipeline records about it."""
 
     name: str
@@ -85,14 +293,17 @@ class ImageData:
     std: tuple[float, ...]
     augment: bool = True  # pad-4 random crop + horizontal flip (CIFAR recipe)
     info: dict = field(default_factory=dict)  # label, md5 status, fingerprint, sizes
+    device: torch.device | None = None  # where the tensors are (None: read from them)
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device) if self.device is not None else self.train.labels.device
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
-    def to(self, device: str | torch.device) -> ImageData:
-        return ImageData(self.name, self.train.to(device), self.test.to(device), self.num_classes,
-                         self.mean, self.std, self.augment, self.info)
+    def _replace(self, **changes: Any) -> ImageData:
+        return dataclasses.replace(self, **changes)
 
     def normalise(self, images_u8: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float (B, C, H, W), normalised per channel."""
@@ -109,16 +320,14 @@ class ImageData:
         step. With ``world_size > 1`` (DDP) every rank draws the same permutation and takes
         every world_size-th index of it (the epoch is trimmed to a multiple of world_size)."""
         n = len(self.train)
-        device = self.train.labels.device
         order = torch.randperm(n, generator=generator)
         pad = 4
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         flip = torch.rand(n, generator=generator) < 0.5
         if world_size > 1:
-            keep = (n // world_size) * world_size
-            order, dy, dx, flip = (t[:keep][rank::world_size] for t in (order, dy, dx, flip))
-        order, dy, dx, flip = (t.to(device, non_blocking=True) for t in (order, dy, dx, flip))
+            order, dy, dx, flip = (_rank_share(t, rank, world_size) for t in (order, dy, dx, flip))
+        order, dy, dx, flip = (t.to(self.device, non_blocking=True) for t in (order, dy, dx, flip))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             images = self.train.images.index_select(0, idx)
@@ -127,34 +336,14 @@ class ImageData:
                 images = crop_flip(images, pad, dy[sl], dx[sl], flip[sl])
             yield self.normalise(images), self.train.labels.index_select(0, idx)
 
-    def split_train(self, fraction: float, seed: int) -> tuple[ImageData, ImageData]:
-        """Two datasets whose training sets are disjoint random parts of this one's (the first
-        holds ``fraction`` of the images), sharing the test set: e.g. TAS updates weights on one
-        half and architecture parameters on the other."""
-        if not 0.0 < fraction < 1.0:
-            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
-        n = len(self.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.train.labels.device)
-        cut = int(round(n * fraction))
-        if cut < 1 or cut >= n:
-            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
-        parts = []
-        for idx in (order[:cut].sort().values, order[cut:].sort().values):
-            train = Split(self.train.images.index_select(0, idx), self.train.labels.index_select(0, idx))
-            parts.append(ImageData(self.name, train, self.test, self.num_classes, self.mean, self.std,
-                                   self.augment, {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}))
-        return parts[0], parts[1]
-
     def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """``count`` random training images, normalised and not augmented: the activations that
-        data-driven pruning criteria (ThiNet, LASSO channel pruning) are computed on."""
-        idx = torch.randperm(len(self.train), generator=generator)[:count].to(self.train.labels.device)
+        """``count`` random training images, normalised and not augmented: (count, C, H, W)."""
+        idx = torch.randperm(len(self.train), generator=generator)[:count].to(self.device)
         return self.normalise(self.train.images.index_select(0, idx))
 
     def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
-        n = len(self.test)
-        lo, hi = n * rank // world_size, n * (rank + 1) // world_size
+        lo, hi = _shard(len(self.test), rank, world_size)
         for start in range(lo, hi, batch_size):
             end = min(start + batch_size, hi)
             yield self.normalise(self.test.images[start:end]), self.test.labels[start:end]
@@ -362,29 +551,39 @@ def check_available(cfg: dict) -> None:
         missing = [f for f in [*CIFAR[kind]["train"], *CIFAR[kind]["test"]] if not (folder / f).is_file()]
         if missing:
             raise PruneLabError(_missing_cifar_message(kind, root, missing))
+    if kind in IDX and not cfg.get("download"):
+        root = Path(cfg["root"]).expanduser().resolve()
+        missing = [name for name in IDX[kind]["files"] if idx_path(root, name) is None]
+        if missing:
+            raise PruneLabError(_missing_idx_message(kind, root, missing))
 
 
-def load(cfg: dict) -> ImageData | FolderImageData:
+KINDS = (*CIFAR, *IDX, "digits", "imagenet")
+
+
+def load(cfg: dict) -> ClassificationData:
     """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
     kind = cfg.get("kind", cfg["name"])
     if kind == "imagenet":
         return load_imagenet(cfg)
+    files = dict(download=bool(cfg.get("download")), check_md5=cfg.get("check_md5", True),
+                 strict_sizes=cfg.get("strict_sizes", True))
     if kind in CIFAR:
-        data = load_cifar(kind, cfg["root"], download=bool(cfg.get("download")),
-                          check_md5=cfg.get("check_md5", True), strict_sizes=cfg.get("strict_sizes", True))
+        data = load_cifar(kind, cfg["root"], **files)
+    elif kind in IDX:
+        data = load_idx(kind, cfg["root"], **files)
     elif kind == "digits":
         data = load_digits_data()
     else:
-        raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join([*CIFAR, 'digits', 'imagenet'])}")
+        raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
     data.augment = bool(cfg.get("augment", data.augment))
+    sizes = (len(data.train), len(data.test))  # as read, before train_subset
     subset = cfg.get("train_subset")
     if subset is not None:
         subset = int(subset)
-        if not 0 < subset <= len(data.train):
-            raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(data.train)}]")
-        data.train = Split(data.train.images[:subset], data.train.labels[:subset])
+        data = data.subset_train(subset)
     data.info.update(
-        label=cfg.get("label") or default_label(kind, data.info.get("official_md5")),
+        label=cfg.get("label") or default_label(kind, data.info.get("official_md5"), sizes),
         train_size=len(data.train),
         test_size=len(data.test),
         train_subset=subset or None,
@@ -392,11 +591,179 @@ def load(cfg: dict) -> ImageData | FolderImageData:
     return data
 
 
-def default_label(kind: str, official_md5: bool | None) -> str:
-    pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "sklearn digits 8x8"}[kind]
+PRETTY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "sklearn digits 8x8",
+          **{kind: meta["pretty"] for kind, meta in IDX.items()}}
+
+
+def default_label(kind: str, official_md5: bool | None, sizes: tuple[int, int] | None = None) -> str:
+    """The table label of ``kind`` when ``data.label`` is not set. ``sizes``: the (train, test)
+    sizes read, for the MNIST family (a smaller set than the official one is named as such)."""
+    pretty = PRETTY[kind]
+    official_sizes = IDX[kind]["sizes"] if kind in IDX else None
+    if sizes is not None and official_sizes is not None and tuple(sizes) != tuple(official_sizes):
+        return f"{pretty} (not the official set: {sizes[0]:,} train / {sizes[1]:,} test images)"
     if official_md5 is False:
         return f"{pretty} (non-official copy: md5 differs)"
     return pretty
+
+
+# ----------------------------------------------------------------------------- MNIST family (IDX)
+def idx_path(root: Path, name: str) -> Path | None:
+    """The file holding ``name`` under ``root``: the extracted file if present, else ``name.gz``."""
+    for path in (root / name, root / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _missing_idx_message(kind: str, root: Path, missing: list[str]) -> str:
+    meta = IDX[kind]
+    expected = "\n".join(f"    {root / name}.gz   (or extracted: {root / name})" for name in missing)
+    return (
+        f"{kind} not found: expected the official IDX files in {root}/; missing:\n{expected}\n"
+        f"  Fix: run again with data.download=true (needs internet), or download "
+        f"{', '.join(f'{n}.gz' for n in missing)} from {meta['mirrors'][0]} into {root}/ (gzipped or extracted),\n"
+        f"  or point data.root (or paths.data_root / $PRUNE_LAB_DATA) at the folder that holds them."
+    )
+
+
+def _fetch(urls: list[str], dest: Path, md5: str) -> None:
+    """Download the first of ``urls`` that answers with the right md5 into ``dest``, atomically
+    (a per-process temp file in the same folder, renamed once its md5 is right)."""
+    errors = []
+    for url in urls:
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")  # per process: concurrent jobs
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+            if _md5(tmp) != md5:
+                errors.append(f"{url}: wrong md5")
+                continue
+            os.replace(tmp, dest)
+            return
+        except OSError as e:
+            errors.append(f"{url}: {e}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise PruneLabError(
+        f"could not download {dest.name} ({'; '.join(errors)}). Without internet, copy the official "
+        f"file to {dest} (gzipped or extracted) and run again."
+    )
+
+
+def download_idx(kind: str, root: Path) -> None:
+    """Fetch the official archives of ``kind`` that are missing from ``root`` (md5 checked)."""
+    meta = IDX[kind]
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (gz_md5, _) in meta["files"].items():
+        if idx_path(root, name) is None:
+            _fetch([f"{mirror}{name}.gz" for mirror in meta["mirrors"]], root / f"{name}.gz", gz_md5)
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The IDX bytes of ``path``, gunzipped if its name ends in .gz; problems name the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise PruneLabError(f"cannot read {path}: {e.strerror or e}") from None
+    if path.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise PruneLabError(f"{path} is not a readable gzip file ({type(e).__name__}: {e}); it is corrupt "
+                            "or truncated: delete it and download it again (data.download=true)") from None
+
+
+def parse_idx(raw: bytes, path: Path, magic: int) -> np.ndarray:
+    """A uint8 IDX file (``magic`` 2051: images, 3 dims; 2049: labels, 1 dim) as an array of the
+    dimensions its header gives (big-endian uint32s). Strict: wrong magic, a short header or
+    payload, or bytes past the payload are errors that name ``path``."""
+    ndim = magic & 0xFF
+    what = {IDX_IMAGES: "images", IDX_LABELS: "labels"}[magic]
+    fix = "delete it and download it again (data.download=true)"
+    if len(raw) < 4:
+        raise PruneLabError(f"{path} is truncated: {len(raw)} bytes, not even an IDX header; {fix}")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        raise PruneLabError(
+            f"{path}: bad magic number {found} (0x{found:08x}); an MNIST-format {what} file starts with "
+            f"{magic} (0x{magic:08x}: uint8 data, {ndim} dimension{'s' if ndim > 1 else ''}). Wrong file in "
+            f"this place, or not the official IDX format; {fix}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise PruneLabError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte IDX header; {fix}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims, dtype=np.int64))
+    payload = len(raw) - header
+    if payload < expected:
+        raise PruneLabError(
+            f"{path} is truncated: its header announces {dims[0]:,} {what} ({' x '.join(map(str, dims))} = "
+            f"{expected:,} bytes) but it holds {payload:,} bytes of data; {fix}")
+    if payload > expected:
+        raise PruneLabError(
+            f"{path} has {payload - expected:,} bytes after the {dims[0]:,} {what} its header announces "
+            f"({' x '.join(map(str, dims))}); not a valid IDX file; {fix}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_split(kind: str, root: Path, split: str, check_md5: bool) -> tuple[np.ndarray, np.ndarray, bool | None]:
+    """(images (N, 1, 28, 28) uint8, labels (N,) int64, content md5s official?) of one split."""
+    meta = IDX[kind]
+    image_name, label_name = IDX_SPLITS[split]
+    image_path, label_path = idx_path(root, image_name), idx_path(root, label_name)
+    assert image_path is not None and label_path is not None  # checked by the caller
+    image_raw, label_raw = read_idx_bytes(image_path), read_idx_bytes(label_path)
+    images = parse_idx(image_raw, image_path, IDX_IMAGES)
+    labels = parse_idx(label_raw, label_path, IDX_LABELS)
+    if images.shape[1:] != (IDX_IMAGE_SIZE, IDX_IMAGE_SIZE):
+        raise PruneLabError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                            f"{kind} images are {IDX_IMAGE_SIZE}x{IDX_IMAGE_SIZE}")
+    if len(images) != len(labels):
+        raise PruneLabError(f"count mismatch: {image_path} holds {len(images):,} images but {label_path} "
+                            f"holds {len(labels):,} labels; the two files are from different sets")
+    bad = int((labels >= meta["num_classes"]).sum())
+    if bad:
+        raise PruneLabError(f"{label_path}: {bad} labels outside [0, {meta['num_classes']})")
+    official = None
+    if check_md5:
+        official = (hashlib.md5(image_raw).hexdigest() == meta["files"][image_name][1]
+                    and hashlib.md5(label_raw).hexdigest() == meta["files"][label_name][1])
+    return images[:, None], labels.astype(np.int64), official
+
+
+def load_idx(kind: str, root: str | Path, download: bool = False, check_md5: bool = True,
+             strict_sizes: bool = True) -> ImageData:
+    """MNIST or Fashion-MNIST from the four official IDX files (each gzipped or extracted)
+    directly in ``root``: 28x28 grey images, 10 classes, normalised with the standard constants
+    (see ``IDX``). ``official_md5`` compares the extracted content with the official files."""
+    if kind not in IDX:
+        raise PruneLabError(f"unknown IDX dataset {kind!r}; known: {', '.join(IDX)}")
+    meta = IDX[kind]
+    root = Path(root).expanduser().resolve()
+    missing = [name for name in meta["files"] if idx_path(root, name) is None]
+    if missing and download:
+        download_idx(kind, root)
+        missing = [name for name in meta["files"] if idx_path(root, name) is None]
+    if missing:
+        raise PruneLabError(_missing_idx_message(kind, root, missing))
+    x_train, y_train, official_train = _read_idx_split(kind, root, "train", check_md5)
+    x_test, y_test, official_test = _read_idx_split(kind, root, "test", check_md5)
+    n_train, n_test = meta["sizes"]
+    if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
+        raise PruneLabError(
+            f"{root}: expected {n_train:,} train / {n_test:,} test images, found {len(x_train):,} / {len(x_test):,} "
+            f"(incomplete or a subset of {meta['pretty']}; data.strict_sizes=false accepts it)"
+        )
+    train = Split(torch.from_numpy(x_train.copy()), torch.from_numpy(y_train))
+    test = Split(torch.from_numpy(x_test.copy()), torch.from_numpy(y_test))
+    info = {
+        "source": str(root),
+        "official_md5": (official_train and official_test) if check_md5 else None,
+        "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels),
+    }
+    return ImageData(kind, train, test, meta["num_classes"], meta["mean"], meta["std"], False, info)
 
 
 # ----------------------------------------------------------------------------- ImageNet (ImageFolder)
@@ -407,8 +774,7 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 @dataclass
 class FolderSplit:
-    """One ImageFolder split: file paths and labels (labels as a tensor on the data's device,
-    which is what train.py's loops read the device from)."""
+    """One ImageFolder split: file paths and labels (labels as a tensor on the data's device)."""
 
     samples: list[tuple[str, int]]  # (absolute path, class index)
     labels: torch.Tensor  # int64 (N,)
@@ -419,8 +785,9 @@ class FolderSplit:
     def to(self, device: str | torch.device) -> FolderSplit:
         return FolderSplit(self.samples, self.labels.to(device))
 
-    def subset(self, indices: list[int]) -> FolderSplit:
-        return FolderSplit([self.samples[i] for i in indices], self.labels[torch.as_tensor(indices, dtype=torch.long).to(self.labels.device)])
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> FolderSplit:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return FolderSplit([self.samples[i] for i in idx.tolist()], self.labels.index_select(0, idx.to(self.labels.device)))
 
 
 class _IndexSampler(torch.utils.data.Sampler):
@@ -451,13 +818,13 @@ class _FilesDataset(torch.utils.data.Dataset):
         return self.transform(default_loader(path)), target
 
 
-class FolderImageData:
+class FolderImageData(ClassificationData):
     """ImageNet-style data: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` read through a
     DataLoader with workers (decoding + torchvision transforms on the CPU), batches moved to the
     device with ``non_blocking`` (pinned memory on CUDA).
 
     Train: RandomResizedCrop(crop) + RandomHorizontalFlip; test / sample_inputs: Resize(resize) +
-    CenterCrop(crop); both normalised with the ImageNet mean/std. Same interface as ImageData.
+    CenterCrop(crop); both normalised with the ImageNet mean/std.
     """
 
     def __init__(self, name: str, train: FolderSplit, test: FolderSplit, num_classes: int,
@@ -465,7 +832,7 @@ class FolderImageData:
                  info: dict | None = None, device: str | torch.device = "cpu") -> None:
         self.name, self.train, self.test, self.num_classes = name, train, test, num_classes
         self.crop_size, self.resize_size, self.workers = int(crop_size), int(resize_size), int(workers)
-        self.augment, self.info, self.device = augment, dict(info or {}), torch.device(device)
+        self.augment, self.info, self.device = augment, dict(info or {}), _canonical_device(device)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _IndexSampler]] = {}
 
@@ -478,9 +845,6 @@ class FolderImageData:
                   crop_size=self.crop_size, resize_size=self.resize_size, workers=self.workers,
                   augment=self.augment, info=self.info, device=self.device)
         return FolderImageData(**{**kw, **changes})
-
-    def to(self, device: str | torch.device) -> FolderImageData:
-        return self._replace(train=self.train.to(device), test=self.test.to(device), device=device)
 
     def transform(self, train: bool):
         from torchvision import transforms as T
@@ -516,16 +880,14 @@ class FolderImageData:
         (a disjoint shard; the epoch is trimmed to a multiple of world_size). Augmentation
         randomness comes from the worker processes' seeds (or the main process RNG with
         ``workers=0``), which the pipeline's seeding makes reproducible."""
-        n = len(self.train)
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(len(self.train), generator=generator)
         if world_size > 1:
-            order = order[: (n // world_size) * world_size][rank::world_size]
+            order = _rank_share(order, rank, world_size)
         return self._batches("train", order.tolist(), batch_size)
 
     def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
-        n = len(self.test)
-        lo, hi = n * rank // world_size, n * (rank + 1) // world_size
+        lo, hi = _shard(len(self.test), rank, world_size)
         return self._batches("test", list(range(lo, hi)), batch_size)
 
     def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -537,21 +899,9 @@ class FolderImageData:
         images = torch.stack([dataset[i][0] for i in idx])  # (count, 3, crop, crop)
         return images.to(self.device)
 
-    def split_train(self, fraction: float, seed: int) -> tuple[FolderImageData, FolderImageData]:
-        """Two datasets whose training sets are disjoint random parts of this one's (the first
-        holds ``fraction`` of the images), sharing the validation set."""
-        if not 0.0 < fraction < 1.0:
-            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
-        n = len(self.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        cut = int(round(n * fraction))
-        if cut < 1 or cut >= n:
-            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
-        parts = []
-        for idx in (order[:cut].sort().values, order[cut:].sort().values):
-            info = {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}
-            parts.append(self._replace(train=self.train.subset(idx.tolist()), info=info))
-        return parts[0], parts[1]
+    def subset_indices(self, count: int) -> list[int]:
+        """``count`` training images spread evenly over the classes (the first count/C of each)."""
+        return _per_class_subset(self.train.samples, count, self.num_classes)
 
 
 def _imagenet_help(root: Path) -> str:

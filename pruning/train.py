@@ -150,14 +150,14 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
                     grad_hook: Callable[[nn.Module], None] | None = None,
                     engine: Engine = PLAIN, dist: DistInfo = SINGLE,
                     forward: nn.Module | None = None, teacher: nn.Module | None = None,
-                    kd: dict | None = None) -> dict:
+                    kd: dict | None = None, device: torch.device | str | None = None) -> dict:
     """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
     ``model`` the plain module whose parameters are masked and hooked. With ``teacher`` and
     ``kd`` ({"alpha", "temperature"}) the loss is the distillation loss (teacher in eval mode,
-    no gradient)."""
+    no gradient). ``device``: where the batches and metrics live (None: ``data.device``)."""
     forward = forward or model
     model.train()
-    device = data.train.labels.device
+    device = torch.device(device) if device is not None else data.device
     loss_sum = torch.zeros((), device=device)  # accumulate on device: no per-step host sync
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = torch.zeros((), device=device, dtype=torch.long)
@@ -189,9 +189,10 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 256, engine: Engine = PLAIN,
-             dist: DistInfo = SINGLE) -> dict:
+             dist: DistInfo = SINGLE, device: torch.device | str | None = None) -> dict:
+    """Test loss, top-1, top-5 (%) over ``data.test_batches``; ``device`` as in train_one_epoch."""
     model.eval()
-    device = data.test.labels.device
+    device = torch.device(device) if device is not None else data.device
     totals = torch.zeros(4, device=device)  # loss, top-1, top-5, count
     for images, labels in data.test_batches(batch_size, dist.rank, dist.world_size):
         with engine.autocast(device):
@@ -267,7 +268,8 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
               grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False,
               engine: Engine = PLAIN, dist: DistInfo = SINGLE,
               on_epoch: Callable[[int, float], None] | None = None,
-              teacher: nn.Module | None = None, kd: dict | None = None) -> dict:
+              teacher: nn.Module | None = None, kd: dict | None = None,
+              device: torch.device | str | None = None) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
     Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy),
@@ -275,10 +277,11 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
     Data order depends only on (seed, epoch), so a resumed run sees the batches it would have.
     Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
     after each epoch (the pipeline's ETA). ``teacher`` + ``kd``: knowledge distillation from a
-    frozen teacher (kept in eval mode, never checkpointed). Returns the stage metrics: final and best test
-    top-1, top-5, epochs, wall time, peak memory.
+    frozen teacher (kept in eval mode, never checkpointed). ``device``: the training device (None:
+    ``data.device``, where ``data.to(device)`` put the data). Returns the stage metrics: final and
+    best test top-1, top-5, epochs, wall time, peak memory.
     """
-    device = data.train.labels.device
+    device = torch.device(device) if device is not None else data.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = make_optimizer(model, schedule)
@@ -323,10 +326,10 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             train_metrics = train_one_epoch(
                 model, data, optimizer, schedule.batch_size, generator, masks,
                 on_step=on_step, grad_hook=grad_hook,
-                engine=engine, dist=dist, forward=forward, teacher=teacher, kd=kd,
+                engine=engine, dist=dist, forward=forward, teacher=teacher, kd=kd, device=device,
             )
             t_train_end = time.perf_counter()
-            test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
+            test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
             t_end = time.perf_counter()
             row = {"stage": name, "epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                    "epoch_s": round(t_end - t_epoch, 3)}
@@ -347,7 +350,7 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             if on_epoch is not None:
                 on_epoch(epoch + 1, steady_s)
     if schedule.epochs == 0 or not history:
-        final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist)
+        final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
         return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0, **peak_memory_mb(device)}
     last = history[-1]
     return {
