@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CIFAR10_DIR ?= data/cifar10-jpeg
 CIFAR10_LABEL ?= CIFAR-10 (JPEG q75 copy)
 
-.PHONY: install demo test test-slow lint report bench reproduce-l1-short reproduce-l1-table1 clean
+.PHONY: install demo test test-integration test-slow lint report bench reproduce-l1-short reproduce-l1-table1 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,10 +22,13 @@ demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 
 test: $(STAMP)          ## fast CPU test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)     ## slow end-to-end test on the real CIFAR-10 copy in ../shared/data (skips when absent)
+test-integration: $(STAMP)   ## subprocess runs, sweeps (joblib), torchrun (DDP on CPU), wheel build, SIGTERM/Ctrl-C
+	$(PY) -m pytest -q -m integration
+
+test-slow: $(STAMP)     ## slow end-to-end tests on the real data in ../shared/data (skip when absent)
 	$(PY) -m pytest -q -m slow
 
-lint: $(STAMP)
+lint: $(STAMP)          ## ruff: lint rules and formatting of what is already formatted (see pyproject)
 	$(VENV)/bin/ruff check .
 
 report: $(STAMP)        ## regenerate every table under results/tables from the runs under results/

@@ -39,6 +39,7 @@ def test_default_runs_offline_and_prints_a_comparison_table(tmp_path) -> None:
     assert again.returncode == 0 and "already finished" in again.stderr
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_multirun_sweep_over_ratios_and_seeds(tmp_path) -> None:
     out = prune_exp(["-m", "method=l1_norm", "method.ratio=0.2,0.6", "seed=0,1", *QUICK_DIGITS], tmp_path)
     assert out.returncode == 0, out.stderr
@@ -99,6 +100,7 @@ def test_missing_cifar_names_the_path_and_the_fix(tmp_path) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_cifar_run_by_subprocess(fake_cifar, tmp_path) -> None:
     out = prune_exp([*TINY_CIFAR, f"data.root={fake_cifar}", "method.ratio=0.4", "finetune=scratch_b", "quiet=true"], tmp_path)
     assert out.returncode == 0, out.stderr

@@ -73,6 +73,7 @@ def test_engine_config_auto_is_off_on_cpu() -> None:
     assert Engine.from_config({"channels_last": "auto", "amp_bf16": "auto"}, "cuda") == Engine(True, True)
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_ddp_two_cpu_processes_run_the_pipeline(fake_cifar, tmp_path) -> None:
     """torchrun, gloo backend, 2 ranks: one metrics.json written by rank 0, one history line
     per epoch, test metrics reduced over the whole test set."""

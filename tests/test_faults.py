@@ -84,6 +84,7 @@ def test_unwritable_results_root_is_named(tmp_path) -> None:
 
 
 # ----------------------------------------------------------------------------- signals
+@pytest.mark.integration  # make test-integration
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_a_run_resumably(tmp_path, sig, code) -> None:
     args = ["schedule.epochs=400", "schedule.finetune_epochs=1", "data.train_subset=64",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import CONF_DIR
 from tests.test_cli import QUICK_DIGITS, prune_exp
 
@@ -24,6 +26,7 @@ def test_slurm_preset_asks_one_gpu_per_job() -> None:
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes, launcher.partition) == (1, 1, 1, "gpu")
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_joblib_sweep_runs_jobs_in_parallel_and_shares_the_baseline(tmp_path) -> None:
     out = prune_exp(["-m", "hydra/launcher=local_cpu", "method.ratio=0.3,0.6", *QUICK_DIGITS], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

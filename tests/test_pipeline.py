@@ -98,6 +98,7 @@ def _worker(args) -> dict:
     return {"cached": m["stages"]["pretrain"]["cached"], "baseline": m["stages"]["pretrain"]["baseline_id"]}
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_concurrent_jobs_train_the_baseline_once(fake_cifar, tmp_path) -> None:
     cfgs = [_cfg(fake_cifar, tmp_path, "method.ratio=0.5", f"finetune={p}") for p in ("finetune", "scratch_e")]
     with mp.get_context("spawn").Pool(2) as pool:
@@ -210,7 +211,8 @@ def test_remeasure_latency_script_replaces_cpu_figures(fake_cifar, tmp_path) -> 
     spec.loader.exec_module(script)
     assert script.main([str(run_dir), "--reason", "test"]) == 0
     fixed = json.loads((run_dir / "metrics.json").read_text())
-    assert set(fixed["latency"]) == {"cpu_b1", "cpu_b4"} and fixed["latency"]["cpu_b4"]["dense_ms"] < 1000
+    assert set(fixed["latency"]) == {"cpu_b1", "cpu_b4"}
+    assert fixed["latency"]["cpu_b4"]["pruned_ms"] != 3918.0 and fixed["latency"]["cpu_b4"]["speedup"] != 0.39  # re-timed
     assert fixed["latency_remeasured"]["reason"] == "test" and fixed["final"] == m["final"]
     with pytest.raises(SystemExit, match="not found"):
         script.main([str(tmp_path / "nowhere")])

@@ -12,9 +12,12 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_wheel_installs_and_runs_from_elsewhere(tmp_path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -9,12 +9,18 @@ the pipeline's, never the method's.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
 
 from pruning import PruneLabError
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -31,6 +37,7 @@ class PruneContext:
     quiet: bool = True
     cache_dir: Any = None  # pathlib.Path where expensive, shareable results (TAS searches) are cached
     source_id: str | None = None  # the dense baseline's cache id: what a cached search depends on
+    say: Callable[[str], None] = _stderr  # progress / warnings (the pipeline passes its console)
 
 
 @dataclass

@@ -36,11 +36,8 @@ reduction and the number of such moves next to the requested and achieved reduct
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,16 +45,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from filelock import FileLock
 
 from pruning import PruneLabError
-from pruning.io import (
-    clean_stray_temp_files,
-    ensure_dir,
-    load_or_quarantine,
-    save_checkpoint,
-    write_json,
-)
+from pruning.cache import cached, digest
+from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
@@ -65,10 +56,6 @@ from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
 
 SUPPORTED = ("resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
              "resnet_imagenet (ResNet-18/34/50: model=resnet18|resnet34|resnet50)")
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def tas_dense_spec(spec: dict) -> dict:
@@ -390,26 +377,25 @@ class TAS(Method):
             weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
             return self.search(net, weight_half, arch_half, flops_dense, ctx,
                                Path(ctx.work_dir) if ctx.work_dir is not None else None)
-        digest = hashlib.sha1(json.dumps(self.search_identity(ctx), sort_keys=True, default=str).encode()).hexdigest()[:12]
-        work = Path(ctx.cache_dir) / "tas_searches" / f"{ctx.source_id}-{digest}"
-        ensure_dir(work)
-        final = work / "search.pt"
-        with FileLock(str(work / ".lock")):
-            clean_stray_temp_files(work)
-            # a corrupt or truncated cache entry is moved aside and searched again
-            state = load_or_quarantine(final, _warn, map_location=ctx.device, what="cached TAS search")
-            if state is not None:
-                net.load_state_dict(state["supernet"])
-                net.tau = state["tau"]
-                result = {**state["result"], "cached": work.name}
-                if not ctx.quiet:
-                    print(f"[tas search] cached: {work}", flush=True)
-            else:
-                weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
-                result = self.search(net, weight_half, arch_half, flops_dense, ctx, work)
-                save_checkpoint(final, {"supernet": net.state_dict(), "tau": float(net.tau), "result": result})
-                (work / "ckpt_tas_search.pt").unlink(missing_ok=True)
-                result = {**result, "cached": False}
+        work = Path(ctx.cache_dir) / "tas_searches" / f"{ctx.source_id}-{digest(self.search_identity(ctx))}"
+
+        def load(entry: Path) -> dict:
+            state = load_checkpoint(entry / "search.pt", map_location=ctx.device)
+            net.load_state_dict(state["supernet"])
+            net.tau = state["tau"]
+            return {**state["result"], "cached": entry.name}
+
+        def run_search(entry: Path) -> dict:
+            weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
+            result = self.search(net, weight_half, arch_half, flops_dense, ctx, entry)
+            save_checkpoint(entry / "search.pt", {"supernet": net.state_dict(), "tau": float(net.tau), "result": result})
+            (entry / "ckpt_tas_search.pt").unlink(missing_ok=True)
+            return {**result, "cached": False}
+
+        result, hit = cached(work, load=load, build=run_search, files=("search.pt",), say=ctx.say,
+                             what="cached TAS search")
+        if hit and not ctx.quiet:
+            ctx.say(f"TAS search: cached ({work})")
         if ctx.work_dir is not None:
             for name in ("tas_search.json", "tas_widths.png"):
                 if (work / name).exists():
@@ -428,7 +414,7 @@ class TAS(Method):
         ckpt = work / "ckpt_tas_search.pt" if work else None
         history: list[dict] = []
         start, wall_before = 0, 0.0
-        state = load_or_quarantine(ckpt, _warn, map_location=ctx.device, what="search checkpoint") if ckpt else None
+        state = load_or_quarantine(ckpt, ctx.say, map_location=ctx.device, what="search checkpoint") if ckpt else None
         if state is not None:
             net.load_state_dict(state["supernet"])
             w_opt.load_state_dict(state["w_opt"])
@@ -482,10 +468,9 @@ class TAS(Method):
                    **distribution_record(net)}
             history.append(row)
             if not ctx.quiet:
-                print(f"[tas search] epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
-                      f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
-                      f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})",
-                      flush=True)
+                ctx.say(f"TAS search: epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
+                        f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
+                        f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})")
             if ckpt is not None:
                 save_checkpoint(ckpt, {"supernet": net.state_dict(), "w_opt": w_opt.state_dict(),
                                        "a_opt": a_opt.state_dict(), "history": history, "epoch": epoch + 1,
