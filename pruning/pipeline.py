@@ -232,7 +232,8 @@ class Run:
                                say=lambda message: self.rt.say(escape(message)))  # a method's text, not markup
             result = self.method.prune(dense, ctx)
             save_checkpoint(pruned_path, {"model": result.model.state_dict(), "spec": result.spec,
-                                          "masks": result.masks, "keep": result.keep, "extras": result.extras})
+                                          "masks": result.masks, "keep": result.keep, "extras": result.extras,
+                                          "own_stage": result.own_stage})
         distributed.barrier(self.rt.dist)
         state = load_checkpoint(pruned_path, map_location=self.rt.device)
         pruned = build(state["spec"]).to(self.rt.device)
@@ -246,6 +247,12 @@ class Run:
         self.metrics.latency = {name: LatencyRecord.from_dict(name, rec) for name, rec in
                                 measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt).items()}
         self.metrics.extras = state.get("extras", {})
+        own = dict(state.get("own_stage") or {})
+        if own:  # the method's own training stage (a search, gate learning): recorded with its cost
+            record = StageRecord.from_dict({k: v for k, v in own.items() if k != "name"})
+            if record.train_macs is None and record.samples is not None and record.macs_per_sample is not None:
+                record.train_macs = float(record.samples) * float(record.macs_per_sample)
+            self.metrics.stages[str(own.get("name", "method"))] = record
         self.save()
         return pruned, masks
 

@@ -435,5 +435,9 @@ def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
     assert metrics["status"] == "done" and metrics["spec_pruned"]["stem_type"] == "imagenet"
     assert metrics["method_settings"] == {"search_epochs": 1, "init_from_dense": True, "fit_budget": True}
     assert metrics["budget"]["distillation"] is not None and {"top1", "top5"} <= set(metrics["final"])
+    # every stage records its training cost; the search is the method's own stage
+    search = metrics["stages"]["search"]
+    assert search["epochs"] == 1 and search["train_macs"] == search["samples"] * search["macs_per_sample"] > 0
+    assert metrics["stages"]["pretrain"]["train_macs"] > 0 and metrics["stages"]["scratch_e"]["train_macs"] > 0
     requested = metrics["extras"]["requested_flops_reduction"]
     assert abs(metrics["flops_reduction"] - requested) <= 5.0

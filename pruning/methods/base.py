@@ -47,6 +47,10 @@ class PruneResult:
     keep: dict[str, list[int]] | None = None  # structured: kept channel indices per group
     masks: dict[str, Any] | None = None  # unstructured: {param name: 0/1 mask}
     extras: dict[str, Any] = field(default_factory=dict)  # method-specific numbers for metrics
+    # the method's own training stage, if it has one (TAS's search, PFS's gate learning, ...):
+    # {"name": "search", "epochs": E, "samples": images processed, "macs_per_sample": forward MACs
+    #  of the network trained, "wall_s": t, ...}; recorded as metrics.stages[name] with its cost
+    own_stage: dict[str, Any] | None = None
 
 
 class Method:

@@ -357,7 +357,12 @@ class TAS(Method):
             "chosen_spec": pruned.spec,
             "kd": self.distillation(),
         }
-        return PruneResult(model=pruned, spec=pruned.spec, extras=extras)
+        # the search's cost: every epoch runs the supernet (at most the full-width net's MACs per
+        # sample: an upper bound, as the candidates are mixed) over both halves of the training set
+        own_stage = {"name": "search", "epochs": self.search_epochs, "wall_s": search["wall_s"],
+                     "samples": self.search_epochs * len(ctx.data.train), "macs_per_sample": flops_dense,
+                     "cached": bool(search.get("cached"))}
+        return PruneResult(model=pruned, spec=pruned.spec, extras=extras, own_stage=own_stage)
 
     def search_identity(self, ctx: PruneContext) -> dict[str, Any]:
         """What the search result depends on: the dense baseline (its cache id covers data,
