@@ -11,7 +11,9 @@ Results are data, tables are generated. The steps, each a small public function:
 3. ``build_tables(spec, runs)``: a spec from ``conf/report/*.yaml`` (``load_specs``) becomes one
    ``ReportTable`` per budget group in which at least one cell has a run. A ``paper_table`` spec
    shows "paper" / "ours" / "Δ" per accuracy column; a ``ratio_sweep`` spec tabulates uniform-ratio
-   runs and plots top-1 against FLOPs reduction.
+   runs and plots top-1 against FLOPs reduction. A paper table's rows are not in its spec: it names
+   its experiments, whose ``table_row`` sweep lists the rows, each defined once in
+   ``conf/table_row/<row>.yaml`` (overrides + ``paper_row``; ``pruning.paper.expand_rows``).
 4. ``render_markdown`` / ``render_latex`` / ``render_csv`` / ``render_rich`` (terminal), and
    ``write_tables`` to write them atomically (temp file + ``os.replace``). ``generate_reports``
    runs all of it for the ``prune-report`` command (cli/report.py).
@@ -57,6 +59,7 @@ from tabulate import tabulate
 
 from pruning import PruneLabError
 from pruning.io import atomic_write, os_error_message
+from pruning.paper import expand_rows
 from pruning.results import KEY_FIELDS, RunMetrics, StageRecord
 
 log = logging.getLogger(__name__)
@@ -339,6 +342,9 @@ def load_specs(spec_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     directory = Path(spec_dir) if spec_dir is not None else default_spec_dir()
     if not directory.is_dir():
         raise PruneLabError(f"report spec directory {directory} does not exist")
+    # the conf/ whose experiments and table rows the specs name: the spec directory's parent
+    # (conf/report -> conf), else the installed one
+    conf = directory.parent if (directory.parent / "table_row").is_dir() else None
     specs = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
@@ -346,6 +352,11 @@ def load_specs(spec_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
                 spec = yaml.safe_load(f)
         except (OSError, yaml.YAMLError) as e:
             raise PruneLabError(f"report spec {path}: cannot read ({e})") from e
+        if isinstance(spec, dict):  # rows named by the spec's experiments, read from conf/table_row
+            try:
+                spec = expand_rows(spec, conf)
+            except PruneLabError as e:
+                raise PruneLabError(f"report spec {path}: {e}") from None
         specs[path.stem] = _check_spec(path.stem, spec, path)
     return specs
 
@@ -436,8 +447,10 @@ def budget_overrides(spec: Mapping[str, Any], group: BudgetGroup | None) -> list
 def cell_command(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any],
                  group: BudgetGroup | None = None) -> str:
     """The prune-exp command that fills one cell: the column's template, formatted with the
-    spec + row + column filter fields and ``seeds``, plus the group's budget overrides."""
-    fields = {**(spec.get("filter") or {}), **row["filter"], **(column.get("filter") or {})}
+    spec + row + column filter fields, ``seeds`` and ``table_row`` (the row's name), plus the
+    group's budget overrides."""
+    fields = {"table_row": row.get("table_row", ""), **(spec.get("filter") or {}), **row["filter"],
+              **(column.get("filter") or {})}
     fields["seeds"] = ",".join(str(seed) for seed in spec.get("seeds", [0]))
     try:
         command = str(column["command"]).format_map(fields)

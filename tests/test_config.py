@@ -86,3 +86,74 @@ def test_table1_experiment_sweeps_the_paper_rows() -> None:
         cfg = compose(["experiment=rethinking_l1_cifar10", f"table_row={row}"])
         assert cfg.method.variant in ("A", "B") and cfg.method.ratio is None
         assert cfg.model.name == row.split("_")[1] and cfg.data.name == "cifar10"
+
+
+# ---------------------------------------------------------------- paper tables: each row defined once
+
+
+def _report_specs() -> dict:
+    from pruning.report import load_specs
+
+    return {name: spec for name, spec in load_specs(CONF_DIR / "report").items()
+            if spec["kind"] == "paper_table"}
+
+
+def _hydra_rows(experiment: str) -> list[str]:
+    """The table rows Hydra itself runs for ``prune-exp -m experiment=<experiment>``: the
+    table_row values of the sweep's jobs as the basic sweeper expands them (ValidateSweep's
+    expansion), else the row the experiment's defaults select."""
+    import pruning.cli.exp  # noqa: F401  (registers the run-directory resolver)
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from pruning.cli.validate_sweep import sweep_jobs
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"],
+                            return_hydra_config=True)
+    rows = [o.split("=", 1)[1] for job in sweep_jobs(cfg) for o in job if o.startswith("table_row=")]
+    return list(dict.fromkeys(rows)) or [cfg.hydra.runtime.choices["table_row"]]
+
+
+def test_every_table_row_is_one_report_row_and_no_spec_lists_rows() -> None:
+    import yaml
+
+    owners: dict[str, list[str]] = {}
+    for name, spec in _report_specs().items():
+        raw = yaml.safe_load((CONF_DIR / "report" / f"{name}.yaml").read_text())
+        assert "rows" not in raw and raw["experiments"], f"{name}: rows come from its experiments"
+        for row in spec["rows"]:
+            owners.setdefault(row["table_row"], []).append(name)
+    assert sorted(owners) == _options("table_row")  # every row file is a report row ...
+    assert {row: tables for row, tables in owners.items() if len(tables) != 1} == {}  # ... of one table
+
+
+@pytest.mark.parametrize("table", sorted(_report_specs()))
+def test_each_table_shows_exactly_the_rows_its_experiments_run(table: str) -> None:
+    spec = _report_specs()[table]
+    hydra_rows = [row for experiment in spec["experiments"] for row in _hydra_rows(experiment)]
+    assert [row["table_row"] for row in spec["rows"]] == list(dict.fromkeys(hydra_rows))
+
+
+def test_every_swept_table_row_is_in_a_report_table() -> None:
+    reported = {row["table_row"] for spec in _report_specs().values() for row in spec["rows"]}
+    for experiment in _options("experiment"):
+        rows = [] if experiment == "l1_ratio_sweep" else _hydra_rows(experiment)
+        assert set(rows) <= reported, experiment  # e.g. rethinking_slimming_vgg19: a subset
+
+
+@pytest.mark.parametrize("table", sorted(_report_specs()))
+def test_a_rows_report_filter_selects_the_runs_its_experiment_makes(table: str, tmp_path) -> None:
+    """The filter derived from a table_row file equals the run key (and method settings) of
+    the run prune-exp makes for that row, so the report cell finds exactly those runs."""
+    from pruning.pipeline import make_method, run_key
+
+    spec = _report_specs()[table]
+    experiment_of = {row: e for e in spec["experiments"] for row in _hydra_rows(e)}
+    for row in spec["rows"]:
+        cfg = plain_cfg([f"experiment={experiment_of[row['table_row']]}", f"table_row={row['table_row']}"],
+                        tmp_path)
+        method = make_method(cfg["method"])
+        made = {**run_key(cfg, method), **method.settings()}
+        wanted = {**(spec.get("filter") or {}), **row["filter"]}
+        assert {k: made.get(k) for k in wanted} == wanted, row["name"]
+        assert cfg["paper_row"]["name"] == row["name"]  # the block rides along, unused by the run

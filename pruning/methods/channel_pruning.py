@@ -15,11 +15,13 @@ Pruning", Liu et al., ICLR 2019).
 4. mode=layerwise (the paper): groups in forward order, inputs from the network pruned so
    far and the dense network's output as target; mode=oneshot: all groups from dense inputs.
 5. Targets: a uniform ratio for any model, or the Rethinking code's architectures
-   VGG-16-5x and ResNet-50-2x (ImageNet); the pipeline then fine-tunes or retrains.
+   VGG-16-5x and ResNet-50-2x (ImageNet; widths in conf/paper/channel_pruning.yaml); the
+   pipeline then fine-tunes or retrains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,37 +41,28 @@ from pruning.methods.reconstruction import (
 from pruning.models import channel_groups
 from pruning.surgery import spec_with_widths
 
-# Remaining widths of the Rethinking code's regression-pruning architectures
-# (Eric-mingjie/rethinking-network-pruning, imagenet/regression-pruning/models/vgg_5x.py
-# `cfg_5x` and models/resnet_2x.py `cfg_2x`).
-VGG16_5X = [24, 22, 41, 51, 108, 89, 111, 184, 276, 228, 512, 512, 512]  # conv widths in order
-# ResNet-50-2x: per bottleneck (conv1 input channels kept from the trunk, conv1 out, conv2 out).
-RESNET50_2X = [(35, 64, 55), (101, 51, 39), (97, 50, 37),
-               (144, 128, 106), (205, 105, 72), (198, 105, 72), (288, 128, 110),
-               (278, 256, 225), (418, 209, 147), (407, 204, 158), (423, 212, 155), (412, 211, 148),
-               (595, 256, 213),
-               (606, 512, 433), (1222, 512, 437), (1147, 512, 440)]
-VARIANTS = {"vgg16_5x": ("vgg_imagenet", 16), "resnet50_2x": ("resnet_imagenet", 50)}
 
-
-def variant_widths(variant: str, spec: dict) -> dict[str, int]:
-    """Kept channels per group for a named variant on its dense model."""
-    arch, depth = VARIANTS[variant]
+def variant_widths(variant: str, spec: dict, variants: Mapping[str, Any]) -> dict[str, int]:
+    """Kept channels per group for a named variant (``variants[variant]``, as in
+    conf/paper/channel_pruning.yaml) on its dense model."""
+    definition = variants[variant]
+    arch, depth = definition["arch"], definition["depth"]
     if spec.get("arch") != arch or spec.get("depth") != depth:
         raise PruneLabError(f"method.variant={variant} is defined for {arch} depth {depth}; "
                             f"got {spec.get('arch')} depth {spec.get('depth')}")
     groups = channel_groups(spec)
-    if variant == "vgg16_5x":
+    if "conv_widths" in definition:  # VGG-16-5x: conv widths in order
         convs = [g for g in groups if g.name.startswith("features.")]
-        return {g.name: w for g, w in zip(convs, VGG16_5X, strict=True)}
+        return {g.name: w for g, w in zip(convs, definition["conv_widths"], strict=True)}
+    bottlenecks = definition["bottlenecks"]  # ResNet-50-2x: (trunk input kept, conv1 out, conv2 out)
     blocks = [(s, b) for s, stage in enumerate(spec["stages"]) for b in range(len(stage["mid"]))]
-    if len(blocks) != len(RESNET50_2X):
-        raise PruneLabError(f"resnet50_2x expects {len(RESNET50_2X)} bottlenecks, the spec has {len(blocks)}")
+    if len(blocks) != len(bottlenecks):
+        raise PruneLabError(f"{variant} expects {len(bottlenecks)} bottlenecks, the spec has {len(blocks)}")
     index = {sb: i for i, sb in enumerate(blocks)}
     widths = {}
     for g in groups:
         s, b, k = g.meta["stage"], g.meta["block"], g.meta["k"]
-        widths[g.name] = RESNET50_2X[index[(s, b)]][1 + k]  # conv1 / conv2 output widths
+        widths[g.name] = bottlenecks[index[(s, b)]][1 + k]  # conv1 / conv2 output widths
     return widths
 
 
@@ -118,17 +111,17 @@ def lasso_select(gram: torch.Tensor, corr: torch.Tensor, n_keep: int, iterations
 
 class ChannelPruning(ReconstructionMethod):
     name = "channel_pruning"
-    variants = VARIANTS
 
     def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "layerwise",
-                 samples: int = 2048, images: int = 256, refit: bool = True, **_: Any):
-        super().__init__(ratio, variant, mode, samples, images)
+                 samples: int = 2048, images: int = 256, refit: bool = True,
+                 variants: Mapping[str, Any] | None = None, **_: Any):
+        super().__init__(ratio, variant, mode, samples, images, variants)
         self.refit = bool(refit)
 
     def target(self, spec: dict) -> tuple[dict[str, int], dict]:
         if self.variant is None:
             return super().target(spec)
-        widths = variant_widths(self.variant, spec)
+        widths = variant_widths(self.variant, spec, self.variants)
         return widths, spec_with_widths(spec, widths)
 
     def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,

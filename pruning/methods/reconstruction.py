@@ -19,7 +19,7 @@ activations sampled from training images. This module holds what they share:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch.nn as nn
 from pruning import PruneLabError
 from pruning.methods.base import Method, check_ratio
 from pruning.models import ChannelGroup, channel_groups
+from pruning.paper import method_variants
 from pruning.surgery import shrink, spec_with_widths
 
 MODES = ("oneshot", "layerwise")
@@ -278,12 +279,13 @@ def _group_in(model: nn.Module, name: str) -> ChannelGroup:
 
 class ReconstructionMethod(Method):
     """What ThiNet and LASSO channel pruning share: a uniform ``ratio`` or a named ``variant``
-    (``variants``: name -> (arch, depth)), the mode, the sampling sizes, and the pruned spec
-    known before data is seen (``target(spec) -> (widths, pruned spec)``)."""
+    (``variants``: name -> definition with its ``arch`` and ``depth``; default: the method's
+    conf/paper/<name>.yaml), the mode, the sampling sizes, and the pruned spec known before data
+    is seen (``target(spec) -> (widths, pruned spec)``)."""
 
-    variants: dict[str, tuple[str, int]] = {}
-
-    def __init__(self, ratio: float | None, variant: str | None, mode: str, samples: int, images: int):
+    def __init__(self, ratio: float | None, variant: str | None, mode: str, samples: int, images: int,
+                 variants: Mapping[str, Any] | None = None):
+        self.variants = method_variants(self.name) if variants is None else variants
         self.variant = None if variant in (None, "", "null") else str(variant)
         if self.variant is not None and self.variant not in self.variants:
             raise PruneLabError(f"{self.name}: method.variant={self.variant!r} is unknown; use one of "

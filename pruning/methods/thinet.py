@@ -13,11 +13,13 @@ ICCV 2017 (a pruned-model source in "Rethinking the Value of Network Pruning").
 5. mode=oneshot: all groups from the dense activations; mode=layerwise (the paper, without
    its fine-tuning between layers): groups in forward order, inputs from the network pruned
    so far, the dense output as target. Widths: a uniform ratio, or the Rethinking code's
-   ImageNet architectures (ThiNet-30/50/70 for ResNet-50; ThiNet-Conv/GAP/Tiny for VGG-16).
+   ImageNet architectures (ThiNet-30/50/70 for ResNet-50; ThiNet-Conv/GAP/Tiny for VGG-16;
+   their widths in conf/paper/thinet.yaml).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,21 +36,7 @@ from pruning.methods.reconstruction import (
 from pruning.models import build, channel_groups
 from pruning.surgery import spec_with_widths
 
-__all__ = ["ThiNet", "contributions", "greedy_remove", "VARIANTS"]
-
-# Rethinking code, imagenet/thinet/models/thinetresnet.py (cfg_thinet30/50/70): the first two
-# convs of every bottleneck keep these widths, per stage.
-RESNET50_THINET = {"thinet_30": [19, 38, 76, 153], "thinet_50": [32, 64, 128, 256],
-                   "thinet_70": [44, 89, 179, 358]}
-# imagenet/thinet/models/thinetconv.py (`conv`) and thinetvgg.py (`gap`, `tiny`): conv widths in
-# order; GAP/Tiny drop the last max-pool and replace the FC head by global average pooling.
-VGG16_THINET = {
-    "thinet_conv": ([32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512], "fc"),
-    "thinet_gap": ([32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512], "gap"),
-    "thinet_tiny": ([16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 256], "gap"),
-}
-VARIANTS = {**{v: ("resnet_imagenet", 50) for v in RESNET50_THINET}, **{v: ("vgg_imagenet", 16) for v in VGG16_THINET}}
-
+__all__ = ["ThiNet", "contributions", "greedy_remove", "variant_spec"]
 
 def contributions(module: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
     """Per-input-channel contributions to ``samples`` random outputs (image, position, output
@@ -79,18 +67,20 @@ def greedy_remove(z: torch.Tensor, n_remove: int, offset: torch.Tensor | None = 
     return removed
 
 
-def variant_spec(variant: str, spec: dict) -> tuple[dict[str, int], dict]:
-    """(kept channels per group, pruned spec) of a named variant on its dense model."""
-    arch, depth = VARIANTS[variant]
+def variant_spec(variant: str, spec: dict, variants: Mapping[str, Any]) -> tuple[dict[str, int], dict]:
+    """(kept channels per group, pruned spec) of a named variant (``variants[variant]``, as in
+    conf/paper/thinet.yaml) on its dense model."""
+    definition = variants[variant]
+    arch, depth = definition["arch"], definition["depth"]
     if spec.get("arch") != arch or spec.get("depth") != depth:
         raise PruneLabError(f"method.variant={variant} is defined for {arch} depth {depth}; "
                             f"got {spec.get('arch')} depth {spec.get('depth')}")
     groups = channel_groups(spec)
-    if variant in RESNET50_THINET:
-        per_stage = RESNET50_THINET[variant]
+    if "stage_widths" in definition:  # ResNet-50: the first two convs of each bottleneck, per stage
+        per_stage = definition["stage_widths"]
         widths = {g.name: per_stage[g.meta["stage"]] for g in groups}
         return widths, spec_with_widths(spec, widths)
-    convs, head = VGG16_THINET[variant]
+    convs, head = definition["conv_widths"], definition["head"]
     if spec.get("head") != "fc":
         raise PruneLabError(f"method.variant={variant} starts from VGG-16 with the FC head (model=vgg16_imagenet)")
     widths = {g.name: w for g, w in zip([g for g in groups if g.name.startswith("features.")], convs, strict=True)}
@@ -133,15 +123,15 @@ def replace_head_by_gap(small: nn.Module, dense: nn.Module, gap_spec: dict, imag
 
 class ThiNet(ReconstructionMethod):
     name = "thinet"
-    variants = VARIANTS
 
     def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "oneshot",
-                 samples: int = 4096, images: int = 256, rescale: bool = True, **_: Any):
-        super().__init__(ratio, variant, mode, samples, images)
+                 samples: int = 4096, images: int = 256, rescale: bool = True,
+                 variants: Mapping[str, Any] | None = None, **_: Any):
+        super().__init__(ratio, variant, mode, samples, images, variants)
         self.rescale = bool(rescale)
 
     def target(self, spec: dict) -> tuple[dict[str, int], dict]:
-        return super().target(spec) if self.variant is None else variant_spec(self.variant, spec)
+        return super().target(spec) if self.variant is None else variant_spec(self.variant, spec, self.variants)
 
     def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 n_keep: int) -> tuple[list[int], torch.Tensor | None]:
