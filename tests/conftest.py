@@ -76,3 +76,56 @@ def plain_cfg(overrides: list[str], results: Path) -> dict:
 
 TINY_CIFAR = ["data=cifar10", "data.strict_sizes=false", "model=resnet20", "schedule.epochs=2",
               "schedule.finetune_epochs=1", "schedule.batch_size=50", "latency.cpu_batch_sizes=[1]", "latency.repeats=3"]
+
+
+# ----------------------------------------------------------------------------- shared helpers
+# (every test module takes these from here, never from another test module)
+QUICK_DIGITS = ["schedule.epochs=2", "schedule.finetune_epochs=1", "quiet=true"]
+IMAGENET_CLASSES = ["n01440764", "n01443537", "n01484850"]
+
+
+def prune_exp(args: list[str], results: Path, cwd: Path | None = None):
+    """``prune-exp ARGS`` in a subprocess, results under ``results``."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "160", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "pruning.cli.exp", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or results, timeout=600)
+
+
+def metrics_files(results: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("metrics.json"))]
+
+
+def pipeline_cfg(fake_cifar: Path, results: Path, *extra: str) -> dict:
+    """A tiny CIFAR pipeline config (TINY_CIFAR) over the fake CIFAR files."""
+    return plain_cfg([*TINY_CIFAR, f"data.root={fake_cifar}", *extra], results)
+
+
+def run_pipeline(cfg: dict) -> dict:
+    """``pruning.pipeline.run`` in its deterministic run directory, quietly."""
+    from rich.console import Console
+
+    from pruning.pipeline import run, run_subdir
+
+    quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+    return run(cfg, Path(cfg["paths"]["results_root"]) / "runs" / run_subdir(cfg), console=quiet)
+
+
+def write_image_folder(root: Path, n_train: int = 6, n_val: int = 3, side: int = 40, seed: int = 0) -> Path:
+    """``root/{train,val}/<wnid>/*.JPEG``: class-coloured noisy JPEGs, as ImageNet is laid out."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c, wnid in enumerate(IMAGENET_CLASSES):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array([80 * c, 255 - 80 * c, 120], dtype=np.float64)
+                pixels = np.clip(base + rng.normal(0, 25, (side, side + 4 * i % 9, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{split}_{i}.JPEG", quality=90)
+    return root

@@ -23,7 +23,8 @@ from pruning.methods.reconstruction import (
     windows_at,
 )
 from pruning.models import build, default_spec
-from tests.test_pipeline import _cfg, _run
+from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_pipeline as _run
 
 
 class _Images:

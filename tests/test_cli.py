@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_CIFAR
-
-QUICK_DIGITS = ["schedule.epochs=2", "schedule.finetune_epochs=1", "quiet=true"]
-
-
-def prune_exp(args: list[str], results: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "160", "HYDRA_FULL_ERROR": "0"}
-    cmd = [sys.executable, "-m", "pruning.cli.exp", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd or results, timeout=600)
-
-
-def metrics_files(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("metrics.json"))]
+from tests.conftest import QUICK_DIGITS, TINY_CIFAR, metrics_files, prune_exp
 
 
 def test_default_runs_offline_and_prints_a_comparison_table(tmp_path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -19,25 +18,10 @@ from pruning.methods.l1_norm import L1Norm
 from pruning.models import build, default_spec
 from pruning.pipeline import policy_schedule, run, run_subdir
 from pruning.surgery import spec_with_widths
-from tests.conftest import compose, plain_cfg
-from tests.test_cli import prune_exp
+from tests.conftest import IMAGENET_CLASSES, compose, plain_cfg, prune_exp, write_image_folder
 
 QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-CLASSES = ["n01440764", "n01443537", "n01484850"]
-
-
-def write_image_folder(root: Path, n_train: int = 6, n_val: int = 3, side: int = 40, seed: int = 0) -> Path:
-    """``root/{train,val}/<wnid>/*.JPEG``: class-coloured noisy JPEGs, as ImageNet is laid out."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c, wnid in enumerate(CLASSES):
-            folder = root / split / wnid
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = np.array([80 * c, 255 - 80 * c, 120], dtype=np.float64)
-                pixels = np.clip(base + rng.normal(0, 25, (side, side + 4 * i % 9, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{split}_{i}.JPEG", quality=90)
-    return root
+CLASSES = IMAGENET_CLASSES
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import CONF_DIR
-from tests.test_cli import QUICK_DIGITS, prune_exp
+from tests.conftest import CONF_DIR, QUICK_DIGITS, prune_exp
 
 
 def _hydra_launcher(overrides: list[str]):

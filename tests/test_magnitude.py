@@ -13,7 +13,8 @@ from pruning.measure import count_macs, count_params
 from pruning.methods.base import PruneContext
 from pruning.methods.magnitude import Magnitude, conv_weights
 from pruning.models import build, default_spec
-from tests.test_pipeline import _cfg, _run
+from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_pipeline as _run
 
 
 def test_global_threshold_removes_the_smallest_conv_weights() -> None:

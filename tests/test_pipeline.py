@@ -11,18 +11,12 @@ import pytest
 from rich.console import Console
 
 from pruning import PruneLabError
-from pruning.pipeline import run, run_subdir
+from pruning.pipeline import run_subdir
 from tests.conftest import TINY_CIFAR, plain_cfg
+from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_pipeline as _run
 
 QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-
-
-def _cfg(fake_cifar: Path, results: Path, *extra: str) -> dict:
-    return plain_cfg([*TINY_CIFAR, f"data.root={fake_cifar}", *extra], results)
-
-
-def _run(cfg: dict) -> dict:
-    return run(cfg, Path(cfg["paths"]["results_root"]) / "runs" / run_subdir(cfg), console=QUIET)
 
 
 def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:

@@ -8,7 +8,8 @@ import torch
 from pruning.methods.base import PruneContext
 from pruning.methods.network_slimming import NetworkSlimming
 from pruning.models import build, channel_groups, default_spec
-from tests.test_pipeline import _cfg, _run
+from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_pipeline as _run
 
 
 def _vgg():

@@ -16,9 +16,8 @@ from pruning.methods.base import PruneContext
 from pruning.methods.network_slimming import NetworkSlimming
 from pruning.models import build, channel_groups, default_spec
 from pruning.surgery import shrink, zero_channels
-from tests.conftest import TINY_CIFAR, plain_cfg
-from tests.test_cli import metrics_files, prune_exp
-from tests.test_pipeline import _run
+from tests.conftest import TINY_CIFAR, metrics_files, plain_cfg, prune_exp
+from tests.conftest import run_pipeline as _run
 
 TINY = [o for o in TINY_CIFAR if not o.startswith("model=")]
 SMALL = {

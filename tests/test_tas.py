@@ -423,7 +423,7 @@ def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
     """The ImageNet configuration runs end to end (search, KD scratch-E) on an ImageFolder the
     test writes: 3 classes, 32-px crops."""
     from pruning.pipeline import run, run_subdir
-    from tests.test_imagenet import write_image_folder
+    from tests.conftest import write_image_folder
 
     root = write_image_folder(tmp_path / "imagenet")
     cfg = plain_cfg(["data=imagenet", "model=resnet18", f"data.root={root}", "data.num_classes=3",

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from pruning.methods.thinet import contributions, greedy_remove
-from tests.test_pipeline import _cfg, _run
+from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_pipeline as _run
 
 
 def test_contributions_sum_to_the_conv_output() -> None:
