@@ -28,8 +28,9 @@ test-integration: $(STAMP)   ## subprocess runs, sweeps (joblib), torchrun (DDP 
 test-slow: $(STAMP)     ## slow end-to-end tests on the real data in ../shared/data (skip when absent)
 	$(PY) -m pytest -q -m slow
 
-lint: $(STAMP)          ## ruff: lint rules and formatting of what is already formatted (see pyproject)
+lint: $(STAMP)          ## ruff: lint rules (line length 120 included) and formatting
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 report: $(STAMP)        ## regenerate every table under results/tables from the runs under results/
 	$(VENV)/bin/prune-report

@@ -79,12 +79,16 @@ def app(cfg: DictConfig) -> None:
         _remove_if_empty_run(run_dir, Path(str(cfg.paths.results_root)))
         error(str(e))
     except Terminated:
-        console.print(f"[yellow]prune-exp: terminated (SIGTERM)[/]; checkpoints kept in {escape(str(run_dir))}: "
-                      "re-run the same command to resume")
+        console.print(
+            f"[yellow]prune-exp: terminated (SIGTERM)[/]; checkpoints kept in {escape(str(run_dir))}: "
+            "re-run the same command to resume"
+        )
         sys.exit(SIGTERM_EXIT)
     except KeyboardInterrupt:
-        console.print(f"[yellow]prune-exp: interrupted (Ctrl-C)[/]; checkpoints kept in {escape(str(run_dir))}: "
-                      "re-run the same command to resume")
+        console.print(
+            f"[yellow]prune-exp: interrupted (Ctrl-C)[/]; checkpoints kept in {escape(str(run_dir))}: "
+            "re-run the same command to resume"
+        )
         sys.exit(CTRL_C)
     Console().print(summary_table(metrics))
 

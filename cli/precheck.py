@@ -18,10 +18,30 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Hydra's own flags: these leave prune-exp's checks to Hydra (help, config printing, completion)
-PASSTHROUGH = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
-               "--shell-completion", "-sc", "--resolve"}
-FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-                    "--package", "-p", "--experimental-rerun"}
+PASSTHROUGH = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--resolve",
+}
+FLAGS_WITH_VALUE = {
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+}
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], bool] | None:
@@ -106,8 +126,10 @@ def precheck(argv: Sequence[str]) -> str | None:
                     if value is None or str(value) == "null":
                         continue
                     if str(value) not in options:
-                        return (f"{group}={value!r} is not an option of the '{group}' group; valid options: "
-                                f"{', '.join(options)}")
+                        return (
+                            f"{group}={value!r} is not an option of the '{group}' group; valid options: "
+                            f"{', '.join(options)}"
+                        )
             try:
                 cfg = compose(config_name="config", overrides=_first_value_overrides(parsed))
                 plain = OmegaConf.to_container(cfg, resolve=True)

@@ -28,25 +28,31 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prune-report",
         description="Render paper tables (paper / ours / delta) and sweep plots from the "
-                    "metrics.json of finished runs.")
-    parser.add_argument("tables", nargs="*",
-                        help="report specs to render (default: all in conf/report/)")
-    parser.add_argument("--results-root", default=None,
-                        help="searched recursively for metrics.json (default: $PRUNE_LAB_RESULTS, else "
-                             "results: the same root prune-exp writes to; prune-exp's "
-                             "paths.results_root=DIR is accepted too)")
-    parser.add_argument("--out", default=None,
-                        help="output directory (default: RESULTS_ROOT/tables)")
-    parser.add_argument("--format", choices=[*FORMATS, "all"], default="all",
-                        help="file format(s) to write (default: all)")
+        "metrics.json of finished runs.",
+    )
+    parser.add_argument("tables", nargs="*", help="report specs to render (default: all in conf/report/)")
+    parser.add_argument(
+        "--results-root",
+        default=None,
+        help="searched recursively for metrics.json (default: $PRUNE_LAB_RESULTS, else "
+        "results: the same root prune-exp writes to; prune-exp's "
+        "paths.results_root=DIR is accepted too)",
+    )
+    parser.add_argument("--out", default=None, help="output directory (default: RESULTS_ROOT/tables)")
+    parser.add_argument(
+        "--format", choices=[*FORMATS, "all"], default="all", help="file format(s) to write (default: all)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # prune-exp's spelling of the results root works here too
-    argv = [a for arg in argv for a in (("--results-root", arg.split("=", 1)[1])
-                                         if arg.startswith("paths.results_root=") else (arg,))]
+    argv = [
+        a
+        for arg in argv
+        for a in (("--results-root", arg.split("=", 1)[1]) if arg.startswith("paths.results_root=") else (arg,))
+    ]
     args = _parser().parse_args(argv)
     if args.results_root is None:
         args.results_root = os.environ.get("PRUNE_LAB_RESULTS") or "results"
@@ -57,17 +63,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs = load_specs()
         unknown = [name for name in args.tables if name not in specs]
         if unknown:
-            errors.print(f"prune-report: error: unknown table {', '.join(map(repr, unknown))}; "
-                         f"available: {', '.join(specs)}", markup=False)
+            errors.print(
+                f"prune-report: error: unknown table {', '.join(map(repr, unknown))}; available: {', '.join(specs)}",
+                markup=False,
+            )
             return 2
         if not Path(args.results_root).is_dir():
-            errors.print(f"prune-report: error: results root {args.results_root!r} does not "
-                         "exist (run prune-exp first, or pass --results-root)", markup=False)
+            errors.print(
+                f"prune-report: error: results root {args.results_root!r} does not "
+                "exist (run prune-exp first, or pass --results-root)",
+                markup=False,
+            )
             return 2
         check_writable(Path(args.out), fix="pass --out DIR to write the tables elsewhere")
         formats = FORMATS if args.format == "all" else (args.format,)
-        written = generate_reports(args.results_root, args.out, names=args.tables or None,
-                                   formats=formats, console=Console())
+        written = generate_reports(
+            args.results_root, args.out, names=args.tables or None, formats=formats, console=Console()
+        )
     except PruneLabError as e:
         errors.print(f"prune-report: error: {e}", markup=False)
         return 2

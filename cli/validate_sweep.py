@@ -35,8 +35,11 @@ class ValidateSweep(Callback):
         for job in sweep_jobs(config):
             try:
                 cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
-                plain = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                         for k in cfg if k != "hydra"}
+                plain = {
+                    k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                    for k in cfg
+                    if k != "hydra"
+                }
                 validate(plain)
             except (PruneLabError, HydraException, OmegaConfBaseException) as e:
                 Console(stderr=True, soft_wrap=True).print(

@@ -37,9 +37,16 @@ def digest(identity: Any, length: int = 12) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def cached(directory: Path, *, load: Callable[[Path], T], build: Callable[[Path], T],
-           files: tuple[str, ...], say: Callable[[str], None], what: str = "cached artefact",
-           dist: DistInfo = SINGLE) -> tuple[T, bool]:
+def cached(
+    directory: Path,
+    *,
+    load: Callable[[Path], T],
+    build: Callable[[Path], T],
+    files: tuple[str, ...],
+    say: Callable[[str], None],
+    what: str = "cached artefact",
+    dist: DistInfo = SINGLE,
+) -> tuple[T, bool]:
     """The entry's value and whether it came from the cache (see the module docstring).
     ``files``: the entry's final files; all present means the entry is complete."""
     directory = Path(directory)
@@ -63,8 +70,9 @@ def cached(directory: Path, *, load: Callable[[Path], T], build: Callable[[Path]
             lock.release()
 
 
-def _try_load(directory: Path, load: Callable[[Path], T], files: tuple[str, ...],
-              say: Callable[[str], None], what: str) -> T | None:
+def _try_load(
+    directory: Path, load: Callable[[Path], T], files: tuple[str, ...], say: Callable[[str], None], what: str
+) -> T | None:
     if not all((directory / name).exists() for name in files):
         return None
     try:
@@ -75,6 +83,8 @@ def _try_load(directory: Path, load: Callable[[Path], T], files: tuple[str, ...]
             if (directory / name).exists():
                 quarantine(directory / name)
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        say(f"warning: the {what} in {directory} is unreadable ({Path(bad).name + ': ' if bad else ''}{reason}); "
-            "moved aside (*.corrupt-*), building it again")
+        say(
+            f"warning: the {what} in {directory} is unreadable ({Path(bad).name + ': ' if bad else ''}{reason}); "
+            "moved aside (*.corrupt-*), building it again"
+        )
         return None

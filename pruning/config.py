@@ -30,8 +30,9 @@ def make_method(method_cfg: dict) -> Method:
         raise PruneLabError(f"method config {method_cfg.get('name')!r} has no _target_")
     module_name, _, cls_name = target.rpartition(".")
     if not module_name.startswith(METHODS_PACKAGE + "."):  # a config names a method, never arbitrary code
-        raise PruneLabError(f"method _target_ {target!r} is not a prune-lab method "
-                            f"(it must be a Method class in {METHODS_PACKAGE})")
+        raise PruneLabError(
+            f"method _target_ {target!r} is not a prune-lab method (it must be a Method class in {METHODS_PACKAGE})"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as e:
@@ -51,11 +52,19 @@ def model_spec(model_cfg: dict, data_cfg: dict) -> dict:
 
 def pretrain_schedule(cfg: dict) -> Schedule:
     s = cfg["schedule"]
-    return Schedule(epochs=int(s["epochs"]), lr=float(s["lr"]), batch_size=int(s["batch_size"]),
-                    momentum=float(s["momentum"]), weight_decay=float(s["weight_decay"]),
-                    milestones=list(s["milestones"]), gamma=float(s["gamma"]),
-                    nesterov=bool(s.get("nesterov", False)), test_batch_size=int(s["test_batch_size"]),
-                    lr_schedule=str(s.get("lr_schedule", "step")), warmup_epochs=int(s.get("warmup_epochs", 0)))
+    return Schedule(
+        epochs=int(s["epochs"]),
+        lr=float(s["lr"]),
+        batch_size=int(s["batch_size"]),
+        momentum=float(s["momentum"]),
+        weight_decay=float(s["weight_decay"]),
+        milestones=list(s["milestones"]),
+        gamma=float(s["gamma"]),
+        nesterov=bool(s.get("nesterov", False)),
+        test_batch_size=int(s["test_batch_size"]),
+        lr_schedule=str(s.get("lr_schedule", "step")),
+        warmup_epochs=int(s.get("warmup_epochs", 0)),
+    )
 
 
 def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
@@ -63,10 +72,16 @@ def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
     policy = cfg["finetune"]
     base = pretrain_schedule(cfg)
     if policy["name"] == "finetune":
-        return Schedule(**{**base.__dict__, "epochs": int(policy["epochs"]), "lr": float(policy["lr"]),
-                           "milestones": list(policy.get("milestones") or []),
-                           "lr_schedule": str(policy.get("lr_schedule", "step")),
-                           "warmup_epochs": int(policy.get("warmup_epochs", 0))})
+        return Schedule(
+            **{
+                **base.__dict__,
+                "epochs": int(policy["epochs"]),
+                "lr": float(policy["lr"]),
+                "milestones": list(policy.get("milestones") or []),
+                "lr_schedule": str(policy.get("lr_schedule", "step")),
+                "warmup_epochs": int(policy.get("warmup_epochs", 0)),
+            }
+        )
     if policy["name"] == "scratch_e":
         return base
     if policy["name"] == "scratch_b":
@@ -107,9 +122,14 @@ def resolve_device(name: str) -> str:
 
 
 def run_key(cfg: dict, method: Method) -> dict:
-    return {"data": cfg["data"]["name"], "model": cfg["model"]["name"], "method": cfg["method"]["name"],
-            **method.key(), "finetune": cfg["finetune"]["name"] if method.prunes else "none",
-            "seed": int(cfg["seed"])}
+    return {
+        "data": cfg["data"]["name"],
+        "model": cfg["model"]["name"],
+        "method": cfg["method"]["name"],
+        **method.key(),
+        "finetune": cfg["finetune"]["name"] if method.prunes else "none",
+        "seed": int(cfg["seed"]),
+    }
 
 
 def run_subdir(cfg: dict) -> str:
@@ -120,9 +140,10 @@ def run_subdir(cfg: dict) -> str:
     identity = {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}
     # schedule keys added to the YAML later count only when not at their default, so existing
     # commands keep mapping to their existing run directories
-    identity["schedule"] = {k: v for k, v in cfg["schedule"].items()
-                            if not (k in LATER_SCHEDULE_DEFAULTS and v == LATER_SCHEDULE_DEFAULTS[k])}
+    identity["schedule"] = {
+        k: v
+        for k, v in cfg["schedule"].items()
+        if not (k in LATER_SCHEDULE_DEFAULTS and v == LATER_SCHEDULE_DEFAULTS[k])
+    }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{key['finetune']}/seed{key['seed']}-{digest}"
-
-

@@ -129,8 +129,10 @@ IDX = {
     },
     "fashion_mnist": {
         "pretty": "Fashion-MNIST",
-        "mirrors": ["https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-                    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "mirrors": [
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ],
         "files": {
             "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
             "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
@@ -143,8 +145,10 @@ IDX = {
         "std": (0.3530,),
     },
 }
-IDX_SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers: 0x00000803 (uint8, 3 dims), 0x00000801 (uint8, 1 dim)
 IDX_IMAGE_SIZE = 28
 
@@ -195,14 +199,16 @@ class Data(abc.ABC):
         """A copy with some of ``train``, ``test``, ``info``, ``device``, ``augment`` changed."""
 
     @abc.abstractmethod
-    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled (augmented) training batches on ``self.device``; the order depends only on
         ``generator``; under DDP a disjoint share per rank (see ``_rank_share``)."""
 
     @abc.abstractmethod
-    def test_batches(self, batch_size: int, rank: int = 0,
-                     world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def test_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test batches in order on ``self.device``; under DDP a contiguous shard per rank."""
 
     @abc.abstractmethod
@@ -311,8 +317,9 @@ class ImageData(ClassificationData):
         inv_std = 1.0 / (torch.tensor(self.std, device=images_u8.device).view(1, -1, 1, 1) * 255.0)
         return (images_u8.float() - mean) * inv_std
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented, normalised training batches; deterministic given the generator.
 
         All random numbers of the epoch (order, crop offsets, flips) are drawn up front on the
@@ -341,7 +348,9 @@ class ImageData(ClassificationData):
         idx = torch.randperm(len(self.train), generator=generator)[:count].to(self.device)
         return self.normalise(self.train.images.index_select(0, idx))
 
-    def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def test_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
         lo, hi = _shard(len(self.test), rank, world_size)
         for start in range(lo, hi, batch_size):
@@ -433,18 +442,24 @@ class CifarUnpickler(pickle.Unpickler):
     refused, so a crafted file in ``data.root`` cannot run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load global {module}.{name}: not part of the official "
-                                     "CIFAR layout (dicts, lists, strings, bytes and numpy arrays only)")
+        raise pickle.UnpicklingError(
+            f"refused to load global {module}.{name}: not part of the official "
+            "CIFAR layout (dicts, lists, strings, bytes and numpy arrays only)"
+        )
 
 
 def read_cifar_batch(path: Path) -> dict:
@@ -452,16 +467,27 @@ def read_cifar_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             entry = CifarUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            UnicodeDecodeError, MemoryError) as e:
-        raise PruneLabError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); it is corrupt, "
-                            "truncated or not the official python-pickle layout: delete the folder and "
-                            "re-extract the official archive (or use data.download=true)") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        UnicodeDecodeError,
+        MemoryError,
+    ) as e:
+        raise PruneLabError(
+            f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); it is corrupt, "
+            "truncated or not the official python-pickle layout: delete the folder and "
+            "re-extract the official archive (or use data.download=true)"
+        ) from None
     except OSError as e:
         raise PruneLabError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(entry, dict):
-        raise PruneLabError(f"{path} is not a CIFAR batch (holds a {type(entry).__name__}, not a dict); "
-                            "re-extract the official archive")
+        raise PruneLabError(
+            f"{path} is not a CIFAR batch (holds a {type(entry).__name__}, not a dict); re-extract the official archive"
+        )
     return entry
 
 
@@ -477,16 +503,19 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
             if len(batch_labels) != len(data):
                 raise ValueError(f"{len(batch_labels)} labels for {len(data)} images")
         except (KeyError, ValueError, TypeError) as e:
-            raise PruneLabError(f"{folder / fname} is not in the official CIFAR layout ({type(e).__name__}: {e}); "
-                                "re-extract the official archive") from None
+            raise PruneLabError(
+                f"{folder / fname} is not in the official CIFAR layout ({type(e).__name__}: {e}); "
+                "re-extract the official archive"
+            ) from None
         images.append(data)
         labels.extend(batch_labels)
     data = np.concatenate(images).reshape(-1, 3, 32, 32)  # rows are R(1024) G(1024) B(1024)
     return data, np.asarray(labels, dtype=np.int64)
 
 
-def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: bool = True,
-               strict_sizes: bool = True) -> ImageData:
+def load_cifar(
+    name: str, root: str | Path, download: bool = False, check_md5: bool = True, strict_sizes: bool = True
+) -> ImageData:
     if name not in CIFAR:
         raise PruneLabError(f"unknown CIFAR variant {name!r}; known: {', '.join(CIFAR)}")
     meta = CIFAR[name]
@@ -510,7 +539,9 @@ def load_cifar(name: str, root: str | Path, download: bool = False, check_md5: b
     bad = int(((y_train < 0) | (y_train >= meta["num_classes"])).sum())
     if bad:
         raise PruneLabError(f"{folder}: {bad} labels outside [0, {meta['num_classes']})")
-    official = all(_md5(folder / f) == md5 for f, md5 in {**meta["train"], **meta["test"]}.items()) if check_md5 else None
+    official = (
+        all(_md5(folder / f) == md5 for f, md5 in {**meta["train"], **meta["test"]}.items()) if check_md5 else None
+    )
     train = Split(torch.from_numpy(x_train), torch.from_numpy(y_train))
     test = Split(torch.from_numpy(x_test), torch.from_numpy(y_test))
     info = {
@@ -533,8 +564,11 @@ def load_digits_data(test_fraction: float = 0.2) -> ImageData:
     is_test = np.arange(len(labels)) % step == 0
     train = Split(torch.from_numpy(images[~is_test]), torch.from_numpy(labels[~is_test]))
     test = Split(torch.from_numpy(images[is_test]), torch.from_numpy(labels[is_test]))
-    info = {"source": "sklearn.datasets.load_digits", "official_md5": None,
-            "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels)}
+    info = {
+        "source": "sklearn.datasets.load_digits",
+        "official_md5": None,
+        "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels),
+    }
     mean = float(train.images.float().mean() / 255)
     std = float(train.images.float().std() / 255)
     return ImageData("digits", train, test, 10, (mean,), (std,), False, info)
@@ -566,8 +600,11 @@ def load(cfg: dict) -> ClassificationData:
     kind = cfg.get("kind", cfg["name"])
     if kind == "imagenet":
         return load_imagenet(cfg)
-    files = dict(download=bool(cfg.get("download")), check_md5=cfg.get("check_md5", True),
-                 strict_sizes=cfg.get("strict_sizes", True))
+    files = dict(
+        download=bool(cfg.get("download")),
+        check_md5=cfg.get("check_md5", True),
+        strict_sizes=cfg.get("strict_sizes", True),
+    )
     if kind in CIFAR:
         data = load_cifar(kind, cfg["root"], **files)
     elif kind in IDX:
@@ -591,8 +628,12 @@ def load(cfg: dict) -> ClassificationData:
     return data
 
 
-PRETTY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "sklearn digits 8x8",
-          **{kind: meta["pretty"] for kind, meta in IDX.items()}}
+PRETTY = {
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "digits": "sklearn digits 8x8",
+    **{kind: meta["pretty"] for kind, meta in IDX.items()},
+}
 
 
 def default_label(kind: str, official_md5: bool | None, sizes: tuple[int, int] | None = None) -> str:
@@ -672,8 +713,10 @@ def read_idx_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise PruneLabError(f"{path} is not a readable gzip file ({type(e).__name__}: {e}); it is corrupt "
-                            "or truncated: delete it and download it again (data.download=true)") from None
+        raise PruneLabError(
+            f"{path} is not a readable gzip file ({type(e).__name__}: {e}); it is corrupt "
+            "or truncated: delete it and download it again (data.download=true)"
+        ) from None
 
 
 def parse_idx(raw: bytes, path: Path, magic: int) -> np.ndarray:
@@ -690,7 +733,8 @@ def parse_idx(raw: bytes, path: Path, magic: int) -> np.ndarray:
         raise PruneLabError(
             f"{path}: bad magic number {found} (0x{found:08x}); an MNIST-format {what} file starts with "
             f"{magic} (0x{magic:08x}: uint8 data, {ndim} dimension{'s' if ndim > 1 else ''}). Wrong file in "
-            f"this place, or not the official IDX format; {fix}")
+            f"this place, or not the official IDX format; {fix}"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise PruneLabError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte IDX header; {fix}")
@@ -700,11 +744,13 @@ def parse_idx(raw: bytes, path: Path, magic: int) -> np.ndarray:
     if payload < expected:
         raise PruneLabError(
             f"{path} is truncated: its header announces {dims[0]:,} {what} ({' x '.join(map(str, dims))} = "
-            f"{expected:,} bytes) but it holds {payload:,} bytes of data; {fix}")
+            f"{expected:,} bytes) but it holds {payload:,} bytes of data; {fix}"
+        )
     if payload > expected:
         raise PruneLabError(
             f"{path} has {payload - expected:,} bytes after the {dims[0]:,} {what} its header announces "
-            f"({' x '.join(map(str, dims))}); not a valid IDX file; {fix}")
+            f"({' x '.join(map(str, dims))}); not a valid IDX file; {fix}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -718,23 +764,30 @@ def _read_idx_split(kind: str, root: Path, split: str, check_md5: bool) -> tuple
     images = parse_idx(image_raw, image_path, IDX_IMAGES)
     labels = parse_idx(label_raw, label_path, IDX_LABELS)
     if images.shape[1:] != (IDX_IMAGE_SIZE, IDX_IMAGE_SIZE):
-        raise PruneLabError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
-                            f"{kind} images are {IDX_IMAGE_SIZE}x{IDX_IMAGE_SIZE}")
+        raise PruneLabError(
+            f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
+            f"{kind} images are {IDX_IMAGE_SIZE}x{IDX_IMAGE_SIZE}"
+        )
     if len(images) != len(labels):
-        raise PruneLabError(f"count mismatch: {image_path} holds {len(images):,} images but {label_path} "
-                            f"holds {len(labels):,} labels; the two files are from different sets")
+        raise PruneLabError(
+            f"count mismatch: {image_path} holds {len(images):,} images but {label_path} "
+            f"holds {len(labels):,} labels; the two files are from different sets"
+        )
     bad = int((labels >= meta["num_classes"]).sum())
     if bad:
         raise PruneLabError(f"{label_path}: {bad} labels outside [0, {meta['num_classes']})")
     official = None
     if check_md5:
-        official = (hashlib.md5(image_raw).hexdigest() == meta["files"][image_name][1]
-                    and hashlib.md5(label_raw).hexdigest() == meta["files"][label_name][1])
+        official = (
+            hashlib.md5(image_raw).hexdigest() == meta["files"][image_name][1]
+            and hashlib.md5(label_raw).hexdigest() == meta["files"][label_name][1]
+        )
     return images[:, None], labels.astype(np.int64), official
 
 
-def load_idx(kind: str, root: str | Path, download: bool = False, check_md5: bool = True,
-             strict_sizes: bool = True) -> ImageData:
+def load_idx(
+    kind: str, root: str | Path, download: bool = False, check_md5: bool = True, strict_sizes: bool = True
+) -> ImageData:
     """MNIST or Fashion-MNIST from the four official IDX files (each gzipped or extracted)
     directly in ``root``: 28x28 grey images, 10 classes, normalised with the standard constants
     (see ``IDX``). ``official_md5`` compares the extracted content with the official files."""
@@ -787,7 +840,9 @@ class FolderSplit:
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> FolderSplit:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return FolderSplit([self.samples[i] for i in idx.tolist()], self.labels.index_select(0, idx.to(self.labels.device)))
+        return FolderSplit(
+            [self.samples[i] for i in idx.tolist()], self.labels.index_select(0, idx.to(self.labels.device))
+        )
 
 
 class _IndexSampler(torch.utils.data.Sampler):
@@ -827,9 +882,19 @@ class FolderImageData(ClassificationData):
     CenterCrop(crop); both normalised with the ImageNet mean/std.
     """
 
-    def __init__(self, name: str, train: FolderSplit, test: FolderSplit, num_classes: int,
-                 crop_size: int = 224, resize_size: int = 256, workers: int = 8, augment: bool = True,
-                 info: dict | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        train: FolderSplit,
+        test: FolderSplit,
+        num_classes: int,
+        crop_size: int = 224,
+        resize_size: int = 256,
+        workers: int = 8,
+        augment: bool = True,
+        info: dict | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.name, self.train, self.test, self.num_classes = name, train, test, num_classes
         self.crop_size, self.resize_size, self.workers = int(crop_size), int(resize_size), int(workers)
         self.augment, self.info, self.device = augment, dict(info or {}), _canonical_device(device)
@@ -841,9 +906,18 @@ class FolderImageData(ClassificationData):
         return (3, self.crop_size, self.crop_size)
 
     def _replace(self, **changes) -> FolderImageData:
-        kw = dict(name=self.name, train=self.train, test=self.test, num_classes=self.num_classes,
-                  crop_size=self.crop_size, resize_size=self.resize_size, workers=self.workers,
-                  augment=self.augment, info=self.info, device=self.device)
+        kw = dict(
+            name=self.name,
+            train=self.train,
+            test=self.test,
+            num_classes=self.num_classes,
+            crop_size=self.crop_size,
+            resize_size=self.resize_size,
+            workers=self.workers,
+            augment=self.augment,
+            info=self.info,
+            device=self.device,
+        )
         return FolderImageData(**{**kw, **changes})
 
     def transform(self, train: bool):
@@ -860,9 +934,13 @@ class FolderImageData(ClassificationData):
             samples = self.train.samples if split == "train" else self.test.samples
             sampler = _IndexSampler()
             loader = torch.utils.data.DataLoader(
-                _FilesDataset(samples, self.transform(split == "train")), batch_size=batch_size,
-                sampler=sampler, num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                persistent_workers=self.workers > 0, drop_last=False,
+                _FilesDataset(samples, self.transform(split == "train")),
+                batch_size=batch_size,
+                sampler=sampler,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+                drop_last=False,
             )
             self._loaders[key] = (loader, sampler)
         return self._loaders[key]
@@ -873,8 +951,9 @@ class FolderImageData(ClassificationData):
         for images, labels in loader:  # (B, 3, crop, crop) float, (B,)
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented batches. The order is a permutation drawn from the epoch
         generator; under DDP every rank draws the same one and takes every world_size-th index
         (a disjoint shard; the epoch is trimmed to a multiple of world_size). Augmentation
@@ -885,7 +964,9 @@ class FolderImageData(ClassificationData):
             order = _rank_share(order, rank, world_size)
         return self._batches("train", order.tolist(), batch_size)
 
-    def test_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def test_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
         lo, hi = _shard(len(self.test), rank, world_size)
         return self._batches("test", list(range(lo, hi)), batch_size)
@@ -924,7 +1005,9 @@ def check_imagenet(cfg: dict) -> tuple[Path, list[str]]:
     root = Path(cfg["root"]).expanduser().resolve()
     missing = [str(root / s) for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
-        raise PruneLabError(f"{cfg.get('name', 'imagenet')} not found: missing {', '.join(missing)}/\n{_imagenet_help(root)}")
+        raise PruneLabError(
+            f"{cfg.get('name', 'imagenet')} not found: missing {', '.join(missing)}/\n{_imagenet_help(root)}"
+        )
     classes = _class_folders(root / "train")
     val_classes = _class_folders(root / "val")
     if not classes:
@@ -950,8 +1033,10 @@ def _scan(folder: Path, classes: list[str]) -> tuple[list[tuple[str, int]], list
     size in bytes) for the fingerprint: one scandir per class folder, no image decoding."""
     samples, listing = [], []
     for label, wnid in enumerate(classes):
-        entries = sorted((e for e in os.scandir(folder / wnid) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)),
-                         key=lambda e: e.name)
+        entries = sorted(
+            (e for e in os.scandir(folder / wnid) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)),
+            key=lambda e: e.name,
+        )
         for e in entries:
             samples.append((e.path, label))
             listing.append((f"{folder.name}/{wnid}/{e.name}", e.stat().st_size))
@@ -978,7 +1063,9 @@ def load_imagenet(cfg: dict) -> FolderImageData:
     train_samples, train_list = _scan(root / "train", classes)
     val_samples, val_list = _scan(root / "val", classes)
     if not train_samples or not val_samples:
-        raise PruneLabError(f"{root}: no image files found (extensions {', '.join(IMAGE_EXTENSIONS)})\n{_imagenet_help(root)}")
+        raise PruneLabError(
+            f"{root}: no image files found (extensions {', '.join(IMAGE_EXTENSIONS)})\n{_imagenet_help(root)}"
+        )
     h = hashlib.sha1()
     for rel, size in train_list + val_list:
         h.update(f"{rel}\t{size}\n".encode())
@@ -993,10 +1080,25 @@ def load_imagenet(cfg: dict) -> FolderImageData:
     def split(samples):
         return FolderSplit(samples, torch.tensor([label for _, label in samples], dtype=torch.long))
 
-    info = {"source": str(root), "official_md5": None, "fingerprint": h.hexdigest()[:16],
-            "label": cfg.get("label") or "ImageNet (ILSVRC2012)", "num_classes": len(classes),
-            "train_images": full_train, "train_size": len(train_samples), "test_size": len(val_samples),
-            "train_subset": subset or None}
-    return FolderImageData(cfg.get("name", "imagenet"), split(train_samples), split(val_samples), len(classes),
-                           crop_size=int(cfg.get("image_size", 224)), resize_size=int(cfg.get("resize_size", 256)),
-                           workers=int(cfg.get("workers", 8)), augment=bool(cfg.get("augment", True)), info=info)
+    info = {
+        "source": str(root),
+        "official_md5": None,
+        "fingerprint": h.hexdigest()[:16],
+        "label": cfg.get("label") or "ImageNet (ILSVRC2012)",
+        "num_classes": len(classes),
+        "train_images": full_train,
+        "train_size": len(train_samples),
+        "test_size": len(val_samples),
+        "train_subset": subset or None,
+    }
+    return FolderImageData(
+        cfg.get("name", "imagenet"),
+        split(train_samples),
+        split(val_samples),
+        len(classes),
+        crop_size=int(cfg.get("image_size", 224)),
+        resize_size=int(cfg.get("resize_size", 256)),
+        workers=int(cfg.get("workers", 8)),
+        augment=bool(cfg.get("augment", True)),
+        info=info,
+    )

@@ -128,8 +128,9 @@ def read_json(path: Path) -> Any:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFileError(path, f"{path} is corrupt or truncated (not valid JSON: {e}); "
-                                     "delete it or move it aside and re-run") from None
+        raise CorruptFileError(
+            path, f"{path} is corrupt or truncated (not valid JSON: {e}); delete it or move it aside and re-run"
+        ) from None
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
@@ -144,14 +145,28 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
-            AttributeError, TypeError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+    ) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptFileError(path, f"{path} cannot be loaded (truncated, corrupt or not a prune-lab "
-                                     f"checkpoint: {first_line[:200]}); delete it or move it aside and re-run") from None
+        raise CorruptFileError(
+            path,
+            f"{path} cannot be loaded (truncated, corrupt or not a prune-lab "
+            f"checkpoint: {first_line[:200]}); delete it or move it aside and re-run",
+        ) from None
     if not isinstance(state, dict):
-        raise CorruptFileError(path, f"{path} is not a prune-lab checkpoint (holds a {type(state).__name__}, "
-                                     "not a dict); delete it or move it aside and re-run")
+        raise CorruptFileError(
+            path,
+            f"{path} is not a prune-lab checkpoint (holds a {type(state).__name__}, "
+            "not a dict); delete it or move it aside and re-run",
+        )
     return state
 
 
@@ -167,8 +182,9 @@ def quarantine(path: Path) -> Path:
     return target
 
 
-def load_or_quarantine(path: Path, say: Callable[[str], None], map_location: str | torch.device = "cpu",
-                       what: str = "checkpoint") -> dict | None:
+def load_or_quarantine(
+    path: Path, say: Callable[[str], None], map_location: str | torch.device = "cpu", what: str = "checkpoint"
+) -> dict | None:
     """The checkpoint at ``path``; None when absent, or when corrupt (then moved aside, with a
     message saying so, and the caller rebuilds what it held)."""
     if not Path(path).exists():

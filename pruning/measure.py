@@ -70,9 +70,15 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
 
 
 @torch.no_grad()
-def measure_latency_pair(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
-                         device: str | torch.device, batch_size: int, warmup: int = 3,
-                         repeats: int = 10) -> dict:
+def measure_latency_pair(
+    dense: nn.Module,
+    pruned: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str | torch.device,
+    batch_size: int,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> dict:
     """Dense vs pruned latency measured side by side: after ``warmup`` untimed passes of each,
     ``repeats`` rounds that time one dense and one pruned forward pass back to back (the order
     alternating), so load from other processes hits both alike and the ratio stays meaningful
@@ -91,12 +97,18 @@ def measure_latency_pair(dense: nn.Module, pruned: nn.Module, input_shape: tuple
     sync()
     times: list[list[float]] = [[], []]
     for r in range(repeats):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
             t0 = time.perf_counter()
             nets[i](x)
             sync()
             times[i].append((time.perf_counter() - t0) * 1000)
     dense_ms, pruned_ms = (statistics.median(t) for t in times)
-    return {"dense_ms": dense_ms, "pruned_ms": pruned_ms, "speedup": dense_ms / pruned_ms,
-            "dense_min_ms": min(times[0]), "pruned_min_ms": min(times[1]), "repeats": repeats,
-            "threads": torch.get_num_threads() if device.type == "cpu" else None}
+    return {
+        "dense_ms": dense_ms,
+        "pruned_ms": pruned_ms,
+        "speedup": dense_ms / pruned_ms,
+        "dense_min_ms": min(times[0]),
+        "pruned_min_ms": min(times[1]),
+        "repeats": repeats,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }

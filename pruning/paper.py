@@ -93,12 +93,19 @@ def experiment_rows(experiment: str, conf: Path | None = None) -> list[str]:
     if "table_row" in params:
         rows = [name.strip() for name in str(params["table_row"]).split(",")]
     else:
-        rows = [value for entry in config.get("defaults") or [] if isinstance(entry, dict)
-                for key, value in entry.items() if _group_of(key) == "table_row"]
+        rows = [
+            value
+            for entry in config.get("defaults") or []
+            if isinstance(entry, dict)
+            for key, value in entry.items()
+            if _group_of(key) == "table_row"
+        ]
     for name in rows:
         if not _NAME.match(name):
-            raise PruneLabError(f"{path}: table_row sweep value {name!r} is not a row name "
-                                "(list the rows explicitly: a,b,c; globs and ranges are not read)")
+            raise PruneLabError(
+                f"{path}: table_row sweep value {name!r} is not a row name "
+                "(list the rows explicitly: a,b,c; globs and ranges are not read)"
+            )
     return rows
 
 
@@ -143,8 +150,7 @@ def expand_rows(spec: Mapping[str, Any], conf: Path | None = None) -> dict[str, 
     if not experiments:
         return dict(spec)
     if spec.get("rows"):
-        raise PruneLabError("a report spec lists either experiments (whose table rows it shows) "
-                            "or rows, not both")
+        raise PruneLabError("a report spec lists either experiments (whose table rows it shows) or rows, not both")
     names: list[str] = []
     for experiment in experiments:
         names += [n for n in experiment_rows(experiment, conf) if n not in names]

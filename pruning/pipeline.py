@@ -107,7 +107,9 @@ def _finished_run(run_dir: Path, cfg: dict, rt: Runtime) -> dict | None:
         previous = read_json(path)
     except CorruptFileError as e:
         if rt.dist.is_main:
-            rt.say(f"[yellow]warning:[/] {e}. Moved it to {quarantine(path).name}; the run resumes from its checkpoints.")
+            rt.say(
+                f"[yellow]warning:[/] {e}. Moved it to {quarantine(path).name}; the run resumes from its checkpoints."
+            )
         return None
     if previous.get("status") == "done":
         rt.say(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
@@ -123,11 +125,19 @@ class Run:
         self.seed = int(cfg["seed"])
         key = run_key(cfg, method)
         self.metrics = RunMetrics(
-            key=RunKey.from_dict(key), status="running", method_settings=method.settings(), run_dir=str(run_dir),
-            started=now(), dry_run=bool(cfg.get("dry_run")), versions=versions(), git_commit=git_commit(),
+            key=RunKey.from_dict(key),
+            status="running",
+            method_settings=method.settings(),
+            run_dir=str(run_dir),
+            started=now(),
+            dry_run=bool(cfg.get("dry_run")),
+            versions=versions(),
+            git_commit=git_commit(),
             command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             device=rt.device if rt.device == "cpu" else torch.cuda.get_device_name(rt.device),
-            world_size=rt.dist.world_size, engine=asdict(rt.engine))
+            world_size=rt.dist.world_size,
+            engine=asdict(rt.engine),
+        )
 
     def save(self) -> None:
         if self.rt.dist.is_main:
@@ -152,8 +162,11 @@ class Run:
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
             self.metrics.status = "interrupted" if interrupted else "failed"
-            self.metrics.error = (("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)") if interrupted
-                                  else f"{type(e).__name__}: {e}")
+            self.metrics.error = (
+                ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)")
+                if interrupted
+                else f"{type(e).__name__}: {e}"
+            )
             try:
                 self.save()
             except PruneLabError:  # e.g. the disk is full: the original error is the one to report
@@ -167,14 +180,25 @@ class Run:
         self.metrics.data = {"name": self.data.name, **self.data.info}
         pre = pretrain_schedule(self.cfg)
         self.planned = plan(self.cfg, self.method, self.spec, self.input_shape)
-        self.metrics.budget = {"pretrain_epochs": pre.epochs, "batch_size": pre.batch_size,
-                               "train_subset": self.data.info.get("train_subset"),
-                               "planned_stage_epochs": self.planned["stage"]}
+        self.metrics.budget = {
+            "pretrain_epochs": pre.epochs,
+            "batch_size": pre.batch_size,
+            "train_subset": self.data.info.get("train_subset"),
+            "planned_stage_epochs": self.planned["stage"],
+        }
         second = self.cfg["finetune"]["name"] if self.method.prunes else "no second stage"
-        epochs = ("" if not self.method.prunes else f"{self.planned['stage']} epochs" if self.planned["stage"] is not None
-                  else "(epochs set by the pruned FLOPs)")
-        first = (f"pretrain {pre.epochs} epochs (cached if already trained)" if self.method.needs_pretrained
-                 else "no pretraining (the method starts from random weights)")
+        epochs = (
+            ""
+            if not self.method.prunes
+            else f"{self.planned['stage']} epochs"
+            if self.planned["stage"] is not None
+            else "(epochs set by the pruned FLOPs)"
+        )
+        first = (
+            f"pretrain {pre.epochs} epochs (cached if already trained)"
+            if self.method.needs_pretrained
+            else "no pretraining (the method starts from random weights)"
+        )
         self.rt.say(f"[bold]plan:[/] {first} -> {second} {epochs}")
         self.save()
 
@@ -182,9 +206,24 @@ class Run:
         later = (self.planned["stage"] or 0) * (self.planned["flops_ratio"] or 1.0)
         t0 = time.perf_counter()
         dense, info = pretrain(self.cfg, self.data, self.spec, self.method, self.rt, Eta(self.rt, later))
-        record = StageRecord.from_dict({k: info.get(k) for k in (
-            "top1", "top1_best", "top5", "epochs", "wall_s", "cached", "baseline_id", "epoch_s_median",
-            "peak_gpu_mem_mb", "peak_rss_mb") if k in info})
+        record = StageRecord.from_dict(
+            {
+                k: info.get(k)
+                for k in (
+                    "top1",
+                    "top1_best",
+                    "top5",
+                    "epochs",
+                    "wall_s",
+                    "cached",
+                    "baseline_id",
+                    "epoch_s_median",
+                    "peak_gpu_mem_mb",
+                    "peak_rss_mb",
+                )
+                if k in info
+            }
+        )
         record.load_s = round(time.perf_counter() - t0, 2) if info["cached"] else 0.0
         self.base_info = info
         m = self.metrics
@@ -202,7 +241,11 @@ class Run:
         torch.manual_seed(self.seed)
         dense = build(self.spec).to(self.rt.device)
         m = self.metrics
-        m.params_dense, m.flops_dense, m.spec_dense = count_params(dense), count_macs(dense, self.input_shape), self.spec
+        m.params_dense, m.flops_dense, m.spec_dense = (
+            count_params(dense),
+            count_macs(dense, self.input_shape),
+            self.spec,
+        )
         self.base_info = {"cached": False, "baseline_id": None}
         self.save()
         return dense
@@ -226,26 +269,45 @@ class Run:
         if main and pruned_path.exists():
             load_or_quarantine(pruned_path, self.rt.say, what="pruned network")  # corrupt: moved aside, pruned again
         if main and not pruned_path.exists():
-            ctx = PruneContext(data=self.data, device=self.rt.device, input_shape=self.input_shape, seed=self.seed,
-                               work_dir=self.run_dir, quiet=self.rt.quiet, cache_dir=Path(self.cfg["paths"]["cache_dir"]),
-                               source_id=self.base_info.get("baseline_id"),
-                               say=lambda message: self.rt.say(escape(message)))  # a method's text, not markup
+            ctx = PruneContext(
+                data=self.data,
+                device=self.rt.device,
+                input_shape=self.input_shape,
+                seed=self.seed,
+                work_dir=self.run_dir,
+                quiet=self.rt.quiet,
+                cache_dir=Path(self.cfg["paths"]["cache_dir"]),
+                source_id=self.base_info.get("baseline_id"),
+                say=lambda message: self.rt.say(escape(message)),
+            )  # a method's text, not markup
             result = self.method.prune(dense, ctx)
-            save_checkpoint(pruned_path, {"model": result.model.state_dict(), "spec": result.spec,
-                                          "masks": result.masks, "keep": result.keep, "extras": result.extras,
-                                          "own_stage": result.own_stage})
+            save_checkpoint(
+                pruned_path,
+                {
+                    "model": result.model.state_dict(),
+                    "spec": result.spec,
+                    "masks": result.masks,
+                    "keep": result.keep,
+                    "extras": result.extras,
+                    "own_stage": result.own_stage,
+                },
+            )
         distributed.barrier(self.rt.dist)
         state = load_checkpoint(pruned_path, map_location=self.rt.device)
         pruned = build(state["spec"]).to(self.rt.device)
         pruned.load_state_dict(state["model"])
         masks = state.get("masks")
-        after = evaluate(pruned, self.data, pretrain_schedule(self.cfg).test_batch_size, dist=self.rt.dist,
-                         device=self.data.device)
-        self.metrics.stages["prune"] = StageRecord(top1=after["top1"], top5=after["top5"],
-                                                   wall_s=round(time.perf_counter() - t0, 2))
+        after = evaluate(
+            pruned, self.data, pretrain_schedule(self.cfg).test_batch_size, dist=self.rt.dist, device=self.data.device
+        )
+        self.metrics.stages["prune"] = StageRecord(
+            top1=after["top1"], top5=after["top5"], wall_s=round(time.perf_counter() - t0, 2)
+        )
         _record_sizes(self.metrics, pruned, masks, self.input_shape)
-        self.metrics.latency = {name: LatencyRecord.from_dict(name, rec) for name, rec in
-                                measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt).items()}
+        self.metrics.latency = {
+            name: LatencyRecord.from_dict(name, rec)
+            for name, rec in measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt).items()
+        }
         self.metrics.extras = state.get("extras", {})
         own = dict(state.get("own_stage") or {})
         if own:  # the method's own training stage (a search, gate learning): recorded with its cost
@@ -273,10 +335,23 @@ class Run:
         kd = self.method.distillation()  # train against the frozen dense net (not checkpointed)
         m.budget["distillation"] = kd
         eta = Eta(self.rt, 0.0).hook(lambda e: schedule.epochs - e) if self.base_info["cached"] else None
-        stage = run_stage(policy, model, self.data, schedule, self.run_dir / f"ckpt_{policy}.pt",
-                          self.run_dir / "history.jsonl", self.seed + 7, masks=masks, quiet=self.rt.quiet,
-                          engine=self.rt.engine, dist=self.rt.dist, on_epoch=eta,
-                          teacher=copy.deepcopy(dense).eval() if kd else None, kd=kd, device=self.data.device)
+        stage = run_stage(
+            policy,
+            model,
+            self.data,
+            schedule,
+            self.run_dir / f"ckpt_{policy}.pt",
+            self.run_dir / "history.jsonl",
+            self.seed + 7,
+            masks=masks,
+            quiet=self.rt.quiet,
+            engine=self.rt.engine,
+            dist=self.rt.dist,
+            on_epoch=eta,
+            teacher=copy.deepcopy(dense).eval() if kd else None,
+            kd=kd,
+            device=self.data.device,
+        )
         record = StageRecord.from_dict(stage)
         _add_cost(record, m.flops_pruned, len(self.data.train))
         m.stages[policy] = record
@@ -302,8 +377,10 @@ class Run:
         elif known is not None:
             pruned_model, masks = known
             _record_sizes(m, pruned_model, masks, input_shape)
-            m.budget = {"pretrain_epochs": int(cfg["schedule"]["epochs"]),
-                        "stage_epochs": policy_schedule(cfg, m.flops_dense, m.flops_pruned).epochs}
+            m.budget = {
+                "pretrain_epochs": int(cfg["schedule"]["epochs"]),
+                "stage_epochs": policy_schedule(cfg, m.flops_dense, m.flops_pruned).epochs,
+            }
         m.status = "dry_run"
         self.save()
         return m.to_dict()
@@ -313,8 +390,12 @@ class Run:
 def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
     """The dense baseline's cache id: a hash of exactly what determines it."""
     identity = {
-        "data": {"kind": cfg["data"].get("kind", cfg["data"]["name"]), "fingerprint": data.info["fingerprint"],
-                 "train_subset": data.info.get("train_subset"), "augment": data.augment},
+        "data": {
+            "kind": cfg["data"].get("kind", cfg["data"]["name"]),
+            "fingerprint": data.info["fingerprint"],
+            "train_subset": data.info.get("train_subset"),
+            "augment": data.augment,
+        },
         "spec": spec,
         "schedule": pretrain_schedule(cfg).identity(),  # new fields only when not default
         "seed": int(cfg["seed"]),
@@ -350,10 +431,21 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
 
             load_torchvision_file(model, cfg["model"]["init_from"])
         schedule = pretrain_schedule(cfg)
-        stage = run_stage("pretrain", model, data, schedule, entry / "ckpt.pt", entry / "history.jsonl",
-                          int(cfg["seed"]), grad_hook=method.pretrain_grad_hook(), quiet=rt.quiet,
-                          engine=rt.engine, dist=rt.dist, on_epoch=eta.hook(lambda e: schedule.epochs - e),
-                          device=data.device)
+        stage = run_stage(
+            "pretrain",
+            model,
+            data,
+            schedule,
+            entry / "ckpt.pt",
+            entry / "history.jsonl",
+            int(cfg["seed"]),
+            grad_hook=method.pretrain_grad_hook(),
+            quiet=rt.quiet,
+            engine=rt.engine,
+            dist=rt.dist,
+            on_epoch=eta.hook(lambda e: schedule.epochs - e),
+            device=data.device,
+        )
         info = {**stage, "baseline_id": entry.name}
         if rt.dist.is_main:
             save_checkpoint(entry / "baseline.pt", {"model": model.state_dict(), "spec": spec})
@@ -361,23 +453,32 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
             (entry / "ckpt.pt").unlink(missing_ok=True)
         return model, info
 
-    (model, info), hit = cached(directory, load=load, build=train, files=("baseline.pt", "info.json"),
-                                say=rt.say, what="cached dense baseline", dist=rt.dist)
+    (model, info), hit = cached(
+        directory,
+        load=load,
+        build=train,
+        files=("baseline.pt", "info.json"),
+        say=rt.say,
+        what="cached dense baseline",
+        dist=rt.dist,
+    )
     if hit:
         rt.say(f"[green]dense baseline: cached[/] ({directory.name}, top-1 {info['top1']:.2f}%)")
     return model.to(rt.device), {**info, "cached": hit}
 
 
-def known_architecture(method: Method, spec: dict, input_shape: tuple[int, ...], seed: int,
-                       dense: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict | None] | None:
+def known_architecture(
+    method: Method, spec: dict, input_shape: tuple[int, ...], seed: int, dense: torch.nn.Module | None = None
+) -> tuple[torch.nn.Module, dict | None] | None:
     """The pruned network when its architecture is known before any training: a data-free method
     (L1-norm's widths do not depend on the weights) pruned on random weights, or the fixed widths
     of a data-driven one (ThiNet / LASSO at a ratio or variant). None when pruning decides it."""
     if not method.prunes:
         return None
     if method.data_free_architecture:
-        result = method.prune(dense if dense is not None else build(spec),
-                              PruneContext(device="cpu", input_shape=input_shape, seed=seed))
+        result = method.prune(
+            dense if dense is not None else build(spec), PruneContext(device="cpu", input_shape=input_shape, seed=seed)
+        )
         return result.model, result.masks
     fixed = method.architecture(spec)
     return (build(fixed), None) if fixed is not None else None
@@ -389,7 +490,10 @@ def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) ->
     out = {"pretrain": pretrain_schedule(cfg).epochs, "stage": None, "flops_ratio": None}
     known = known_architecture(method, spec, input_shape, int(cfg["seed"]))
     if known is not None:
-        f_dense, f_pruned = count_macs(build(spec), input_shape), count_macs(known[0], input_shape, nonzero=bool(known[1]))
+        f_dense, f_pruned = (
+            count_macs(build(spec), input_shape),
+            count_macs(known[0], input_shape, nonzero=bool(known[1])),
+        )
         out["stage"] = policy_schedule(cfg, f_dense, f_pruned).epochs
         out["flops_ratio"] = f_pruned / f_dense
     elif method.prunes and cfg["finetune"]["name"] != "scratch_b":
@@ -414,4 +518,3 @@ def _add_cost(record: StageRecord, macs_per_sample: int | None, train_size: int)
     record.samples = int(record.epochs) * train_size
     record.macs_per_sample = int(macs_per_sample)
     record.train_macs = float(record.samples) * float(macs_per_sample)
-

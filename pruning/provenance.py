@@ -19,8 +19,13 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         commit = out.stdout.strip() if out.returncode == 0 else None
         if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
             return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -31,11 +36,15 @@ def versions() -> dict:
     import hydra
     import omegaconf
 
-    return {"prune_lab": pruning.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__, "platform": platform.platform()}
+    return {
+        "prune_lab": pruning.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "hydra": hydra.__version__,
+        "omegaconf": omegaconf.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-

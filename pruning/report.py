@@ -65,28 +65,46 @@ from pruning.results import KEY_FIELDS, RunMetrics, StageRecord
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = (
-    *KEY_FIELDS, "data_label", "pretrain_epochs", "stage_epochs", "train_subset",
-    "flops_reduction", "params_reduction", "flops_speedup", "flops_dense", "flops_pruned",
-    "params_dense", "params_pruned", "unpruned_top1", "final_top1", "final_top1_last",
-    "final_top5", "run_dir", "measured_speedup", "measured_setting",
-    "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu", "status",
-    "accuracy_drop", "requested_flops_reduction", "settings", "sparsity", "mode",
+    *KEY_FIELDS,
+    "data_label",
+    "pretrain_epochs",
+    "stage_epochs",
+    "train_subset",
+    "flops_reduction",
+    "params_reduction",
+    "flops_speedup",
+    "flops_dense",
+    "flops_pruned",
+    "params_dense",
+    "params_pruned",
+    "unpruned_top1",
+    "final_top1",
+    "final_top1_last",
+    "final_top5",
+    "run_dir",
+    "measured_speedup",
+    "measured_setting",
+    "measured_speedup_cpu_b1",
+    "measured_speedup_cpu_b64",
+    "measured_speedup_gpu",
+    "status",
+    "accuracy_drop",
+    "requested_flops_reduction",
+    "settings",
+    "sparsity",
+    "mode",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
-SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64",
-                   "measured_speedup_gpu")
+SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
 FORMATS = ("md", "csv", "latex")
 FILE_SUFFIXES = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 SPEC_KINDS = ("paper_table", "ratio_sweep")
 COLUMN_KINDS = ("accuracy", "reduction", "speedup", "count")  # count: e.g. FLOPs as 2.24E7
 
-ACCURACY_NOTE = ("Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper "
-                 "reports it")
+ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper reports it"
 UNVERIFIED_MARK = "†"
-UNVERIFIED_FOOTNOTE = ("† recalled value, not yet checked against the paper "
-                       "(shared/reference/papers.md)")
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "†": r"$^\dagger$",
-                 "·": r"$\cdot$", "−": "-"}
+UNVERIFIED_FOOTNOTE = "† recalled value, not yet checked against the paper (shared/reference/papers.md)"
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "·": r"$\cdot$", "−": "-"}
 FINETUNE_STYLES = {"finetune": ("o", "-"), "scratch_e": ("s", ":"), "scratch_b": ("^", "-.")}
 
 
@@ -132,8 +150,15 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
         final_top5=final.get("top5"),
         run_dir=str(path.parent),
     )
-    for name in ("flops_reduction", "params_reduction", "flops_speedup", "flops_dense",
-                 "flops_pruned", "params_dense", "params_pruned"):
+    for name in (
+        "flops_reduction",
+        "params_reduction",
+        "flops_speedup",
+        "flops_dense",
+        "flops_pruned",
+        "params_dense",
+        "params_pruned",
+    ):
         record[name] = getattr(metrics, name)
     record.update(measured_speedups(metrics))
     # accuracy drop vs the run's own dense baseline (TAS's "drop" column), and the FLOPs
@@ -153,8 +178,10 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
 
 def settings_text(settings: Mapping[str, Any]) -> str:
     """``{"sparsity": 1e-4}`` -> ``"sparsity=0.0001"`` (sorted; "" for none)."""
-    return ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
-                     for name, value in sorted(settings.items()))
+    return ", ".join(
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in sorted(settings.items())
+    )
 
 
 def measured_speedups(metrics: RunMetrics) -> dict[str, Any]:
@@ -264,8 +291,7 @@ class BudgetGroup:
 
     @classmethod
     def of(cls, run: Mapping[str, Any]) -> BudgetGroup:
-        return cls(str(run["data_label"]), _optional_int(run["pretrain_epochs"]),
-                   _optional_int(run["train_subset"]))
+        return cls(str(run["data_label"]), _optional_int(run["pretrain_epochs"]), _optional_int(run["train_subset"]))
 
     @property
     def slug(self) -> str:
@@ -276,12 +302,12 @@ class BudgetGroup:
     def describe(self) -> str:
         epochs = "?" if self.pretrain_epochs is None else self.pretrain_epochs
         subset = "full" if self.train_subset is None else self.train_subset
-        return (f"data: {self.data_label} · budget: pretrain {epochs} ep, second stage as "
-                f"recorded, train subset {subset}")
+        return (
+            f"data: {self.data_label} · budget: pretrain {epochs} ep, second stage as recorded, train subset {subset}"
+        )
 
     def sort_key(self) -> tuple:
-        return (self.data_label, self.pretrain_epochs or 0, self.train_subset is not None,
-                self.train_subset or 0)
+        return (self.data_label, self.pretrain_epochs or 0, self.train_subset is not None, self.train_subset or 0)
 
 
 def split_by_budget(runs: pd.DataFrame) -> list[tuple[BudgetGroup, pd.DataFrame]]:
@@ -325,8 +351,9 @@ def _check_spec(name: str, spec: Any, path: Path) -> dict[str, Any]:
                 raise fail(f"missing {required!r}")
         for column in spec["columns"]:
             if column.get("kind") not in COLUMN_KINDS or column.get("metric") not in RUN_COLUMNS:
-                raise fail(f"column {column.get('key')!r} needs kind in {COLUMN_KINDS} "
-                           "and a metric that is a run column")
+                raise fail(
+                    f"column {column.get('key')!r} needs kind in {COLUMN_KINDS} and a metric that is a run column"
+                )
             for required in ("key", "label", "command"):
                 if required not in column:
                     raise fail(f"column {column.get('key')!r} lacks {required!r}")
@@ -425,9 +452,12 @@ def _paper_value(row: Mapping[str, Any], column: Mapping[str, Any]) -> PaperValu
     if entry is None:
         return None
     std = entry.get("std")
-    return PaperValue(float(entry.get("mean", entry.get("value"))),
-                      None if std is None else float(std),
-                      bool(entry.get("verified", False)), str(entry.get("source", "")))
+    return PaperValue(
+        float(entry.get("mean", entry.get("value"))),
+        None if std is None else float(std),
+        bool(entry.get("verified", False)),
+        str(entry.get("source", "")),
+    )
 
 
 def budget_overrides(spec: Mapping[str, Any], group: BudgetGroup | None) -> list[str]:
@@ -444,27 +474,33 @@ def budget_overrides(spec: Mapping[str, Any], group: BudgetGroup | None) -> list
     return overrides
 
 
-def cell_command(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any],
-                 group: BudgetGroup | None = None) -> str:
+def cell_command(
+    spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any], group: BudgetGroup | None = None
+) -> str:
     """The prune-exp command that fills one cell: the column's template, formatted with the
     spec + row + column filter fields, ``seeds`` and ``table_row`` (the row's name), plus the
     group's budget overrides."""
-    fields = {"table_row": row.get("table_row", ""), **(spec.get("filter") or {}), **row["filter"],
-              **(column.get("filter") or {})}
+    fields = {
+        "table_row": row.get("table_row", ""),
+        **(spec.get("filter") or {}),
+        **row["filter"],
+        **(column.get("filter") or {}),
+    }
     fields["seeds"] = ",".join(str(seed) for seed in spec.get("seeds", [0]))
     try:
         command = str(column["command"]).format_map(fields)
     except KeyError as e:
-        raise PruneLabError(f"report spec {spec['name']}: column {column['key']!r} command "
-                            f"uses {e} which the row filter does not set") from e
+        raise PruneLabError(
+            f"report spec {spec['name']}: column {column['key']!r} command uses {e} which the row filter does not set"
+        ) from e
     return " ".join([command, *budget_overrides(spec, group)])
 
 
-def _cell_runs(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any],
-               runs: pd.DataFrame) -> pd.DataFrame:
+def _cell_runs(
+    spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any], runs: pd.DataFrame
+) -> pd.DataFrame:
     ignored = set(column.get("ignore_filter") or [])
-    key_filter = {k: v for k, v in {**(spec.get("filter") or {}), **row["filter"]}.items()
-                  if k not in ignored}
+    key_filter = {k: v for k, v in {**(spec.get("filter") or {}), **row["filter"]}.items() if k not in ignored}
     selected = select_runs(runs, {**key_filter, **(column.get("filter") or {})})
     return one_per_seed(selected) if column.get("one_per_seed") else selected
 
@@ -490,20 +526,24 @@ def _reduction_text(value: MeanStd) -> str:
 def _group_record(group: BudgetGroup | None) -> dict[str, Any]:
     if group is None:
         return {"data_label": None, "pretrain_epochs": None, "train_subset": None}
-    return {"data_label": group.data_label, "pretrain_epochs": group.pretrain_epochs,
-            "train_subset": group.train_subset}
+    return {
+        "data_label": group.data_label,
+        "pretrain_epochs": group.pretrain_epochs,
+        "train_subset": group.train_subset,
+    }
 
 
 def _budget_caption(spec: Mapping[str, Any], group: BudgetGroup | None) -> str:
     default = spec.get("default_budget")
     if group is None or not default:
         return ""
-    if (group.pretrain_epochs == default.get("pretrain_epochs")
-            and group.train_subset == default.get("train_subset")):
+    if group.pretrain_epochs == default.get("pretrain_epochs") and group.train_subset == default.get("train_subset"):
         return ""
     subset = default.get("train_subset") or "full"
-    return (f" This budget differs from the paper's (pretrain {default.get('pretrain_epochs')} ep, "
-            f"train subset {subset}): compare trends, not absolute numbers.")
+    return (
+        f" This budget differs from the paper's (pretrain {default.get('pretrain_epochs')} ep, "
+        f"train subset {subset}): compare trends, not absolute numbers."
+    )
 
 
 def _source_footnote(sources: dict[str, list[str]]) -> str:
@@ -512,30 +552,43 @@ def _source_footnote(sources: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any],
-                runs: pd.DataFrame, group: BudgetGroup | None
-                ) -> tuple[list[str], dict[str, Any], PaperValue | None]:
+def _paper_cell(
+    spec: Mapping[str, Any],
+    row: Mapping[str, Any],
+    column: Mapping[str, Any],
+    runs: pd.DataFrame,
+    group: BudgetGroup | None,
+) -> tuple[list[str], dict[str, Any], PaperValue | None]:
     """One column of one row: its text cells (paper, ours[, Δ]) and its CSV fields."""
     key, kind = column["key"], column["kind"]
     paper = _paper_value(row, column)
     cell_runs = _cell_runs(spec, row, column, runs)
     if kind == "accuracy" and cell_runs["seed"].duplicated().any():
-        log.warning("prune-report: %s / %s has several runs of one seed; averaging all",
-                    row["name"], column["label"])
+        log.warning("prune-report: %s / %s has several runs of one seed; averaging all", row["name"], column["label"])
     mixed = sorted(set(cell_runs["settings"].fillna("")))
     if len(mixed) > 1:
-        log.warning("prune-report: %s, row %r, column %r averages runs made with different method "
-                    "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
-                    spec.get("name"), row.get("name"), column.get("key"),
-                    "; ".join(m or "none recorded" for m in mixed))
+        log.warning(
+            "prune-report: %s, row %r, column %r averages runs made with different method "
+            "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
+            spec.get("name"),
+            row.get("name"),
+            column.get("key"),
+            "; ".join(m or "none recorded" for m in mixed),
+        )
     ours = mean_std(cell_runs[column["metric"]])
     command = "" if ours.n else cell_command(spec, row, column, group)
     if ours.n == 0:
         ours_text: str = CommandText(command)
     else:
-        ours_text = (format_mean_std(ours) if kind == "accuracy" else
-                     f"{ours.mean:.2f}×" if kind == "speedup" else
-                     format_count(ours.mean) if kind == "count" else _reduction_text(ours))
+        ours_text = (
+            format_mean_std(ours)
+            if kind == "accuracy"
+            else f"{ours.mean:.2f}×"
+            if kind == "speedup"
+            else format_count(ours.mean)
+            if kind == "count"
+            else _reduction_text(ours)
+        )
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
     texts = [ours_text] if kind == "speedup" else [paper.format(kind) if paper else "", ours_text]
@@ -555,8 +608,9 @@ def _paper_cell(spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping
     return texts, record, paper
 
 
-def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
-                      group: BudgetGroup | None, arch_runs: pd.DataFrame | None = None) -> ReportTable:
+def build_paper_table(
+    spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None, arch_runs: pd.DataFrame | None = None
+) -> ReportTable:
     """A paper-vs-ours table of one budget group (``group=None``: the table without runs).
     ``arch_runs`` (done and dry runs of any budget) fill the architecture-only columns."""
     header_groups: list[tuple[str, list[str]]] = [("Model", []), ("Pruned model", [])]
@@ -569,8 +623,7 @@ def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
     any_unverified = False
     for row in spec["rows"]:
         cells: list[str] = [row["unpruned_name"], row["name"]]
-        record: dict[str, Any] = {"model": row["unpruned_name"], "pruned_model": row["name"],
-                                  **_group_record(group)}
+        record: dict[str, Any] = {"model": row["unpruned_name"], "pruned_model": row["name"], **_group_record(group)}
         for column in spec["columns"]:
             source = arch_runs if arch_runs is not None and column["metric"] in ARCHITECTURE_METRICS else runs
             texts, fields, paper = _paper_cell(spec, row, column, source, group)
@@ -584,27 +637,50 @@ def build_paper_table(spec: Mapping[str, Any], runs: pd.DataFrame,
 
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
-    caption = (f"{ACCURACY_NOTE}. {paper_note}; ours: mean±std over seeds "
-               f"(n = number of seeds). Δ = ours mean − paper mean. FLOPs↓ / Params↓: reduction "
-               f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
-               f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). An empty 'ours' cell shows the command that "
-               f"fills it; the whole table: `{table_command}`.{_budget_caption(spec, group)}")
+    caption = (
+        f"{ACCURACY_NOTE}. {paper_note}; ours: mean±std over seeds "
+        f"(n = number of seeds). Δ = ours mean − paper mean. FLOPs↓ / Params↓: reduction "
+        f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
+        f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
+        f"An empty 'ours' cell shows the command that "
+        f"fills it; the whole table: `{table_command}`.{_budget_caption(spec, group)}"
+    )
     footnotes = [UNVERIFIED_FOOTNOTE] if any_unverified else []
-    footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}",
-                  _source_footnote(sources)]
-    subtitle = (group.describe() if group is not None
-                else "no done runs yet · commands use the paper's budget")
-    return ReportTable(spec["name"], group, spec["title"], subtitle, caption, header_groups,
-                       rows, pd.DataFrame.from_records(records), footnotes)
+    footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}", _source_footnote(sources)]
+    subtitle = group.describe() if group is not None else "no done runs yet · commands use the paper's budget"
+    return ReportTable(
+        spec["name"],
+        group,
+        spec["title"],
+        subtitle,
+        caption,
+        header_groups,
+        rows,
+        pd.DataFrame.from_records(records),
+        footnotes,
+    )
 
 
-def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
-                      group: BudgetGroup | None) -> ReportTable:
+def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
     """Uniform-ratio runs of one budget group: ratio → reductions, unpruned and final top-1."""
     header_groups: list[tuple[str, list[str]]] = [
-        (label, []) for label in ("Model", "Method", "Fine-tune", "Ratio", "FLOPs↓", "Params↓",
-                                  "FLOPs×", "Measured× CPU b1", "Measured× CPU b64",
-                                  "Measured× GPU", "2nd-stage epochs", "Unpruned top-1", "Final top-1")]
+        (label, [])
+        for label in (
+            "Model",
+            "Method",
+            "Fine-tune",
+            "Ratio",
+            "FLOPs↓",
+            "Params↓",
+            "FLOPs×",
+            "Measured× CPU b1",
+            "Measured× CPU b64",
+            "Measured× GPU",
+            "2nd-stage epochs",
+            "Unpruned top-1",
+            "Final top-1",
+        )
+    ]
     rows, records = [], []
     if not runs.empty:
         runs = runs.assign(method_label=method_labels(runs))
@@ -618,25 +694,50 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame,
             final = mean_std(cell_runs["final_top1"])
             stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
             speedups = {name: mean_std(cell_runs[name]) for name in SPEEDUP_COLUMNS}
-            rows.append([model, label, finetune, f"{ratio:g}",
-                         _reduction_text(flops) if flops.n else "",
-                         _reduction_text(params) if params.n else "",
-                         *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()), stage_epochs,
-                         format_mean_std(unpruned), format_mean_std(final)])
-            records.append({
-                "model": model, "method": method, "variant": None if pd.isna(variant) else variant,
-                "settings": settings, "finetune": finetune, "ratio": ratio,
-                "flops_reduction": _rounded(flops.mean), "params_reduction": _rounded(params.mean),
-                **{name: _rounded(v.mean) for name, v in speedups.items()},
-                "stage_epochs": stage_epochs, "unpruned_mean": _rounded(unpruned.mean), "unpruned_std": _rounded(unpruned.std),
-                "unpruned_n": unpruned.n, "final_mean": _rounded(final.mean),
-                "final_std": _rounded(final.std), "final_n": final.n, **_group_record(group)})
+            rows.append(
+                [
+                    model,
+                    label,
+                    finetune,
+                    f"{ratio:g}",
+                    _reduction_text(flops) if flops.n else "",
+                    _reduction_text(params) if params.n else "",
+                    *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()),
+                    stage_epochs,
+                    format_mean_std(unpruned),
+                    format_mean_std(final),
+                ]
+            )
+            records.append(
+                {
+                    "model": model,
+                    "method": method,
+                    "variant": None if pd.isna(variant) else variant,
+                    "settings": settings,
+                    "finetune": finetune,
+                    "ratio": ratio,
+                    "flops_reduction": _rounded(flops.mean),
+                    "params_reduction": _rounded(params.mean),
+                    **{name: _rounded(v.mean) for name, v in speedups.items()},
+                    "stage_epochs": stage_epochs,
+                    "unpruned_mean": _rounded(unpruned.mean),
+                    "unpruned_std": _rounded(unpruned.std),
+                    "unpruned_n": unpruned.n,
+                    "final_mean": _rounded(final.mean),
+                    "final_std": _rounded(final.std),
+                    "final_n": final.n,
+                    **_group_record(group),
+                }
+            )
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
-    caption = (f"{ACCURACY_NOTE}; mean±std over seeds (n = number of seeds). Runs with a "
-               f"uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`.")
+    caption = (
+        f"{ACCURACY_NOTE}; mean±std over seeds (n = number of seeds). Runs with a "
+        f"uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`."
+    )
     subtitle = group.describe() if group is not None else "no done uniform-ratio runs yet"
-    table = ReportTable(spec["name"], group, spec["title"], subtitle, caption, header_groups,
-                        rows, pd.DataFrame.from_records(records))
+    table = ReportTable(
+        spec["name"], group, spec["title"], subtitle, caption, header_groups, rows, pd.DataFrame.from_records(records)
+    )
     if group is not None and not runs.empty:
         budget_lines = group.describe().replace(" · ", "\n")
         table.figure = build_sweep_figure(runs, f"{spec['title']}\n{budget_lines}")
@@ -670,8 +771,7 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     lines = sorted({(m, meth) for m, meth in zip(runs["model"], runs["method"], strict=True)})
     color_of = {line: palette[i % len(palette)] for i, line in enumerate(lines)}  # (model, method)
     several_methods = runs["method"].nunique() > 1
-    for (model, method, finetune), line_runs in runs.groupby(["model", "method", "finetune"],
-                                                               sort=True):
+    for (model, method, finetune), line_runs in runs.groupby(["model", "method", "finetune"], sort=True):
         points = []
         for _, ratio_runs in line_runs.groupby("ratio", sort=True):
             flops, final = mean_std(ratio_runs["flops_reduction"]), mean_std(ratio_runs["final_top1"])
@@ -682,8 +782,16 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
         label = f"{model} · {method} · {finetune}" if several_methods else f"{model} · {finetune}"
         xs, ys, errors = zip(*sorted(points), strict=True)
         marker, linestyle = FINETUNE_STYLES.get(finetune, ("D", "-"))
-        axes.errorbar(xs, ys, yerr=errors, color=color_of[(model, method)], capsize=3, label=label,
-                      marker=marker, linestyle=linestyle)
+        axes.errorbar(
+            xs,
+            ys,
+            yerr=errors,
+            color=color_of[(model, method)],
+            capsize=3,
+            label=label,
+            marker=marker,
+            linestyle=linestyle,
+        )
     # unpruned baselines: one dashed line per distinct baseline (methods that share one, e.g.
     # L1-norm and magnitude, share the line; sparsity-trained baselines get their own)
     baselines: dict[tuple[str, str], list[str]] = {}
@@ -697,8 +805,14 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
                 axes.axhline(baseline.mean, color=color_of[(model, method)], linestyle="--", linewidth=1)
     for (model, text), methods in baselines.items():
         color = color_of[(model, methods[0])]
-        axes.plot([], [], color=color, linestyle="--", linewidth=1,
-                  label=f"{model} unpruned{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}")
+        axes.plot(
+            [],
+            [],
+            color=color,
+            linestyle="--",
+            linewidth=1,
+            label=f"{model} unpruned{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}",
+        )
     axes.set_xlabel("FLOPs reduction (%)")
     axes.set_ylabel("top-1 test accuracy (%), best over epochs")
     axes.set_title(title, fontsize=9)
@@ -737,24 +851,29 @@ def _markdown_cell(cell: str) -> str:
 
 def render_markdown(table: ReportTable) -> str:
     """Title, data/budget line, caption, the table (GitHub markdown) and its footnotes."""
-    body = tabulate([[_markdown_cell(c) for c in row] for row in table.rows],
-                    headers=table.headers, tablefmt="github", disable_numparse=True)
+    body = tabulate(
+        [[_markdown_cell(c) for c in row] for row in table.rows],
+        headers=table.headers,
+        tablefmt="github",
+        disable_numparse=True,
+    )
     parts = [f"# {table.title}", table.subtitle, table.caption, body, *table.footnotes]
     return "\n\n".join(parts) + "\n"
 
 
 def render_latex(table: ReportTable) -> str:
     """A booktabs tabular; title, budget, caption and footnotes as leading/trailing comments."""
-    body = tabulate(table.rows, headers=table.headers, tablefmt="latex_booktabs",
-                    disable_numparse=True)
+    body = tabulate(table.rows, headers=table.headers, tablefmt="latex_booktabs", disable_numparse=True)
     for symbol, latex in LATEX_SYMBOLS.items():
         body = body.replace(symbol, latex)
 
     def comment(lines: Iterable[str]) -> list[str]:
         return [f"% {line}" for text in lines for line in str(text).splitlines()]
 
-    head = ["% generated by prune-report; needs \\usepackage{booktabs}",
-            *comment([table.title, table.subtitle, table.caption])]
+    head = [
+        "% generated by prune-report; needs \\usepackage{booktabs}",
+        *comment([table.title, table.subtitle, table.caption]),
+    ]
     return "\n".join([*head, body, *comment(table.footnotes)]) + "\n"
 
 
@@ -766,8 +885,11 @@ def render_csv(table: ReportTable) -> str:
 def render_rich(table: ReportTable) -> Table:
     """A rich table for the terminal; paper/ours/Δ share one cell per column group."""
     notes = [note for note in table.footnotes if note.startswith(UNVERIFIED_MARK)]
-    rich_table = Table(title=Text(f"{table.title}\n{table.subtitle}"), show_lines=True,
-                       caption=Text("\n".join([table.caption, *notes])))
+    rich_table = Table(
+        title=Text(f"{table.title}\n{table.subtitle}"),
+        show_lines=True,
+        caption=Text("\n".join([table.caption, *notes])),
+    )
     for label, _ in table.header_groups:
         rich_table.add_column(label, overflow="fold")
     for row in table.rows:
@@ -777,11 +899,11 @@ def render_rich(table: ReportTable) -> Table:
                 cells.append(Text(str(row[position])))
                 position += 1
                 continue
-            values = row[position:position + len(sub_labels)]
+            values = row[position : position + len(sub_labels)]
             position += len(sub_labels)
-            cells.append(Text("\n".join(f"{sub}: {value}"
-                                        for sub, value in zip(sub_labels, values, strict=True)
-                                        if value)))
+            cells.append(
+                Text("\n".join(f"{sub}: {value}" for sub, value in zip(sub_labels, values, strict=True) if value))
+            )
         rich_table.add_row(*cells)
     return rich_table
 
@@ -798,8 +920,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
 
 
-def write_tables(tables: Sequence[ReportTable], out_dir: str | Path,
-                 formats: Sequence[str] = FORMATS) -> list[Path]:
+def write_tables(tables: Sequence[ReportTable], out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write each table in ``formats`` (plus its sweep plot) under ``out_dir``; returns paths.
     Group tables replace the spec's empty placeholder table of the same formats."""
     out_dir = Path(out_dir)
@@ -824,10 +945,14 @@ def write_tables(tables: Sequence[ReportTable], out_dir: str | Path,
     return written
 
 
-def generate_reports(results_root: str | Path, out_dir: str | Path,
-                     names: Sequence[str] | None = None, formats: Sequence[str] = FORMATS,
-                     spec_dir: str | Path | None = None,
-                     console: Console | None = None) -> list[Path]:
+def generate_reports(
+    results_root: str | Path,
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    formats: Sequence[str] = FORMATS,
+    spec_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> list[Path]:
     """Render the named specs (default: all) from the runs under ``results_root`` into
     ``out_dir``; print each table to ``console`` when given. Returns the written paths."""
     specs = load_specs(spec_dir)

@@ -171,9 +171,14 @@ class RunMetrics:
             raise SchemaError("no run key")
         known, rest = _known(cls, data)
         known["key"] = RunKey.from_dict(data["key"])
-        known["stages"] = {name: StageRecord.from_dict(stage or {}) for name, stage in (data.get("stages") or {}).items()}
-        known["latency"] = {name: LatencyRecord.from_dict(name, rec) for name, rec in (data.get("latency") or {}).items()
-                            if isinstance(rec, dict) and {"dense_ms", "pruned_ms", "speedup"} <= rec.keys()}
+        known["stages"] = {
+            name: StageRecord.from_dict(stage or {}) for name, stage in (data.get("stages") or {}).items()
+        }
+        known["latency"] = {
+            name: LatencyRecord.from_dict(name, rec)
+            for name, rec in (data.get("latency") or {}).items()
+            if isinstance(rec, dict) and {"dense_ms", "pruned_ms", "speedup"} <= rec.keys()
+        }
         for name in ("method_settings", "versions", "engine", "data", "budget", "final", "evaluations", "extras"):
             known[name] = known.get(name) or {}
         known["schema"] = SCHEMA_VERSION  # migrated on read

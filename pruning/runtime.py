@@ -52,8 +52,11 @@ class Eta:
                 remaining = remaining_after(epoch) + self.later
                 if remaining <= 0:
                     return  # nothing left to estimate
-                self.rt.say(f"[dim]ETA for the rest of the run: ~{_fmt_seconds(remaining * seconds)} "
-                            f"({remaining:.0f} epoch-equivalents at {seconds:.2f} s; later stages scaled by their FLOPs)[/]")
+                self.rt.say(
+                    f"[dim]ETA for the rest of the run: ~{_fmt_seconds(remaining * seconds)} "
+                    f"({remaining:.0f} epoch-equivalents at {seconds:.2f} s; later stages scaled by their FLOPs)[/]"
+                )
+
         return on_epoch
 
 
@@ -62,8 +65,9 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{h} h {rem // 60} min" if h else f"{rem // 60} min {rem % 60} s"
 
 
-def measure_latencies(dense: torch.nn.Module, pruned: torch.nn.Module, input_shape: tuple[int, ...],
-                      cfg: dict, rt: Runtime) -> dict:
+def measure_latencies(
+    dense: torch.nn.Module, pruned: torch.nn.Module, input_shape: tuple[int, ...], cfg: dict, rt: Runtime
+) -> dict:
     """Median latency of dense vs pruned, per setting: CPU at each batch size, CUDA at one."""
     lat_cfg = cfg.get("latency") or {}
     if not lat_cfg.get("enabled", True) or not rt.dist.is_main:
@@ -77,5 +81,3 @@ def measure_latencies(dense: torch.nn.Module, pruned: torch.nn.Module, input_sha
         name = f"{'cpu' if device == 'cpu' else 'cuda'}_b{batch}"
         out[name] = measure_latency_pair(dense, pruned, input_shape, device, batch, **kw)
     return out
-
-

@@ -22,16 +22,39 @@ def summary_table(metrics: dict) -> Table:
         table.add_column(col, justify="right" if col != "model" else "left")
     stages = metrics.get("stages", {})
     pre = stages.get("pretrain")
-    table.add_row("dense", _acc(pre), _acc(pre, "top1_best"), _acc(pre, "top5"),
-                  _m(metrics.get("params_dense")), _m(metrics.get("flops_dense")), "", "",
-                  str(pre.get("epochs", "")) if pre else "")
+    table.add_row(
+        "dense",
+        _acc(pre),
+        _acc(pre, "top1_best"),
+        _acc(pre, "top5"),
+        _m(metrics.get("params_dense")),
+        _m(metrics.get("flops_dense")),
+        "",
+        "",
+        str(pre.get("epochs", "")) if pre else "",
+    )
     if "params_pruned" in metrics and key["finetune"] != "none":
         red = (f"{metrics['params_reduction']:.1f}%", f"{metrics['flops_reduction']:.1f}%")
-        table.add_row("pruned", _acc(stages.get("prune")), "", _acc(stages.get("prune"), "top5"),
-                      _m(metrics["params_pruned"]), _m(metrics["flops_pruned"]), *red, "")
+        table.add_row(
+            "pruned",
+            _acc(stages.get("prune")),
+            "",
+            _acc(stages.get("prune"), "top5"),
+            _m(metrics["params_pruned"]),
+            _m(metrics["flops_pruned"]),
+            *red,
+            "",
+        )
         policy = key["finetune"]
         st = stages.get(policy)
-        table.add_row(f"+{policy}", _acc(st), _acc(st, "top1_best"), _acc(st, "top5"),
-                      _m(metrics["params_pruned"]), _m(metrics["flops_pruned"]), *red,
-                      str(metrics.get("budget", {}).get("stage_epochs", "")))
+        table.add_row(
+            f"+{policy}",
+            _acc(st),
+            _acc(st, "top1_best"),
+            _acc(st, "top5"),
+            _m(metrics["params_pruned"]),
+            _m(metrics["flops_pruned"]),
+            *red,
+            str(metrics.get("budget", {}).get("stage_epochs", "")),
+        )
     return table

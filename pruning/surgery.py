@@ -5,8 +5,9 @@
 The smaller network is built from the same family with the group widths written into a
 copy of the spec; every tensor is sliced along the dims its groups name, everything else
 is copied as is (a channel-selection group, as in PreResNet/DenseNet, writes its kept
-underlying channel indices into the spec instead of a width). Its outputs equal the dense model's with the dropped channels zeroed after
-their BN (``zero_channels``), which the tests check for every model family.
+underlying channel indices into the spec instead of a width). Its outputs equal the dense
+model's with the dropped channels zeroed after their BN (``zero_channels``), which the tests
+check for every model family.
 """
 
 from __future__ import annotations

@@ -119,8 +119,13 @@ PLAIN = Engine()
 
 
 def make_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
-                           weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=schedule.lr,
+        momentum=schedule.momentum,
+        weight_decay=schedule.weight_decay,
+        nesterov=schedule.nesterov,
+    )
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None:
@@ -133,24 +138,36 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None
             params[name].mul_(mask)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      alpha: float, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float
+) -> torch.Tensor:
     """(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T); no gradient to the teacher."""
     t = float(temperature)
     hard = F.cross_entropy(student_logits, labels)
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1),  # (N, K)
-                    F.softmax(teacher_logits.detach() / t, dim=1), reduction="batchmean")
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),  # (N, K)
+        F.softmax(teacher_logits.detach() / t, dim=1),
+        reduction="batchmean",
+    )
     return (1.0 - alpha) * hard + alpha * t * t * soft
 
 
-def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer,
-                    batch_size: int, generator: torch.Generator,
-                    masks: dict[str, torch.Tensor] | None = None,
-                    on_step: Callable[[int, int], None] | None = None,
-                    grad_hook: Callable[[nn.Module], None] | None = None,
-                    engine: Engine = PLAIN, dist: DistInfo = SINGLE,
-                    forward: nn.Module | None = None, teacher: nn.Module | None = None,
-                    kd: dict | None = None, device: torch.device | str | None = None) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    data: ImageData,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    masks: dict[str, torch.Tensor] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    grad_hook: Callable[[nn.Module], None] | None = None,
+    engine: Engine = PLAIN,
+    dist: DistInfo = SINGLE,
+    forward: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    kd: dict | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
     """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
     ``model`` the plain module whose parameters are masked and hooked. With ``teacher`` and
     ``kd`` ({"alpha", "temperature"}) the loss is the distillation loss (teacher in eval mode,
@@ -168,8 +185,9 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
             if teacher is not None and kd:
                 with torch.no_grad():
                     teacher_logits = teacher(engine.inputs(images))  # (N, K)
-                loss = distillation_loss(logits.float(), teacher_logits.float(), labels,
-                                         float(kd["alpha"]), float(kd["temperature"]))
+                loss = distillation_loss(
+                    logits.float(), teacher_logits.float(), labels, float(kd["alpha"]), float(kd["temperature"])
+                )
             else:
                 loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -188,8 +206,14 @@ def train_one_epoch(model: nn.Module, data: ImageData, optimizer: torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, batch_size: int = 256, engine: Engine = PLAIN,
-             dist: DistInfo = SINGLE, device: torch.device | str | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    data: ImageData,
+    batch_size: int = 256,
+    engine: Engine = PLAIN,
+    dist: DistInfo = SINGLE,
+    device: torch.device | str | None = None,
+) -> dict:
     """Test loss, top-1, top-5 (%) over ``data.test_batches``; ``device`` as in train_one_epoch."""
     model.eval()
     device = torch.device(device) if device is not None else data.device
@@ -207,8 +231,9 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 256, engine: E
     return {"top1": 100.0 * totals[1] / n, "top5": 100.0 * totals[2] / n, "test_loss": totals[0] / n}
 
 
-def plain_train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                          device: torch.device | str) -> dict:
+def plain_train_one_epoch(
+    model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device | str
+) -> dict:
     """The torchvision-references loop: batches from a DataLoader, host metrics every step."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -263,13 +288,24 @@ def _resume_state(ckpt_path: Path, device: torch.device, dist: DistInfo) -> dict
         return None
 
 
-def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, ckpt_path: Path,
-              history_path: Path, seed: int, masks: dict[str, torch.Tensor] | None = None,
-              grad_hook: Callable[[nn.Module], None] | None = None, quiet: bool = False,
-              engine: Engine = PLAIN, dist: DistInfo = SINGLE,
-              on_epoch: Callable[[int, float], None] | None = None,
-              teacher: nn.Module | None = None, kd: dict | None = None,
-              device: torch.device | str | None = None) -> dict:
+def run_stage(
+    name: str,
+    model: nn.Module,
+    data: ImageData,
+    schedule: Schedule,
+    ckpt_path: Path,
+    history_path: Path,
+    seed: int,
+    masks: dict[str, torch.Tensor] | None = None,
+    grad_hook: Callable[[nn.Module], None] | None = None,
+    quiet: bool = False,
+    engine: Engine = PLAIN,
+    dist: DistInfo = SINGLE,
+    on_epoch: Callable[[int, float], None] | None = None,
+    teacher: nn.Module | None = None,
+    kd: dict | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
     Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy),
@@ -308,6 +344,7 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
         def update_steps(step: int, total: int) -> None:  # every 20 steps: keep Python out of the hot loop
             if step % 20 == 0 or step == total:
                 progress.update(steps_task, completed=step)
+
         for epoch in range(start_epoch, schedule.epochs):
             t_epoch = time.perf_counter()
             lr = schedule.lr_at(epoch)
@@ -323,16 +360,34 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
                     first_step_done.append(time.perf_counter())
                 if not progress.disable:
                     update_steps(step, total)
+
             train_metrics = train_one_epoch(
-                model, data, optimizer, schedule.batch_size, generator, masks,
-                on_step=on_step, grad_hook=grad_hook,
-                engine=engine, dist=dist, forward=forward, teacher=teacher, kd=kd, device=device,
+                model,
+                data,
+                optimizer,
+                schedule.batch_size,
+                generator,
+                masks,
+                on_step=on_step,
+                grad_hook=grad_hook,
+                engine=engine,
+                dist=dist,
+                forward=forward,
+                teacher=teacher,
+                kd=kd,
+                device=device,
             )
             t_train_end = time.perf_counter()
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
             t_end = time.perf_counter()
-            row = {"stage": name, "epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
-                   "epoch_s": round(t_end - t_epoch, 3)}
+            row = {
+                "stage": name,
+                "epoch": epoch + 1,
+                "lr": lr,
+                **train_metrics,
+                **test_metrics,
+                "epoch_s": round(t_end - t_epoch, 3),
+            }
             # the first step of a process pays one-off costs (allocator, kernel choice, compile):
             # the ETA extrapolates from the steps after it
             steady_s = row["epoch_s"]
@@ -341,12 +396,24 @@ def run_stage(name: str, model: nn.Module, data: ImageData, schedule: Schedule, 
             history.append(row)
             wall = wall_before + time.perf_counter() - t0
             if dist.is_main:
-                save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "history": history, "epoch": epoch + 1, "wall_s": wall,
-                                            "spec": getattr(model, "spec", None), "schedule": asdict(schedule)})
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "epoch": epoch + 1,
+                        "wall_s": wall,
+                        "spec": getattr(model, "spec", None),
+                        "schedule": asdict(schedule),
+                    },
+                )
                 write_jsonl(history_path, history)
-            progress.update(epochs_task, completed=epoch + 1,
-                            info=f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%")
+            progress.update(
+                epochs_task,
+                completed=epoch + 1,
+                info=f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%",
+            )
             if on_epoch is not None:
                 on_epoch(epoch + 1, steady_s)
     if schedule.epochs == 0 or not history:

@@ -45,8 +45,14 @@ def as_int(value: Any, key: str, minimum: int | None = None, hint: str = "") -> 
     return int(value)
 
 
-def as_float(value: Any, key: str, minimum: float | None = None, exclusive: bool = False,
-             maximum: float | None = None, hint: str = "") -> float:
+def as_float(
+    value: Any,
+    key: str,
+    minimum: float | None = None,
+    exclusive: bool = False,
+    maximum: float | None = None,
+    hint: str = "",
+) -> float:
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -72,7 +78,8 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
     if epochs == 0 and needs_pretrain and not _get(cfg, "model.init_from"):
         raise PruneLabError(
             f"{s}.epochs=0, but method={_get(cfg, 'method.name')} needs a trained dense model; "
-            f"set {s}.epochs>=1 (or model.init_from=PATH for pretrained weights)")
+            f"set {s}.epochs>=1 (or model.init_from=PATH for pretrained weights)"
+        )
     as_int(_get(cfg, "schedule.batch_size"), f"{s}.batch_size", 1)
     as_int(_get(cfg, "schedule.test_batch_size"), f"{s}.test_batch_size", 1)
     as_float(_get(cfg, "schedule.lr"), f"{s}.lr", 0.0, exclusive=True, hint="e.g. schedule.lr=0.1")
@@ -101,8 +108,12 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
         as_int(_get(cfg, "finetune.max_epochs"), "finetune.max_epochs", 1)
     subset = _get(cfg, "data.train_subset")
     if subset is not None:
-        as_int(subset, "data.train_subset", 1, "it is the number of training images used; "
-               "data.train_subset=null uses them all")
+        as_int(
+            subset,
+            "data.train_subset",
+            1,
+            "it is the number of training images used; data.train_subset=null uses them all",
+        )
     lat = cfg.get("latency") or {}
     for b in lat.get("cpu_batch_sizes") or []:
         as_int(b, "latency.cpu_batch_sizes", 1)
@@ -144,4 +155,5 @@ def check_model_fits_data(model_name: str, spec: dict, data_name: str, input_sha
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise PruneLabError(
             f"model={model_name} cannot run on data={data_name} (input {'x'.join(map(str, input_shape))}): "
-            f"{reason}; pick a model made for this input size (e.g. model=vgg_small for 8x8 digits)") from None
+            f"{reason}; pick a model made for this input size (e.g. model=vgg_small for 8x8 digits)"
+        ) from None

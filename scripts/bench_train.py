@@ -35,8 +35,12 @@ from pruning.methods.l1_norm import L1Norm
 from pruning.models import build, default_spec
 from pruning.train import Engine, Schedule, make_optimizer, plain_train_one_epoch, train_one_epoch
 
-MODELS = {"resnet56": ("resnet_cifar", 56), "vgg16": ("vgg_cifar", 16), "resnet20": ("resnet_cifar", 20),
-          "resnet110": ("resnet_cifar", 110)}
+MODELS = {
+    "resnet56": ("resnet_cifar", 56),
+    "vgg16": ("vgg_cifar", 16),
+    "resnet20": ("resnet_cifar", 20),
+    "resnet110": ("resnet_cifar", 110),
+}
 
 
 def load_data(root: str | None, label: str | None) -> tuple[ImageData, str]:
@@ -48,7 +52,9 @@ def load_data(root: str | None, label: str | None) -> tuple[ImageData, str]:
     labels = torch.randint(0, 10, (50_000,), generator=gen)
     test = Split(images[:1000], labels[:1000])
     meta = CIFAR["cifar10"]
-    return ImageData("random", Split(images, labels), test, 10, meta["mean"], meta["std"]), "random uint8 (CIFAR-10 shape)"
+    return ImageData(
+        "random", Split(images, labels), test, 10, meta["mean"], meta["std"]
+    ), "random uint8 (CIFAR-10 shape)"
 
 
 def sync(device: torch.device) -> None:
@@ -70,8 +76,15 @@ def bench_engine(arch, depth, data: ImageData, batch: int, steps: int, warmup: i
     on_device = data.to(device)
 
     def run(n_steps: int, seed: int) -> float:
-        sub = ImageData(on_device.name, Split(on_device.train.images[: n_steps * batch], on_device.train.labels[: n_steps * batch]),
-                        on_device.test, 10, on_device.mean, on_device.std, True)
+        sub = ImageData(
+            on_device.name,
+            Split(on_device.train.images[: n_steps * batch], on_device.train.labels[: n_steps * batch]),
+            on_device.test,
+            10,
+            on_device.mean,
+            on_device.std,
+            True,
+        )
         sync(device)
         t0 = time.perf_counter()
         train_one_epoch(model, sub, opt, batch, torch.Generator().manual_seed(seed), engine=engine, forward=forward)
@@ -93,9 +106,14 @@ class PILDataset(torch.utils.data.Dataset):
 
         self.images = images_u8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
         self.labels = labels.numpy()
-        self.transform = transforms.Compose([
-            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(mean, std)])
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -114,8 +132,14 @@ def bench_plain(arch, depth, data: ImageData, batch: int, steps: int, warmup: in
 
     def loader(n_steps: int):
         sampler = torch.utils.data.RandomSampler(dataset, num_samples=n_steps * batch)
-        return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                                           pin_memory=device.type == "cuda", drop_last=True)
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            drop_last=True,
+        )
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -131,9 +155,13 @@ def bench_plain(arch, depth, data: ImageData, batch: int, steps: int, warmup: in
 def latency_rows(device: torch.device, repeats: int) -> list[dict]:
     rows = []
     settings = [("cpu", 1), ("cpu", 64)] + ([(str(device), 256)] if device.type == "cuda" else [])
-    for name, arch, depth, variant in [("ResNet-56-A", "resnet_cifar", 56, "A"), ("ResNet-56-B", "resnet_cifar", 56, "B"),
-                                       ("ResNet-110-A", "resnet_cifar", 110, "A"), ("ResNet-110-B", "resnet_cifar", 110, "B"),
-                                       ("VGG-16-A", "vgg_cifar", 16, "A")]:
+    for name, arch, depth, variant in [
+        ("ResNet-56-A", "resnet_cifar", 56, "A"),
+        ("ResNet-56-B", "resnet_cifar", 56, "B"),
+        ("ResNet-110-A", "resnet_cifar", 110, "A"),
+        ("ResNet-110-B", "resnet_cifar", 110, "B"),
+        ("VGG-16-A", "vgg_cifar", 16, "A"),
+    ]:
         dense = build(default_spec(arch, depth=depth))
         pruned = L1Norm(variant=variant).prune(dense, PruneContext()).model
         row = {"model": name, "FLOPs×": count_macs(dense, (3, 32, 32)) / count_macs(pruned, (3, 32, 32))}
@@ -158,21 +186,35 @@ def main() -> None:
     parser.add_argument("--data-label", default=None, help='e.g. "CIFAR-10 (JPEG q75 copy)"')
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="engine: torch.compile(mode=reduce-overhead)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="plain loop DataLoader workers")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="plain loop DataLoader workers"
+    )
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--out", default="results/benchmarks")
     parser.add_argument("--tag", default=None, help="file name for the results (default: from the machine)")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     on_gpu = device.type == "cuda"
     steps = args.steps or (200 if on_gpu else 8)
     warmup = args.warmup or (30 if on_gpu else 2)
-    engine = Engine(channels_last=on_gpu, amp_bf16=on_gpu, compile=args.compile,
-                    compile_mode="reduce-overhead" if args.compile else None)
+    engine = Engine(
+        channels_last=on_gpu,
+        amp_bf16=on_gpu,
+        compile=args.compile,
+        compile_mode="reduce-overhead" if args.compile else None,
+    )
     data, data_label = load_data(args.data_root, args.data_label)
-    machine = torch.cuda.get_device_name(device) if on_gpu else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    machine = (
+        torch.cuda.get_device_name(device)
+        if on_gpu
+        else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     print(f"device: {machine}; data: {data_label}; steps {steps} (+{warmup} warm-up); engine {engine}")
 
     train_rows = []
@@ -181,11 +223,17 @@ def main() -> None:
         for batch in args.batch_sizes:
             fast = bench_engine(arch, depth, data, batch, steps, warmup, device, engine)
             plain = bench_plain(arch, depth, data, batch, steps, warmup, device, args.workers)
-            row = {"model": name, "batch": batch,
-                   "engine img/s": fast["images_per_s"], "plain img/s": plain["images_per_s"],
-                   "engine s/epoch": 50_000 / fast["images_per_s"], "plain s/epoch": 50_000 / plain["images_per_s"],
-                   "engine/plain": fast["images_per_s"] / plain["images_per_s"],
-                   "engine peak MB": fast["peak_mb"], "plain peak MB": plain["peak_mb"]}
+            row = {
+                "model": name,
+                "batch": batch,
+                "engine img/s": fast["images_per_s"],
+                "plain img/s": plain["images_per_s"],
+                "engine s/epoch": 50_000 / fast["images_per_s"],
+                "plain s/epoch": 50_000 / plain["images_per_s"],
+                "engine/plain": fast["images_per_s"] / plain["images_per_s"],
+                "engine peak MB": fast["peak_mb"],
+                "plain peak MB": plain["peak_mb"],
+            }
             train_rows.append(row)
             print(tabulate([row], headers="keys", floatfmt=".2f"))
     lat_rows = latency_rows(device, args.latency_repeats)
@@ -196,22 +244,41 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = "python scripts/bench_train.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "tag"))
-    header = (f"# Training speed and inference latency — {machine}\n\n"
-              f"Generated by `{command}` (torch {torch.__version__}, {time.strftime('%Y-%m-%d')}).\n"
-              f"Data: {data_label}. Timed {steps} steps after {warmup} warm-up steps; s/epoch = 50,000 / (img/s), "
-              f"training only. Engine: {engine}. Plain: torchvision-style DataLoader with {args.workers} workers.\n"
-              f"Peak MB: CUDA allocator peak (not measured on CPU).\n\n")
-    md = (header + "## Training throughput (engine vs plain loop, one run)\n\n"
-          + tabulate(train_rows, headers="keys", tablefmt="github", floatfmt=".2f")
-          + "\n\n## Inference latency: dense vs L1-norm paper variants (median ms)\n\n"
-          + tabulate(lat_rows, headers="keys", tablefmt="github", floatfmt=".2f") + "\n")
+        for k, v in vars(args).items()
+        if v not in (None, False) and k not in ("out", "tag")
+    )
+    header = (
+        f"# Training speed and inference latency — {machine}\n\n"
+        f"Generated by `{command}` (torch {torch.__version__}, {time.strftime('%Y-%m-%d')}).\n"
+        f"Data: {data_label}. Timed {steps} steps after {warmup} warm-up steps; s/epoch = 50,000 / (img/s), "
+        f"training only. Engine: {engine}. Plain: torchvision-style DataLoader with {args.workers} workers.\n"
+        f"Peak MB: CUDA allocator peak (not measured on CPU).\n\n"
+    )
+    md = (
+        header
+        + "## Training throughput (engine vs plain loop, one run)\n\n"
+        + tabulate(train_rows, headers="keys", tablefmt="github", floatfmt=".2f")
+        + "\n\n## Inference latency: dense vs L1-norm paper variants (median ms)\n\n"
+        + tabulate(lat_rows, headers="keys", tablefmt="github", floatfmt=".2f")
+        + "\n"
+    )
     (out / f"{tag}.md").write_text(md)
-    (out / f"{tag}.json").write_text(json.dumps({"machine": machine, "data": data_label, "steps": steps,
-                                                 "warmup": warmup, "engine": str(engine), "train": train_rows,
-                                                 "latency": lat_rows, "torch": torch.__version__,
-                                                 "latency_repeats": args.latency_repeats},
-                                                indent=2))
+    (out / f"{tag}.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "data": data_label,
+                "steps": steps,
+                "warmup": warmup,
+                "engine": str(engine),
+                "train": train_rows,
+                "latency": lat_rows,
+                "torch": torch.__version__,
+                "latency_repeats": args.latency_repeats,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out / (tag + '.md')}")
 
 

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a results/runs directory")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="rebuild the field where it exists too (after a method gained settings)")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild the field where it exists too (after a method gained settings)"
+    )
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"error: {args.root} is not a directory (pass the results/runs folder)", file=sys.stderr)

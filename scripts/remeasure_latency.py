@@ -30,8 +30,10 @@ def remeasure(run_dir: Path, reason: str) -> dict:
     metrics_path, config_path = run_dir / "metrics.json", run_dir / ".hydra" / "config.yaml"
     for path in (metrics_path, config_path):
         if not path.is_file():
-            raise SystemExit(f"error: {path} not found (pass a finished run directory that holds "
-                             "metrics.json and .hydra/config.yaml)")
+            raise SystemExit(
+                f"error: {path} not found (pass a finished run directory that holds "
+                "metrics.json and .hydra/config.yaml)"
+            )
     metrics = read_json(metrics_path)
     if metrics.get("status") != "done" or not metrics.get("spec_pruned"):
         raise SystemExit(f"error: {run_dir} is not a finished pruning run (status {metrics.get('status')!r})")
@@ -42,11 +44,20 @@ def remeasure(run_dir: Path, reason: str) -> dict:
     latency = dict(metrics.get("latency") or {})
     for batch in lat.get("cpu_batch_sizes", [1, 64]):
         latency[f"cpu_b{int(batch)}"] = measure_latency_pair(
-            dense, pruned, shape, "cpu", int(batch), warmup=int(lat.get("warmup", 3)),
-            repeats=int(lat.get("repeats", 10)))
+            dense,
+            pruned,
+            shape,
+            "cpu",
+            int(batch),
+            warmup=int(lat.get("warmup", 3)),
+            repeats=int(lat.get("repeats", 10)),
+        )
     metrics["latency"] = latency
-    metrics["latency_remeasured"] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                     "by": "scripts/remeasure_latency.py", "reason": reason}
+    metrics["latency_remeasured"] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": "scripts/remeasure_latency.py",
+        "reason": reason,
+    }
     write_json(metrics_path, metrics)
     return latency
 
@@ -58,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         latency = remeasure(run_dir, args.reason)
-        cpu = ", ".join(f"{k}: {v['dense_ms']:.2f} / {v['pruned_ms']:.2f} ms = {v['speedup']:.2f}x"
-                        for k, v in sorted(latency.items()) if k.startswith("cpu"))
+        cpu = ", ".join(
+            f"{k}: {v['dense_ms']:.2f} / {v['pruned_ms']:.2f} ms = {v['speedup']:.2f}x"
+            for k, v in sorted(latency.items())
+            if k.startswith("cpu")
+        )
         print(f"{run_dir}: {cpu}", file=sys.stderr)
     return 0
 

@@ -17,8 +17,9 @@ SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 os.environ.setdefault("COLUMNS", "120")
 
 
-def write_fake_cifar(root: Path, n_train_per_batch: int = 40, n_test: int = 60, seed: int = 0,
-                     variant: str = "cifar10") -> Path:
+def write_fake_cifar(
+    root: Path, n_train_per_batch: int = 40, n_test: int = 60, seed: int = 0, variant: str = "cifar10"
+) -> Path:
     """Write ``root/cifar-10-batches-py`` (or ``cifar-100-python``) exactly as the official
     archive lays it out: pickled dicts with uint8 'data' rows (3072 = R|G|B planes) and labels.
     Images carry a class-dependent colour so a small net can learn them."""
@@ -30,8 +31,12 @@ def write_fake_cifar(root: Path, n_train_per_batch: int = 40, n_test: int = 60, 
         base = (labels[:, None] * 97 % 256).astype(np.float64)
         data = np.clip(base + rng.normal(0, 30, (n, 3072)), 0, 255).astype(np.uint8)
         key = "labels" if variant == "cifar10" else "fine_labels"
-        out = {"batch_label": name.encode(), key: labels.tolist(), "data": data,
-               "filenames": [f"img_{i}.png".encode() for i in range(n)]}
+        out = {
+            "batch_label": name.encode(),
+            key: labels.tolist(),
+            "data": data,
+            "filenames": [f"img_{i}.png".encode() for i in range(n)],
+        }
         if variant == "cifar100":
             out["coarse_labels"] = (labels // 5).tolist()
         return out
@@ -40,12 +45,22 @@ def write_fake_cifar(root: Path, n_train_per_batch: int = 40, n_test: int = 60, 
         folder = root / "cifar-10-batches-py"
         files = {f"data_batch_{i}": batch(n_train_per_batch, f"training batch {i} of 5") for i in range(1, 6)}
         files["test_batch"] = batch(n_test, "testing batch 1 of 1")
-        meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": n_train_per_batch, "num_vis": 3072}
+        meta = {
+            "label_names": [f"class{i}" for i in range(10)],
+            "num_cases_per_batch": n_train_per_batch,
+            "num_vis": 3072,
+        }
         files["batches.meta"] = meta
     else:
         folder = root / "cifar-100-python"
-        files = {"train": batch(5 * n_train_per_batch, "training batch 1 of 1"), "test": batch(n_test, "testing batch 1 of 1")}
-        files["meta"] = {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]}
+        files = {
+            "train": batch(5 * n_train_per_batch, "training batch 1 of 1"),
+            "test": batch(n_test, "testing batch 1 of 1"),
+        }
+        files["meta"] = {
+            "fine_label_names": [f"c{i}" for i in range(100)],
+            "coarse_label_names": [f"s{i}" for i in range(20)],
+        }
     folder.mkdir(parents=True, exist_ok=True)
     for name, obj in files.items():
         with open(folder / name, "wb") as f:
@@ -74,8 +89,16 @@ def plain_cfg(overrides: list[str], results: Path) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-TINY_CIFAR = ["data=cifar10", "data.strict_sizes=false", "model=resnet20", "schedule.epochs=2",
-              "schedule.finetune_epochs=1", "schedule.batch_size=50", "latency.cpu_batch_sizes=[1]", "latency.repeats=3"]
+TINY_CIFAR = [
+    "data=cifar10",
+    "data.strict_sizes=false",
+    "model=resnet20",
+    "schedule.epochs=2",
+    "schedule.finetune_epochs=1",
+    "schedule.batch_size=50",
+    "latency.cpu_batch_sizes=[1]",
+    "latency.repeats=3",
+]
 
 
 # ----------------------------------------------------------------------------- shared helpers

@@ -133,8 +133,11 @@ def test_bad_settings_name_the_value() -> None:
 
 
 def test_channel_pruning_runs_through_the_pipeline(fake_cifar, tmp_path) -> None:
-    m = _run(_cfg(fake_cifar, tmp_path, "method=channel_pruning", "method.ratio=0.5", "method.samples=128",
-                  "method.images=16"))
+    m = _run(
+        _cfg(
+            fake_cifar, tmp_path, "method=channel_pruning", "method.ratio=0.5", "method.samples=128", "method.images=16"
+        )
+    )
     assert m["status"] == "done" and m["key"]["method"] == "channel_pruning"
     assert 40 < m["flops_reduction"] < 60 and m["extras"]["mode"] == "layerwise"
     assert all(w == 8 for w in m["spec_pruned"]["stages"][0]["mid"])  # 16 -> 8
@@ -144,8 +147,9 @@ def test_dry_run_reports_the_fixed_architecture(tmp_path) -> None:
     """Widths fixed by the ratio: a dry run (no data) reports the pruned FLOPs."""
     from tests.conftest import plain_cfg
 
-    cfg = plain_cfg(["data=cifar10", "model=resnet20", "method=channel_pruning", "method.ratio=0.5",
-                     "dry_run=true"], tmp_path)
+    cfg = plain_cfg(
+        ["data=cifar10", "model=resnet20", "method=channel_pruning", "method.ratio=0.5", "dry_run=true"], tmp_path
+    )
     m = _run(cfg)
     assert m["status"] == "dry_run" and 40 < m["flops_reduction"] < 60
     assert m["spec_pruned"]["stages"][2]["mid"] == [32, 32, 32]

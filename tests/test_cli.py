@@ -46,9 +46,16 @@ def test_dry_run_writes_counts_without_training(tmp_path) -> None:
         (["model=resnet57"], "model='resnet57' is not an option"),
         (["method.ratio=1.5"], "method.ratio=1.5 is outside [0, 1)"),
         (["method.ratio=-0.1"], "outside [0, 1)"),
-        (["data=cifar10", "model=resnet20", "method.variant=A"], "method.variant='A' does not exist for model 'resnet20'"),
+        (
+            ["data=cifar10", "model=resnet20", "method.variant=A"],
+            "method.variant='A' does not exist for model 'resnet20'",
+        ),
         (["data=cifar10", "model=resnet56", "method.variant=C"], "paper variants for it: A, B"),
-        (["finetune=scratch_z"], "finetune='scratch_z' is not an option of the 'finetune' group; valid options: finetune, scratch_b, scratch_e"),
+        (
+            ["finetune=scratch_z"],
+            "finetune='scratch_z' is not an option of the 'finetune' group; "
+            "valid options: finetune, scratch_b, scratch_e",
+        ),
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, monkeypatch, args, expected) -> None:
@@ -66,8 +73,10 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, monkeypatch, args, 
     "args,expected",
     [
         (["-m", "method.ratio=0.2,1.5", *QUICK_DIGITS], "method.ratio=1.5 is outside [0, 1)"),
-        (["-m", "experiment=rethinking_l1_cifar10", "seed=0", "data.root=/no/such/dir"],
-         "/no/such/dir/cifar-10-batches-py"),
+        (
+            ["-m", "experiment=rethinking_l1_cifar10", "seed=0", "data.root=/no/such/dir"],
+            "/no/such/dir/cifar-10-batches-py",
+        ),
     ],
 )
 def test_a_bad_sweep_value_fails_before_any_job_trains(tmp_path, args, expected) -> None:
@@ -86,7 +95,9 @@ def test_missing_cifar_names_the_path_and_the_fix(tmp_path) -> None:
 
 @pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
 def test_cifar_run_by_subprocess(fake_cifar, tmp_path) -> None:
-    out = prune_exp([*TINY_CIFAR, f"data.root={fake_cifar}", "method.ratio=0.4", "finetune=scratch_b", "quiet=true"], tmp_path)
+    out = prune_exp(
+        [*TINY_CIFAR, f"data.root={fake_cifar}", "method.ratio=0.4", "finetune=scratch_b", "quiet=true"], tmp_path
+    )
     assert out.returncode == 0, out.stderr
     (m,) = metrics_files(tmp_path)
     assert m["key"]["finetune"] == "scratch_b" and (Path(m["run_dir"]) / ".hydra" / "config.yaml").exists()

@@ -55,7 +55,14 @@ def test_schedule_follows_the_data() -> None:
 def test_cifar_recipe_matches_rethinking() -> None:
     cfg = compose(["data=cifar10", "model=resnet56"])
     s = cfg.schedule
-    assert (s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay, list(s.milestones)) == (160, 64, 0.1, 0.9, 1e-4, [0.5, 0.75])
+    assert (s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay, list(s.milestones)) == (
+        160,
+        64,
+        0.1,
+        0.9,
+        1e-4,
+        [0.5, 0.75],
+    )
     assert (cfg.finetune.epochs, cfg.finetune.lr) == (40, 0.001)
     assert compose(["data=cifar10", "finetune=scratch_e"]).finetune.epochs == 160
 
@@ -94,8 +101,7 @@ def test_table1_experiment_sweeps_the_paper_rows() -> None:
 def _report_specs() -> dict:
     from pruning.report import load_specs
 
-    return {name: spec for name, spec in load_specs(CONF_DIR / "report").items()
-            if spec["kind"] == "paper_table"}
+    return {name: spec for name, spec in load_specs(CONF_DIR / "report").items() if spec["kind"] == "paper_table"}
 
 
 def _hydra_rows(experiment: str) -> list[str]:
@@ -108,8 +114,7 @@ def _hydra_rows(experiment: str) -> list[str]:
     from pruning.cli.validate_sweep import sweep_jobs
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     rows = [o.split("=", 1)[1] for job in sweep_jobs(cfg) for o in job if o.startswith("table_row=")]
     return list(dict.fromkeys(rows)) or [cfg.hydra.runtime.choices["table_row"]]
 
@@ -150,8 +155,7 @@ def test_a_rows_report_filter_selects_the_runs_its_experiment_makes(table: str, 
     spec = _report_specs()[table]
     experiment_of = {row: e for e in spec["experiments"] for row in _hydra_rows(e)}
     for row in spec["rows"]:
-        cfg = plain_cfg([f"experiment={experiment_of[row['table_row']]}", f"table_row={row['table_row']}"],
-                        tmp_path)
+        cfg = plain_cfg([f"experiment={experiment_of[row['table_row']]}", f"table_row={row['table_row']}"], tmp_path)
         method = make_method(cfg["method"])
         made = {**run_key(cfg, method), **method.settings()}
         wanted = {**(spec.get("filter") or {}), **row["filter"]}

@@ -53,8 +53,18 @@ def write_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, gz: bool =
 
 
 def _cfg(root: Path, **extra) -> dict:
-    return {"name": "mnist", "kind": "mnist", "root": str(root), "download": False, "check_md5": True,
-            "strict_sizes": False, "label": None, "train_subset": None, "augment": False, **extra}
+    return {
+        "name": "mnist",
+        "kind": "mnist",
+        "root": str(root),
+        "download": False,
+        "check_md5": True,
+        "strict_sizes": False,
+        "label": None,
+        "train_subset": None,
+        "augment": False,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "extracted"])
@@ -67,8 +77,11 @@ def test_idx_files_load_as_28x28_grey_images(tmp_path, gz) -> None:
     assert data.train.labels.tolist() == [i % 10 for i in range(60)]
     assert (data.mean, data.std, data.augment) == ((0.1307,), (0.3081,), False)
     # pixels exactly as written, row-major
-    images = np.frombuffer(gzip.decompress((root / f"{NAMES[0]}.gz").read_bytes()) if gz
-                           else (root / NAMES[0]).read_bytes(), np.uint8, offset=16).reshape(60, 1, 28, 28)
+    images = np.frombuffer(
+        gzip.decompress((root / f"{NAMES[0]}.gz").read_bytes()) if gz else (root / NAMES[0]).read_bytes(),
+        np.uint8,
+        offset=16,
+    ).reshape(60, 1, 28, 28)
     assert torch.equal(data.train.images, torch.from_numpy(images.copy()))
     assert data.info["official_md5"] is False and data.fingerprint == data.info["fingerprint"]
     assert data.label == data.info["label"] == "MNIST (not the official set: 60 train / 20 test images)"
@@ -97,7 +110,9 @@ def test_official_md5_compares_the_extracted_content(tmp_path, monkeypatch) -> N
 
 def test_strict_sizes_names_the_expected_counts(tmp_path) -> None:
     root = write_fake_mnist(tmp_path / "m")
-    with pytest.raises(PruneLabError, match=r"expected 60,000 train / 10,000 test images, found 60 / 20.*strict_sizes=false"):
+    with pytest.raises(
+        PruneLabError, match=r"expected 60,000 train / 10,000 test images, found 60 / 20.*strict_sizes=false"
+    ):
         datasets.load(_cfg(root, strict_sizes=True))
 
 
@@ -115,7 +130,9 @@ def test_bad_magic_names_the_file(tmp_path, gz) -> None:
     suffix = ".gz" if gz else ""
     labels = (root / f"{NAMES[1]}{suffix}").read_bytes()
     (root / f"{NAMES[0]}{suffix}").write_bytes(labels)  # a labels file where the images belong
-    with pytest.raises(PruneLabError, match=r"train-images-idx3-ubyte.*bad magic number 2049 \(0x00000801\).*starts with 2051"):
+    with pytest.raises(
+        PruneLabError, match=r"train-images-idx3-ubyte.*bad magic number 2049 \(0x00000801\).*starts with 2051"
+    ):
         datasets.load(_cfg(root))
 
 
@@ -124,7 +141,11 @@ def test_truncated_payload_header_and_gzip_are_named(tmp_path) -> None:
     path = root / NAMES[2]
     full = path.read_bytes()
     path.write_bytes(full[:-100])
-    with pytest.raises(PruneLabError, match=rf"{path} is truncated: its header announces 20 images \(20 x 28 x 28 = 15,680 bytes\) but it holds 15,580"):
+    with pytest.raises(
+        PruneLabError,
+        match=rf"{path} is truncated: its header announces 20 images "
+        r"\(20 x 28 x 28 = 15,680 bytes\) but it holds 15,580",
+    ):
         datasets.load(_cfg(root))
     path.write_bytes(full[:10])
     with pytest.raises(PruneLabError, match=rf"{path} is truncated: 10 bytes, shorter than its 16-byte IDX header"):
@@ -142,7 +163,11 @@ def test_truncated_payload_header_and_gzip_are_named(tmp_path) -> None:
 def test_count_mismatch_size_and_label_range_are_named(tmp_path) -> None:
     root = write_fake_mnist(tmp_path / "m", gz=False)
     write_idx(root / NAMES[1], np.arange(59) % 10, gz=False)
-    with pytest.raises(PruneLabError, match=r"count mismatch: .*train-images-idx3-ubyte holds 60 images but .*train-labels-idx1-ubyte holds 59 labels"):
+    with pytest.raises(
+        PruneLabError,
+        match=r"count mismatch: .*train-images-idx3-ubyte holds 60 images "
+        r"but .*train-labels-idx1-ubyte holds 59 labels",
+    ):
         datasets.load(_cfg(root))
     write_idx(root / NAMES[1], np.full(60, 10), gz=False)
     with pytest.raises(PruneLabError, match=r"train-labels-idx1-ubyte: 60 labels outside \[0, 10\)"):
@@ -168,8 +193,10 @@ def test_missing_files_give_the_exact_paths_and_the_fix(tmp_path) -> None:
 # ----------------------------------------------------------------------------- download
 def _mirror(tmp_path: Path, monkeypatch, good_md5: bool = True) -> Path:
     source = write_fake_mnist(tmp_path / "mirror")
-    sums = {n: (hashlib.md5((source / f"{n}.gz").read_bytes()).hexdigest() if good_md5 else "0" * 32, "0" * 32)
-            for n in NAMES}
+    sums = {
+        n: (hashlib.md5((source / f"{n}.gz").read_bytes()).hexdigest() if good_md5 else "0" * 32, "0" * 32)
+        for n in NAMES
+    }
     mirrors = [(tmp_path / "offline").as_uri() + "/", source.as_uri() + "/"]  # the first one fails
     monkeypatch.setitem(datasets.IDX, "mnist", {**datasets.IDX["mnist"], "files": sums, "mirrors": mirrors})
     return source
@@ -187,7 +214,9 @@ def test_download_fetches_the_missing_archives_md5_checked(tmp_path, monkeypatch
 
 def test_download_with_wrong_md5_or_no_internet_fails_clearly(tmp_path, monkeypatch) -> None:
     _mirror(tmp_path, monkeypatch, good_md5=False)
-    with pytest.raises(PruneLabError, match=r"could not download train-images-idx3-ubyte.gz .*wrong md5.*Without internet, copy"):
+    with pytest.raises(
+        PruneLabError, match=r"could not download train-images-idx3-ubyte.gz .*wrong md5.*Without internet, copy"
+    ):
         datasets.load(_cfg(tmp_path / "dest", download=True))
     assert list((tmp_path / "dest").iterdir()) == []  # no partial files left
     monkeypatch.setitem(datasets.IDX, "mnist", {**datasets.IDX["mnist"], "mirrors": ["http://127.0.0.1:9/"]})
@@ -206,8 +235,9 @@ def test_existing_datasets_keep_their_fingerprints_and_splits(tmp_path) -> None:
     assert torch.equal(b.train.images, digits.train.images[order[718:].sort().values])
     assert a.test is digits.test and a.info["split"] == {"fraction": 0.5, "seed": 3, "size": 718}
     cifar = datasets.load({"name": "cifar10", "root": str(write_fake_cifar(tmp_path / "c")), "strict_sizes": False})
-    assert cifar.fingerprint == datasets.fingerprint(cifar.train.images, cifar.train.labels,
-                                                     cifar.test.images, cifar.test.labels)
+    assert cifar.fingerprint == datasets.fingerprint(
+        cifar.train.images, cifar.train.labels, cifar.test.images, cifar.test.labels
+    )
     sub = datasets.load({"name": "digits", "train_subset": 100})
     assert torch.equal(sub.train.images, digits.train.images[:100]) and sub.fingerprint == digits.fingerprint
 
@@ -229,7 +259,9 @@ def test_to_records_the_device_and_batches_follow_the_protocol(tmp_path) -> None
     assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (16,)
     shards = [torch.cat([lab for _, lab in moved.test_batches(8, r, 2)]) for r in (0, 1)]
     assert torch.equal(torch.cat(shards), moved.test.labels)
-    ddp = [torch.cat([lab for _, lab in moved.train_batches(7, torch.Generator().manual_seed(1), r, 2)]) for r in (0, 1)]
+    ddp = [
+        torch.cat([lab for _, lab in moved.train_batches(7, torch.Generator().manual_seed(1), r, 2)]) for r in (0, 1)
+    ]
     assert len(ddp[0]) == len(ddp[1]) == 25
     assert moved.sample_inputs(5, torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
     sub = moved.subset_train(30)
@@ -246,11 +278,26 @@ def test_training_loops_take_the_device_explicitly(tmp_path) -> None:
     torch.manual_seed(0)
     model = build(default_spec("vgg_cifar", depth=5, in_channels=1, hidden=0, cfg=[4, "M", 4]))
     assert evaluate(model, data, 8, device="cpu") == evaluate(model, data, 8)
-    stats = train_one_epoch(model, data, make_optimizer(model, Schedule(epochs=1, lr=0.01)), 16,
-                            torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    stats = train_one_epoch(
+        model,
+        data,
+        make_optimizer(model, Schedule(epochs=1, lr=0.01)),
+        16,
+        torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
     assert set(stats) == {"train_loss", "train_top1"}
-    out = run_stage("pretrain", model, data, Schedule(epochs=1, lr=0.01, batch_size=16), tmp_path / "c.pt",
-                    tmp_path / "h.jsonl", 0, quiet=True, device="cpu")
+    out = run_stage(
+        "pretrain",
+        model,
+        data,
+        Schedule(epochs=1, lr=0.01, batch_size=16),
+        tmp_path / "c.pt",
+        tmp_path / "h.jsonl",
+        0,
+        quiet=True,
+        device="cpu",
+    )
     assert out["epochs"] == 1 and "peak_rss_mb" in out
 
 
@@ -270,11 +317,18 @@ def test_configs_compose_and_validate_with_vgg_small(tmp_path) -> None:
 def test_prune_exp_validates_fashion_mnist(tmp_path) -> None:
     env = {**os.environ, "PRUNE_LAB_RESULTS": str(tmp_path / "results"), "COLUMNS": "160"}
     base = [sys.executable, "-m", "pruning.cli.exp", "data=fashion_mnist", "model=vgg_small", "quiet=true"]
-    missing = subprocess.run([*base, f"data.root={tmp_path / 'absent'}"], capture_output=True, text=True,
-                             env=env, cwd=tmp_path, timeout=300)
+    missing = subprocess.run(
+        [*base, f"data.root={tmp_path / 'absent'}"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert missing.returncode == 2 and f"{tmp_path / 'absent' / NAMES[0]}.gz" in missing.stderr
-    dry = subprocess.run([*base, f"data.root={tmp_path / 'absent'}", "dry_run=true"], capture_output=True,
-                         text=True, env=env, cwd=tmp_path, timeout=300)
+    dry = subprocess.run(
+        [*base, f"data.root={tmp_path / 'absent'}", "dry_run=true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stderr
 
 
@@ -305,9 +359,21 @@ def test_real_fashion_mnist_loads_and_trains(tmp_path) -> None:
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05  # the constants fit the test set too
 
     # the dense baseline through the pipeline (2 short epochs; the 10,000 test images are evaluated each epoch)
-    run_cfg = plain_cfg(["data=fashion_mnist", "model=vgg_small", "method=none", f"data.root={SHARED / 'fashion-mnist'}",
-                         "data.train_subset=2000", "schedule.epochs=2", "schedule.batch_size=32",
-                         "latency.cpu_batch_sizes=[1]", "latency.repeats=3", "device=cpu"], tmp_path)
+    run_cfg = plain_cfg(
+        [
+            "data=fashion_mnist",
+            "model=vgg_small",
+            "method=none",
+            f"data.root={SHARED / 'fashion-mnist'}",
+            "data.train_subset=2000",
+            "schedule.epochs=2",
+            "schedule.batch_size=32",
+            "latency.cpu_batch_sizes=[1]",
+            "latency.repeats=3",
+            "device=cpu",
+        ],
+        tmp_path,
+    )
     run_dir = tmp_path / "run"
     metrics = run(run_cfg, run_dir)
     assert metrics["status"] == "done" and metrics["data"]["label"] == "Fashion-MNIST"

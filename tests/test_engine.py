@@ -28,8 +28,15 @@ def _one_epoch_both_ways(fake_cifar, engine: Engine):
     reference = copy.deepcopy(model)
     schedule = TrainSchedule(epochs=1, lr=0.05, batch_size=25)
 
-    fast = train_one_epoch(model, data, make_optimizer(model, schedule), 25, torch.Generator().manual_seed(3),
-                           engine=engine, forward=engine.prepare(model))
+    fast = train_one_epoch(
+        model,
+        data,
+        make_optimizer(model, schedule),
+        25,
+        torch.Generator().manual_seed(3),
+        engine=engine,
+        forward=engine.prepare(model),
+    )
     # the same batches, through a DataLoader of normalised tensors (the torchvision-style loop)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(3))
     dataset = TensorDataset(data.normalise(data.train.images), data.train.labels)
@@ -78,9 +85,20 @@ def test_ddp_two_cpu_processes_run_the_pipeline(fake_cifar, tmp_path) -> None:
     """torchrun, gloo backend, 2 ranks: one metrics.json written by rank 0, one history line
     per epoch, test metrics reduced over the whole test set."""
     env = {**os.environ, "PRUNE_LAB_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "pruning.cli.exp", *TINY_CIFAR, f"data.root={fake_cifar}", "method.ratio=0.5",
-           "device=cpu", "quiet=true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "pruning.cli.exp",
+        *TINY_CIFAR,
+        f"data.root={fake_cifar}",
+        "method.ratio=0.5",
+        "device=cpu",
+        "quiet=true",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     (path,) = (tmp_path / "runs").rglob("metrics.json")

@@ -21,14 +21,26 @@ from pruning.cli.precheck import precheck
 from pruning import CorruptFileError, PruneLabError
 from tests.conftest import plain_cfg, write_fake_cifar
 
-TINY_DIGITS = ["schedule.epochs=2", "schedule.finetune_epochs=1", "data.train_subset=256",
-               "latency.cpu_batch_sizes=[1]", "latency.repeats=2", "quiet=true"]
+TINY_DIGITS = [
+    "schedule.epochs=2",
+    "schedule.finetune_epochs=1",
+    "data.train_subset=256",
+    "latency.cpu_batch_sizes=[1]",
+    "latency.repeats=2",
+    "quiet=true",
+]
 
 
 def prune_exp(args: list[str], results: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "pruning.cli.exp", *args], capture_output=True,
-                          text=True, env=env, cwd=results, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pruning.cli.exp", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=results,
+        timeout=300,
+    )
 
 
 # ----------------------------------------------------------------------------- up-front checks
@@ -64,8 +76,18 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path, monkeypatch, args
 
 def test_documented_quick_run_keys_compose(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PRUNE_LAB_RESULTS", str(tmp_path))
-    assert precheck(["schedule.epochs=3", "schedule.finetune_epochs=1", "data.train_subset=500",
-                     "schedule.lr_schedule=cosine", "schedule.warmup_epochs=1"]) is None
+    assert (
+        precheck(
+            [
+                "schedule.epochs=3",
+                "schedule.finetune_epochs=1",
+                "data.train_subset=500",
+                "schedule.lr_schedule=cosine",
+                "schedule.warmup_epochs=1",
+            ]
+        )
+        is None
+    )
 
 
 def test_user_errors_exit_2_without_traceback_or_directories(tmp_path) -> None:
@@ -87,11 +109,22 @@ def test_unwritable_results_root_is_named(tmp_path) -> None:
 @pytest.mark.integration  # make test-integration
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_a_run_resumably(tmp_path, sig, code) -> None:
-    args = ["schedule.epochs=400", "schedule.finetune_epochs=1", "data.train_subset=64",
-            "latency.enabled=false", "quiet=true"]
+    args = [
+        "schedule.epochs=400",
+        "schedule.finetune_epochs=1",
+        "data.train_subset=64",
+        "latency.enabled=false",
+        "quiet=true",
+    ]
     env = {**os.environ, "PRUNE_LAB_RESULTS": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "pruning.cli.exp", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pruning.cli.exp", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("cache/baselines/*/ckpt.pt")) and time.time() < deadline:
         time.sleep(0.1)
@@ -116,6 +149,7 @@ def test_signal_stops_a_run_resumably(tmp_path, sig, code) -> None:
 # ----------------------------------------------------------------------------- corrupt files
 def _run(cfg: dict, run_dir: Path, capsys=None) -> dict:
     from pruning.pipeline import run
+
     return run(cfg, run_dir)
 
 
@@ -224,8 +258,9 @@ def test_migration_script_takes_the_class_from_prune_labs_own_config(tmp_path) -
     finally:
         sys.path.pop(0)
     config = tmp_path / "config.yaml"
-    config.write_text("method:\n  _target_: tests.no_such_module.Boom\n  name: network_slimming\n"
-                      "  ratio: 0.7\n  sparsity: 0.0001\n")
+    config.write_text(
+        "method:\n  _target_: tests.no_such_module.Boom\n  name: network_slimming\n  ratio: 0.7\n  sparsity: 0.0001\n"
+    )
     assert migrate.settings_from_config(config) == {"sparsity": 0.0001}
     config.write_text("method:\n  _target_: os.system\n  name: ../../evil\n")
     with pytest.raises(PruneLabError, match="not one of prune-lab's methods"):
@@ -249,6 +284,7 @@ def test_writes_keep_the_umask_and_name_a_full_disk(tmp_path, monkeypatch) -> No
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(io.os, "fsync", full)
     with pytest.raises(PruneLabError, match="no space left on device: cannot write .*c.pt"):
         io.save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2)})
@@ -261,8 +297,10 @@ def tmpfs(tmp_path):
     """A real 300 kB tmpfs (needs root and mount; skipped elsewhere)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
@@ -307,8 +345,7 @@ def test_eta_extrapolates_from_the_steps_after_the_first(tmp_path) -> None:
     from pruning.train import Schedule, run_stage
 
     data = load_digits_data()
-    model = build(default_spec("vgg_cifar", depth=11, in_channels=1, hidden=0,
-                               cfg=[8, "M", 8, "M", 8]))
+    model = build(default_spec("vgg_cifar", depth=11, in_channels=1, hidden=0, cfg=[8, "M", 8, "M", 8]))
     calls, seen = [], []
 
     def slow_first_step(_model) -> None:
@@ -316,9 +353,18 @@ def test_eta_extrapolates_from_the_steps_after_the_first(tmp_path) -> None:
             time.sleep(1.0)
         calls.append(1)
 
-    stats = run_stage("pretrain", model, data, Schedule(epochs=1, lr=0.01, batch_size=128),
-                      tmp_path / "ckpt.pt", tmp_path / "h.jsonl", 0, grad_hook=slow_first_step,
-                      quiet=True, on_epoch=lambda epoch, seconds: seen.append(seconds))
+    stats = run_stage(
+        "pretrain",
+        model,
+        data,
+        Schedule(epochs=1, lr=0.01, batch_size=128),
+        tmp_path / "ckpt.pt",
+        tmp_path / "h.jsonl",
+        0,
+        grad_hook=slow_first_step,
+        quiet=True,
+        on_epoch=lambda epoch, seconds: seen.append(seconds),
+    )
     epoch_s = json.loads((tmp_path / "h.jsonl").read_text().splitlines()[0])["epoch_s"]
     assert stats["epochs"] == 1 and epoch_s >= 1.0
     assert len(seen) == 1 and seen[0] < 0.5 * epoch_s

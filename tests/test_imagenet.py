@@ -30,8 +30,19 @@ def tiny_imagenet(tmp_path: Path) -> Path:
 
 
 def _data_cfg(root: Path, **extra) -> dict:
-    return {"name": "imagenet", "kind": "imagenet", "root": str(root), "num_classes": 3, "in_channels": 3,
-            "image_size": 32, "resize_size": 36, "workers": 0, "augment": True, "train_subset": None, **extra}
+    return {
+        "name": "imagenet",
+        "kind": "imagenet",
+        "root": str(root),
+        "num_classes": 3,
+        "in_channels": 3,
+        "image_size": 32,
+        "resize_size": 36,
+        "workers": 0,
+        "augment": True,
+        "train_subset": None,
+        **extra,
+    }
 
 
 def test_image_folder_batches_are_normalised_and_sharded(tiny_imagenet) -> None:
@@ -146,10 +157,25 @@ def test_l1_resnet34_variants_reproduce_published_flops_reductions() -> None:
 
 
 def test_pipeline_runs_l1_on_tiny_image_folder(tiny_imagenet, tmp_path) -> None:
-    cfg = plain_cfg(["data=imagenet", "model=resnet18", f"data.root={tiny_imagenet}", "data.num_classes=3",
-                     "data.image_size=32", "data.resize_size=36", "data.workers=0", "schedule.epochs=1",
-                     "schedule.batch_size=4", "schedule.test_batch_size=4", "schedule.finetune_epochs=1",
-                     "method=l1_norm", "method.ratio=0.5", "latency.enabled=false"], tmp_path)
+    cfg = plain_cfg(
+        [
+            "data=imagenet",
+            "model=resnet18",
+            f"data.root={tiny_imagenet}",
+            "data.num_classes=3",
+            "data.image_size=32",
+            "data.resize_size=36",
+            "data.workers=0",
+            "schedule.epochs=1",
+            "schedule.batch_size=4",
+            "schedule.test_batch_size=4",
+            "schedule.finetune_epochs=1",
+            "method=l1_norm",
+            "method.ratio=0.5",
+            "latency.enabled=false",
+        ],
+        tmp_path,
+    )
     m = run(cfg, Path(cfg["paths"]["results_root"]) / "runs" / run_subdir(cfg), console=QUIET)
     assert m["status"] == "done" and set(m["stages"]) == {"pretrain", "prune", "finetune"}
     assert {"top1", "top5"} <= set(m["final"]) and 0 <= m["final"]["top1"] <= m["final"]["top5"] <= 100
@@ -160,8 +186,18 @@ def test_pipeline_runs_l1_on_tiny_image_folder(tiny_imagenet, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_dry_run_of_resnet34_a_reports_its_flops_reduction(tmp_path) -> None:
-    out = prune_exp(["data=imagenet", "model=resnet34", "method=l1_norm", "method.variant=A", "dry_run=true",
-                     "quiet=true", f"data.root={tmp_path / 'absent'}"], tmp_path)
+    out = prune_exp(
+        [
+            "data=imagenet",
+            "model=resnet34",
+            "method=l1_norm",
+            "method.variant=A",
+            "dry_run=true",
+            "quiet=true",
+            f"data.root={tmp_path / 'absent'}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     import json
 

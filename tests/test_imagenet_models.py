@@ -51,8 +51,14 @@ def test_published_macs_and_params_at_224(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["resnet18", "resnet34", "resnet50", "vgg16",
-     pytest.param("vgg16_bn", marks=pytest.mark.slow), pytest.param("vgg11_bn", marks=pytest.mark.slow)],
+    [
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "vgg16",
+        pytest.param("vgg16_bn", marks=pytest.mark.slow),
+        pytest.param("vgg11_bn", marks=pytest.mark.slow),
+    ],
 )
 def test_dense_model_gives_torchvision_outputs_from_its_state_dict(name: str) -> None:
     torch.manual_seed(0)
@@ -98,8 +104,9 @@ SURGERY_SPECS = {
     "resnet50": lambda: default_spec("resnet_imagenet", depth=50, num_classes=7),
     "vgg11_bn_fc": lambda: default_spec("vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[64, 32]),
     "vgg11_gap": lambda: default_spec("vgg_imagenet", depth=11, num_classes=7, head="gap"),
-    "vgg11_fc_bn": lambda: default_spec("vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[64, 32],
-                                        head="fc_bn", bn_init=0.5),
+    "vgg11_fc_bn": lambda: default_spec(
+        "vgg_imagenet", depth=11, batch_norm=True, num_classes=7, fc=[64, 32], head="fc_bn", bn_init=0.5
+    ),
 }
 
 

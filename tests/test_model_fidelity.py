@@ -106,10 +106,12 @@ def _macs_by_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
                 out[name] = y[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
             else:
                 out[name] = m.in_features * m.out_features
+
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         model.eval()(torch.zeros(1, *input_shape, device="meta"))
     for h in handles:
@@ -137,7 +139,10 @@ def test_resnet34_l1_flops_reduction_in_li_et_al_convention(variant, paper, main
                 node = node[key]
             node[g.spec_path[-1]] = widths[g.name]
     with torch.device("meta"):
-        dense, pruned = _macs_by_module(build(dense_spec), (3, 224, 224)), _macs_by_module(build(pruned_spec), (3, 224, 224))
+        dense, pruned = (
+            _macs_by_module(build(dense_spec), (3, 224, 224)),
+            _macs_by_module(build(pruned_spec), (3, 224, 224)),
+        )
         assert sum(dense.values()) == count_macs(build(dense_spec), (3, 224, 224))
 
     def cut(macs: dict[str, int], keep) -> int:

@@ -24,8 +24,14 @@ def test_methods_built_without_variants_use_the_shipped_paper_constants() -> Non
     assert shipped.variants == method_variants("l1_norm")
     widths = shipped.target_widths(spec)
     assert sorted(set(widths.values())) == [6, 22, 57]  # stages pruned 60% / 30% / 10%
-    assert list(ThiNet(variant="thinet_30").variants) == ["thinet_30", "thinet_50", "thinet_70",
-                                                          "thinet_conv", "thinet_gap", "thinet_tiny"]
+    assert list(ThiNet(variant="thinet_30").variants) == [
+        "thinet_30",
+        "thinet_50",
+        "thinet_70",
+        "thinet_conv",
+        "thinet_gap",
+        "thinet_tiny",
+    ]
     assert list(ChannelPruning(variant="vgg16_5x").variants) == ["vgg16_5x", "resnet50_2x"]
 
 
@@ -39,8 +45,14 @@ def test_methods_take_their_variants_as_an_argument() -> None:
         L1Norm(variant="A", variants=mine).validate("resnet56", spec)
 
     vgg = default_spec("vgg_imagenet", depth=16, num_classes=1000, in_channels=3)
-    half = {"half": {"arch": "vgg_imagenet", "depth": 16, "conv_widths": [w // 2 for w in
-                     [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]], "head": "gap"}}
+    half = {
+        "half": {
+            "arch": "vgg_imagenet",
+            "depth": 16,
+            "conv_widths": [w // 2 for w in [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]],
+            "head": "gap",
+        }
+    }
     widths, pruned = ThiNet(variant="half", variants=half).target(vgg)
     assert max(widths.values()) == 256 and pruned["head"] == "gap"
     with pytest.raises(PruneLabError, match="use one of half"):
@@ -50,8 +62,13 @@ def test_methods_take_their_variants_as_an_argument() -> None:
 
 def test_a_rows_filter_is_derived_from_its_overrides() -> None:
     row = yaml.safe_load((CONF / "table_row" / "slim_vgg19_cifar100_0.5.yaml").read_text())
-    assert row_filter(row) == {"method": "network_slimming", "model": "vgg19", "data": "cifar100",
-                               "ratio": 0.5, "sparsity": 1e-4}
+    assert row_filter(row) == {
+        "method": "network_slimming",
+        "model": "vgg19",
+        "data": "cifar100",
+        "ratio": 0.5,
+        "sparsity": 1e-4,
+    }
     row["paper_row"]["filter"] = {"mode": "layerwise"}  # a row may add what it cannot override
     assert row_filter(row)["mode"] == "layerwise"
     assert table_row("l1_resnet56_B", CONF)["filter"] == {"model": "resnet56", "variant": "B"}
@@ -73,11 +90,11 @@ def test_row_lists_the_report_cannot_read_are_named(tmp_path: Path) -> None:
     (tmp_path / "experiment").mkdir()
     (tmp_path / "table_row").mkdir()
     (tmp_path / "experiment" / "globbed.yaml").write_text(
-        "hydra:\n  sweeper:\n    params:\n      table_row: glob(l1_*)\n")
+        "hydra:\n  sweeper:\n    params:\n      table_row: glob(l1_*)\n"
+    )
     with pytest.raises(PruneLabError, match="globs and ranges are not read"):
         experiment_rows("globbed", tmp_path)
-    (tmp_path / "experiment" / "one.yaml").write_text(
-        "defaults:\n  - override /table_row: bare\n")
+    (tmp_path / "experiment" / "one.yaml").write_text("defaults:\n  - override /table_row: bare\n")
     (tmp_path / "table_row" / "bare.yaml").write_text("method:\n  ratio: 0.5\n")
     with pytest.raises(PruneLabError, match="no 'paper_row:' block"):
         expand_rows({"experiments": ["one"]}, tmp_path)

@@ -22,14 +22,27 @@ QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115
 def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
     m = _run(_cfg(fake_cifar, tmp_path, "method.ratio=0.5", "finetune=finetune"))
     assert m["status"] == "done"
-    assert m["key"] == {"data": "cifar10", "model": "resnet20", "method": "l1_norm", "variant": None,
-                        "ratio": 0.5, "finetune": "finetune", "seed": 0}
+    assert m["key"] == {
+        "data": "cifar10",
+        "model": "resnet20",
+        "method": "l1_norm",
+        "variant": None,
+        "ratio": 0.5,
+        "finetune": "finetune",
+        "seed": 0,
+    }
     assert set(m["stages"]) == {"pretrain", "prune", "finetune"}
     assert m["flops_pruned"] < m["flops_dense"] and 40 < m["flops_reduction"] < 60
     assert m["data"]["official_md5"] is False and m["data"]["train_size"] == 200
-    assert m["budget"] == {"pretrain_epochs": 2, "batch_size": 50, "train_subset": None,
-                           "planned_stage_epochs": 1, "stage_epochs": 1, "stage_lr": 0.001,
-                           "distillation": None}
+    assert m["budget"] == {
+        "pretrain_epochs": 2,
+        "batch_size": 50,
+        "train_subset": None,
+        "planned_stage_epochs": 1,
+        "stage_epochs": 1,
+        "stage_lr": 0.001,
+        "distillation": None,
+    }
     lat = m["latency"]["cpu_b1"]
     assert lat["dense_ms"] > 0 and lat["pruned_ms"] > 0 and lat["speedup"] == lat["dense_ms"] / lat["pruned_ms"]
     assert lat["dense_min_ms"] <= lat["dense_ms"] and lat["pruned_min_ms"] <= lat["pruned_ms"]  # interleaved pair
@@ -87,7 +100,7 @@ def test_killed_run_resumes_from_last_finished_epoch(fake_cifar, tmp_path, monke
 
 
 def _worker(args) -> dict:
-    cfg, = args
+    (cfg,) = args
     m = _run(cfg)
     return {"cached": m["stages"]["pretrain"]["cached"], "baseline": m["stages"]["pretrain"]["baseline_id"]}
 
@@ -152,8 +165,11 @@ def test_download_fetches_verifies_and_extracts_the_official_archive(tmp_path, m
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    meta = {**datasets.CIFAR["cifar10"], "url": archive.as_uri(),
-            "tgz_md5": hashlib.md5(archive.read_bytes()).hexdigest()}
+    meta = {
+        **datasets.CIFAR["cifar10"],
+        "url": archive.as_uri(),
+        "tgz_md5": hashlib.md5(archive.read_bytes()).hexdigest(),
+    }
     monkeypatch.setitem(datasets.CIFAR, "cifar10", meta)
     data = datasets.load_cifar("cifar10", tmp_path / "dest", download=True, strict_sizes=False)
     assert len(data.train) == 200 and (tmp_path / "dest" / "cifar-10-batches-py" / "test_batch").is_file()
@@ -200,13 +216,17 @@ def test_remeasure_latency_script_replaces_cpu_figures(fake_cifar, tmp_path) -> 
     distorted = json.loads((run_dir / "metrics.json").read_text())
     distorted["latency"]["cpu_b4"] = {"dense_ms": 1531.6, "pruned_ms": 3918.0, "speedup": 0.39}
     (run_dir / "metrics.json").write_text(json.dumps(distorted))
-    spec = importlib.util.spec_from_file_location("remeasure", Path(__file__).parents[1] / "scripts" / "remeasure_latency.py")
+    spec = importlib.util.spec_from_file_location(
+        "remeasure", Path(__file__).parents[1] / "scripts" / "remeasure_latency.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main([str(run_dir), "--reason", "test"]) == 0
     fixed = json.loads((run_dir / "metrics.json").read_text())
     assert set(fixed["latency"]) == {"cpu_b1", "cpu_b4"}
-    assert fixed["latency"]["cpu_b4"]["pruned_ms"] != 3918.0 and fixed["latency"]["cpu_b4"]["speedup"] != 0.39  # re-timed
+    assert (
+        fixed["latency"]["cpu_b4"]["pruned_ms"] != 3918.0 and fixed["latency"]["cpu_b4"]["speedup"] != 0.39
+    )  # re-timed
     assert fixed["latency_remeasured"]["reason"] == "test" and fixed["final"] == m["final"]
     with pytest.raises(SystemExit, match="not found"):
         script.main([str(tmp_path / "nowhere")])

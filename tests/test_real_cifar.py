@@ -28,9 +28,19 @@ def test_l1_flow_learns_real_cifar10(real_cifar, tmp_path) -> None:
 
     from pruning.pipeline import run, run_subdir
 
-    cfg = plain_cfg(["data=cifar10", f"data.root={real_cifar}", "data.label='CIFAR-10 (JPEG q75 copy)'",
-                     "data.train_subset=5000", "model=resnet20", "method.ratio=0.5", "schedule.epochs=3",
-                     "schedule.finetune_epochs=1"], tmp_path)
+    cfg = plain_cfg(
+        [
+            "data=cifar10",
+            f"data.root={real_cifar}",
+            "data.label='CIFAR-10 (JPEG q75 copy)'",
+            "data.train_subset=5000",
+            "model=resnet20",
+            "method.ratio=0.5",
+            "schedule.epochs=3",
+            "schedule.finetune_epochs=1",
+        ],
+        tmp_path,
+    )
     m = run(cfg, tmp_path / "runs" / run_subdir(cfg), console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
     assert m["status"] == "done"
     assert m["data"]["train_size"] == 5000 and m["data"]["test_size"] == 10000

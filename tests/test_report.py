@@ -45,29 +45,61 @@ REDUCTIONS = {  # (model, variant): (flops_reduction, params_reduction)
 SWEEP_REDUCTIONS = {0.2: (36.04, 35.91), 0.4: (64.12, 63.87), 0.7: (51.0, 88.5)}  # uniform ratio
 
 
-def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "A",
-                 ratio: float | None = None, finetune: str = "finetune", seed: int = 0,
-                 final_top1: float = 92.0, unpruned_top1: float = 93.0, status: str = "done",
-                 data_label: str = JPEG_LABEL, pretrain_epochs: int = 3,
-                 train_subset: int | None = 10000,
-                 method_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def metrics_dict(
+    model: str,
+    *,
+    method: str = "l1_norm",
+    variant: str | None = "A",
+    ratio: float | None = None,
+    finetune: str = "finetune",
+    seed: int = 0,
+    final_top1: float = 92.0,
+    unpruned_top1: float = 93.0,
+    status: str = "done",
+    data_label: str = JPEG_LABEL,
+    pretrain_epochs: int = 3,
+    train_subset: int | None = 10000,
+    method_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A metrics.json as prune-exp writes it, built from the results schema."""
-    flops_reduction, params_reduction = (SWEEP_REDUCTIONS[ratio] if ratio is not None
-                                         else REDUCTIONS.get((model, variant), (0.0, 0.0)))
-    pretrain = StageRecord(top1=unpruned_top1 - 0.1, top1_best=unpruned_top1, top5=99.5,
-                           epochs=pretrain_epochs, wall_s=10.0, cached=True, baseline_id=f"{model}-{seed}")
+    flops_reduction, params_reduction = (
+        SWEEP_REDUCTIONS[ratio] if ratio is not None else REDUCTIONS.get((model, variant), (0.0, 0.0))
+    )
+    pretrain = StageRecord(
+        top1=unpruned_top1 - 0.1,
+        top1_best=unpruned_top1,
+        top5=99.5,
+        epochs=pretrain_epochs,
+        wall_s=10.0,
+        cached=True,
+        baseline_id=f"{model}-{seed}",
+    )
     metrics = RunMetrics(
-        key=RunKey(data="cifar10", model=model, method=method, variant=variant, ratio=ratio,
-                   finetune=finetune, seed=seed),
+        key=RunKey(
+            data="cifar10", model=model, method=method, variant=variant, ratio=ratio, finetune=finetune, seed=seed
+        ),
         status=status,
-        data={"name": "cifar10", "label": data_label, "official_md5": False, "fingerprint": "ab12",
-              "train_size": train_subset or 50000, "test_size": 10000, "train_subset": train_subset},
+        data={
+            "name": "cifar10",
+            "label": data_label,
+            "official_md5": False,
+            "fingerprint": "ab12",
+            "train_size": train_subset or 50000,
+            "test_size": 10000,
+            "train_subset": train_subset,
+        },
         budget={"pretrain_epochs": pretrain_epochs, "batch_size": 64, "train_subset": train_subset},
-        params_dense=1_000_000, params_pruned=int(1_000_000 * (1 - params_reduction / 100)),
-        flops_dense=100_000_000, flops_pruned=int(100_000_000 * (1 - flops_reduction / 100)),
-        params_reduction=params_reduction, flops_reduction=flops_reduction,
+        params_dense=1_000_000,
+        params_pruned=int(1_000_000 * (1 - params_reduction / 100)),
+        flops_dense=100_000_000,
+        flops_pruned=int(100_000_000 * (1 - flops_reduction / 100)),
+        params_reduction=params_reduction,
+        flops_reduction=flops_reduction,
         flops_speedup=100 / (100 - flops_reduction),
-        stages={"pretrain": pretrain}, git_commit="0" * 40, command="prune-exp ...", run_dir="elsewhere",
+        stages={"pretrain": pretrain},
+        git_commit="0" * 40,
+        command="prune-exp ...",
+        run_dir="elsewhere",
         method_settings=method_settings or {},
     )
     if method == "none":
@@ -75,13 +107,16 @@ def metrics_dict(model: str, *, method: str = "l1_norm", variant: str | None = "
     else:
         metrics.budget.update(stage_epochs=2, stage_lr=0.001)
         metrics.stages["prune"] = StageRecord(top1=50.0, top5=90.0, wall_s=0.1)
-        metrics.stages[finetune] = StageRecord(top1=final_top1 - 0.2, top1_best=final_top1, top5=99.0,
-                                               epochs=2, wall_s=5.0)
+        metrics.stages[finetune] = StageRecord(
+            top1=final_top1 - 0.2, top1_best=final_top1, top5=99.0, epochs=2, wall_s=5.0
+        )
         metrics.final = {"top1": final_top1 - 0.2, "top1_best": final_top1, "top5": 99.0}
         # measured speedups smaller than the FLOPs speedup, as they usually are
         b1, b64 = 1 + flops_reduction / 400, 1 + flops_reduction / 200
-        metrics.latency = {"cpu_b1": LatencyRecord(dense_ms=2.0 * b1, pruned_ms=2.0, speedup=b1, batch=1),
-                           "cpu_b64": LatencyRecord(dense_ms=40.0 * b64, pruned_ms=40.0, speedup=b64, batch=64)}
+        metrics.latency = {
+            "cpu_b1": LatencyRecord(dense_ms=2.0 * b1, pruned_ms=2.0, speedup=b1, batch=1),
+            "cpu_b64": LatencyRecord(dense_ms=40.0 * b64, pruned_ms=40.0, speedup=b64, batch=64),
+        }
     return metrics.to_dict()
 
 
@@ -99,26 +134,60 @@ def results(tmp_path: Path) -> Path:
     # budget group 1: JPEG copy, 3 pretrain epochs, 10000 training images
     write_run(root, "a/r56A-ft-s0", model="resnet56", seed=0, final_top1=92.10, unpruned_top1=92.80)
     write_run(root, "a/r56A-ft-s1", model="resnet56", seed=1, final_top1=92.50, unpruned_top1=93.00)
-    write_run(root, "b/deeper/r56A-se-s0", model="resnet56", finetune="scratch_e", seed=0,
-              final_top1=91.90, unpruned_top1=92.80)
-    write_run(root, "r56B-ft-s0", model="resnet56", variant="B", seed=0, final_top1=91.75,
-              unpruned_top1=92.80)
-    write_run(root, "vgg-sb-s0", model="vgg16", finetune="scratch_b", seed=0, final_top1=93.00,
-              unpruned_top1=93.20)
-    write_run(root, "dense/r110-s0", model="resnet110", method="none", variant=None,
-              finetune="none", seed=0, unpruned_top1=93.30)
-    for ratio, finetune, seed, top1 in [(0.2, "finetune", 0, 91.0), (0.2, "finetune", 1, 91.4),
-                                        (0.4, "finetune", 0, 90.2), (0.4, "scratch_b", 0, 90.6)]:
-        write_run(root, f"sweep/r{ratio}-{finetune}-s{seed}", model="resnet20", variant=None,
-                  ratio=ratio, finetune=finetune, seed=seed, final_top1=top1, unpruned_top1=91.9)
+    write_run(
+        root,
+        "b/deeper/r56A-se-s0",
+        model="resnet56",
+        finetune="scratch_e",
+        seed=0,
+        final_top1=91.90,
+        unpruned_top1=92.80,
+    )
+    write_run(root, "r56B-ft-s0", model="resnet56", variant="B", seed=0, final_top1=91.75, unpruned_top1=92.80)
+    write_run(root, "vgg-sb-s0", model="vgg16", finetune="scratch_b", seed=0, final_top1=93.00, unpruned_top1=93.20)
+    write_run(
+        root,
+        "dense/r110-s0",
+        model="resnet110",
+        method="none",
+        variant=None,
+        finetune="none",
+        seed=0,
+        unpruned_top1=93.30,
+    )
+    for ratio, finetune, seed, top1 in [
+        (0.2, "finetune", 0, 91.0),
+        (0.2, "finetune", 1, 91.4),
+        (0.4, "finetune", 0, 90.2),
+        (0.4, "scratch_b", 0, 90.6),
+    ]:
+        write_run(
+            root,
+            f"sweep/r{ratio}-{finetune}-s{seed}",
+            model="resnet20",
+            variant=None,
+            ratio=ratio,
+            finetune=finetune,
+            seed=seed,
+            final_top1=top1,
+            unpruned_top1=91.9,
+        )
     # ignored: not done, corrupt
-    write_run(root, "r56A-sb-s0-running", model="resnet56", finetune="scratch_b", status="running",
-              final_top1=10.0)
+    write_run(root, "r56A-sb-s0-running", model="resnet56", finetune="scratch_b", status="running", final_top1=10.0)
     (root / "broken").mkdir()
     (root / "broken" / "metrics.json").write_text('{"schema": 1, "status": "do')
     # budget group 2: official copy, paper budget
-    write_run(root, "official/r56A-ft-s0", model="resnet56", seed=0, final_top1=93.05,
-              unpruned_top1=93.25, data_label="CIFAR-10", pretrain_epochs=160, train_subset=None)
+    write_run(
+        root,
+        "official/r56A-ft-s0",
+        model="resnet56",
+        seed=0,
+        final_top1=93.05,
+        unpruned_top1=93.25,
+        data_label="CIFAR-10",
+        pretrain_epochs=160,
+        train_subset=None,
+    )
     return root
 
 
@@ -152,8 +221,7 @@ def test_budget_groups_are_never_averaged_together(results: Path, specs) -> None
     groups = [group for group, _ in split_by_budget(runs)]
     assert groups == [BudgetGroup("CIFAR-10", 160, None), BudgetGroup(JPEG_LABEL, 3, 10000)]
     tables = tables_by_stem(specs["rethinking_l1_cifar10"], runs)
-    assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}",
-                           f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"}
+    assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}", f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"}
     official = render_markdown(tables[f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"])
     assert "93.05 (n=1)" in official and "92.30±0.28" not in official
     assert "schedule.epochs" not in official  # the paper's budget needs no overrides
@@ -171,9 +239,10 @@ def test_rethinking_markdown_matches_golden(results: Path, specs) -> None:
 def test_empty_cell_shows_the_command_with_the_groups_budget(results: Path, specs) -> None:
     tables = tables_by_stem(specs["rethinking_l1_cifar10"], load_runs(results))
     markdown = render_markdown(tables[f"rethinking_l1_cifar10__{JPEG_SLUG}"])
-    assert ("`prune-exp -m method=l1_norm model=resnet56 data=cifar10 method.variant=A "
-            "finetune=scratch_b seed=0,1,2,3,4 schedule.epochs=3 data.train_subset=10000`"
-            in markdown)
+    assert (
+        "`prune-exp -m method=l1_norm model=resnet56 data=cifar10 method.variant=A "
+        "finetune=scratch_b seed=0,1,2,3,4 schedule.epochs=3 data.train_subset=10000`" in markdown
+    )
     assert "prune-exp -m experiment=rethinking_l1_cifar10" in markdown
 
 
@@ -182,8 +251,13 @@ def test_csv_has_numeric_paper_ours_and_delta_columns(results: Path, tmp_path: P
     generate_reports(results, out, names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
     table = pd.read_csv(out / f"rethinking_l1_cifar10__{JPEG_SLUG}.csv")
     row = table.set_index("pruned_model").loc["ResNet-56-A"]
-    for column in ("finetune_paper_mean", "finetune_ours_mean", "finetune_ours_std",
-                   "finetune_ours_n", "finetune_delta"):
+    for column in (
+        "finetune_paper_mean",
+        "finetune_ours_mean",
+        "finetune_ours_std",
+        "finetune_ours_n",
+        "finetune_delta",
+    ):
         assert pd.api.types.is_numeric_dtype(table[column]), column
     assert row["finetune_paper_mean"] == 92.97
     assert row["finetune_ours_mean"] == pytest.approx(92.30)
@@ -212,9 +286,13 @@ def test_measured_speedup_prefers_gpu_then_cpu_batch64() -> None:
     from pruning.report import measured_speedups
 
     def run(latency: dict) -> RunMetrics:
-        return RunMetrics.from_dict({"schema": 2, "key": {"data": "d", "model": "m", "method": "x"},
-                                     "latency": {k: {"dense_ms": v, "pruned_ms": 1.0, "speedup": v}
-                                                 for k, v in latency.items()}})
+        return RunMetrics.from_dict(
+            {
+                "schema": 2,
+                "key": {"data": "d", "model": "m", "method": "x"},
+                "latency": {k: {"dense_ms": v, "pruned_ms": 1.0, "speedup": v} for k, v in latency.items()},
+            }
+        )
 
     both = run({"cpu_b1": 1.1, "cpu_b64": 1.3, "cuda_b256": 1.5})
     assert measured_speedups(both)["measured_speedup"] == 1.5
@@ -273,10 +351,11 @@ def test_cli_exit_codes(results: Path, tmp_path: Path, capsys) -> None:
     assert main(["no_such_table", "--results-root", str(results), "--out", str(out)]) == 2
     assert "no_such_table" in capsys.readouterr().err
     assert main(["--results-root", str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert main(["rethinking_l1_cifar10", "--results-root", str(results), "--out", str(out),
-                 "--format", "md"]) == 0
+    assert main(["rethinking_l1_cifar10", "--results-root", str(results), "--out", str(out), "--format", "md"]) == 0
     assert {p.name for p in out.iterdir()} == {
-        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md", f"rethinking_l1_cifar10__{JPEG_SLUG}.md"}
+        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md",
+        f"rethinking_l1_cifar10__{JPEG_SLUG}.md",
+    }
 
 
 def test_dry_runs_fill_architecture_cells_only(tmp_path: Path, specs) -> None:
@@ -300,11 +379,30 @@ def test_runs_with_different_method_settings_are_never_averaged(tmp_path: Path, 
     for VGG-19) takes only its own runs."""
     root = tmp_path / "results"
     for s, top1 in ((1e-4, 90.0), (1e-5, 80.0)):
-        write_run(root, f"slim-{s}", model="vgg19", method="network_slimming", variant=None, ratio=0.7,
-                  final_top1=top1, method_settings={"sparsity": s}, pretrain_epochs=160, train_subset=None)
+        write_run(
+            root,
+            f"slim-{s}",
+            model="vgg19",
+            method="network_slimming",
+            variant=None,
+            ratio=0.7,
+            final_top1=top1,
+            method_settings={"sparsity": s},
+            pretrain_epochs=160,
+            train_subset=None,
+        )
     for variant, top1 in (("kd", 70.0), ("nokd", 60.0)):  # TAS: the KD ablation is the variant
-        write_run(root, f"tas-{variant}", model="vgg19", method="tas", variant=variant, ratio=0.7,
-                  final_top1=top1, pretrain_epochs=160, train_subset=None)
+        write_run(
+            root,
+            f"tas-{variant}",
+            model="vgg19",
+            method="tas",
+            variant=variant,
+            ratio=0.7,
+            final_top1=top1,
+            pretrain_epochs=160,
+            train_subset=None,
+        )
     runs = load_runs(root)
     assert sorted(runs["settings"]) == ["", "", "sparsity=0.0001", "sparsity=1e-05"]
     out = tmp_path / "tables"
@@ -321,8 +419,16 @@ def test_runs_with_different_method_settings_are_never_averaged(tmp_path: Path, 
 def test_a_paper_cell_mixing_method_settings_is_warned_about(tmp_path: Path, caplog) -> None:
     root = tmp_path / "results"
     for seed, settings in ((0, {}), (1, {"mode": "layerwise"})):
-        write_run(root, f"r56a-{seed}", model="resnet56", variant="A", seed=seed, method_settings=settings,
-                  pretrain_epochs=160, train_subset=None)
+        write_run(
+            root,
+            f"r56a-{seed}",
+            model="resnet56",
+            variant="A",
+            seed=seed,
+            method_settings=settings,
+            pretrain_epochs=160,
+            train_subset=None,
+        )
     with caplog.at_level(logging.WARNING):
         generate_reports(root, tmp_path / "tables", names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
     assert "different method settings (none recorded; mode=layerwise)" in caplog.text
@@ -341,7 +447,8 @@ def test_migration_script_adds_method_settings_from_the_runs_config(tmp_path: Pa
     del old["method_settings"]  # written before prune-exp recorded it
     (run_dir / "metrics.json").write_text(json.dumps(old))
     spec = importlib.util.spec_from_file_location(
-        "migrate", Path(__file__).parents[1] / "scripts" / "migrate_method_settings.py")
+        "migrate", Path(__file__).parents[1] / "scripts" / "migrate_method_settings.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main([str(tmp_path / "runs")]) == 0

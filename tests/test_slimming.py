@@ -41,8 +41,9 @@ def test_global_threshold_and_no_empty_layer() -> None:
     assert len(result.keep[groups[0].name]) == 1  # guarded, not emptied
     assert result.extras["layers_kept_one_channel"] == [groups[0].name]
     kept = torch.cat([params[g.bn_scale][result.keep[g.name]] for g in groups[1:]])
-    dropped = torch.cat([params[g.bn_scale][[i for i in range(g.size) if i not in result.keep[g.name]]]
-                         for g in groups[1:]])
+    dropped = torch.cat(
+        [params[g.bn_scale][[i for i in range(g.size) if i not in result.keep[g.name]]] for g in groups[1:]]
+    )
     assert kept.abs().min() > dropped.abs().max()  # one threshold across layers
     assert result.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
@@ -58,4 +59,8 @@ def test_sparsity_training_is_its_own_cached_baseline(fake_cifar, tmp_path) -> N
     assert 0 < a["extras"]["channels_removed"] < b["extras"]["channels_removed"]
     assert a["status"] == "done" and a["flops_pruned"] < a["flops_dense"]
     # the sparsity is recorded, so prune-report keeps the s = 1e-4 and 1e-5 runs apart
-    assert (a["method_settings"], c["method_settings"], plain["method_settings"]) == ({"sparsity": 1e-4}, {"sparsity": 1e-5}, {})
+    assert (a["method_settings"], c["method_settings"], plain["method_settings"]) == (
+        {"sparsity": 1e-4},
+        {"sparsity": 1e-5},
+        {},
+    )

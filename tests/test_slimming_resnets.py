@@ -38,8 +38,7 @@ def _randomise_bn(model: torch.nn.Module, seed: int = 1) -> None:
 
 def _random_keep(spec: dict, fraction: float, seed: int) -> dict[str, list[int]]:
     rnd = random.Random(seed)
-    return {g.name: sorted(rnd.sample(range(g.size), max(1, int(g.size * fraction))))
-            for g in channel_groups(spec)}
+    return {g.name: sorted(rnd.sample(range(g.size), max(1, int(g.size * fraction)))) for g in channel_groups(spec)}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -123,16 +122,20 @@ def test_global_threshold_removes_the_ratio_and_never_empties_a_group(name: str,
     assert len(result.keep[victim.name]) == 1
     assert all(len(result.keep[g.name]) >= 1 for g in groups)
     # the kept channels are the largest |gamma| everywhere but the guarded BN
-    scale = {g.name: params[g.bn_scale].detach().abs()[g.meta["bn_index"]] if "bn_index" in g.meta
-             else params[g.bn_scale].detach().abs() for g in groups}
+    scale = {
+        g.name: params[g.bn_scale].detach().abs()[g.meta["bn_index"]]
+        if "bn_index" in g.meta
+        else params[g.bn_scale].detach().abs()
+        for g in groups
+    }
     others = [g for g in groups if g.name != victim.name]
     kept = torch.cat([scale[g.name][result.keep[g.name]] for g in others])
-    dropped = torch.cat([scale[g.name][[i for i in range(g.size) if i not in result.keep[g.name]]]
-                         for g in others])
+    dropped = torch.cat([scale[g.name][[i for i in range(g.size) if i not in result.keep[g.name]]] for g in others])
     assert kept.min() > dropped.max()
     x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(result.model.eval()(x), zero_channels(model, result.keep).eval()(x),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        result.model.eval()(x), zero_channels(model, result.keep).eval()(x), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_sparsity_hook_reaches_the_full_width_selection_bns() -> None:
@@ -160,13 +163,13 @@ def test_bad_specs_are_refused_with_the_fix() -> None:
         build(spec)
 
 
-@pytest.mark.parametrize("model,arch,params", [("preresnet164", "preresnet_cifar", 1_726_388),
-                                               ("densenet40", "densenet_cifar", 1_100_428)])
+@pytest.mark.parametrize(
+    "model,arch,params", [("preresnet164", "preresnet_cifar", 1_726_388), ("densenet40", "densenet_cifar", 1_100_428)]
+)
 def test_configs_compose_with_a_cifar100_head(model: str, arch: str, params: int, tmp_path) -> None:
     from pruning.pipeline import model_spec
 
-    cfg = plain_cfg([f"model={model}", "data=cifar100", "method=network_slimming", "method.sparsity=1e-5"],
-                    tmp_path)
+    cfg = plain_cfg([f"model={model}", "data=cifar100", "method=network_slimming", "method.sparsity=1e-5"], tmp_path)
     spec = model_spec(cfg["model"], cfg["data"])
     assert spec["arch"] == arch and spec["num_classes"] == 100
     net = build(spec)
@@ -174,8 +177,15 @@ def test_configs_compose_with_a_cifar100_head(model: str, arch: str, params: int
 
 
 def test_sparsity_is_part_of_the_densenet_baseline_key(fake_cifar, tmp_path) -> None:
-    tiny = ["model=densenet40", "model.depth=7", "model.growth=4", "method=network_slimming",
-            "schedule.epochs=1", "schedule.finetune_epochs=1"]
+    tiny = [
+        "model=densenet40",
+        "model.depth=7",
+        "model.growth=4",
+        "method=network_slimming",
+        "schedule.epochs=1",
+        "schedule.finetune_epochs=1",
+    ]
+
     def run(*extra: str) -> dict:
         return _run(plain_cfg([*TINY, f"data.root={fake_cifar}", *tiny, *extra], tmp_path))
 
@@ -194,9 +204,21 @@ def test_sparsity_is_part_of_the_densenet_baseline_key(fake_cifar, tmp_path) -> 
 @pytest.mark.parametrize("model", ["preresnet164 model.depth=11", "densenet40 model.depth=7 model.growth=4"])
 def test_cli_network_slimming_end_to_end(model: str, fake_cifar, tmp_path) -> None:
     name, *extra = model.split()
-    out = prune_exp([*TINY, f"data.root={fake_cifar}", f"model={name}", *extra,
-                     "method=network_slimming", "method.ratio=0.4", "method.sparsity=1e-5",
-                     "schedule.epochs=1", "finetune=scratch_e", "quiet=true"], tmp_path)
+    out = prune_exp(
+        [
+            *TINY,
+            f"data.root={fake_cifar}",
+            f"model={name}",
+            *extra,
+            "method=network_slimming",
+            "method.ratio=0.4",
+            "method.sparsity=1e-5",
+            "schedule.epochs=1",
+            "finetune=scratch_e",
+            "quiet=true",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     (m,) = metrics_files(tmp_path)
     assert m["status"] == "done" and m["key"]["model"] == name and m["key"]["ratio"] == 0.4
@@ -215,8 +237,9 @@ def test_slimming_table_rows_experiment_and_report_agree() -> None:
     report = yaml.safe_load((CONF_DIR / "report" / "rethinking_slimming.yaml").read_text())
     experiment = OmegaConf.create((CONF_DIR / "experiment" / "rethinking_slimming.yaml").read_text())
     swept = [r.strip() for r in experiment.hydra.sweeper.params.table_row.split(",")]
-    rows = {f"slim_{r['filter']['model']}_{r['filter']['data']}_{r['filter']['ratio']}": r["filter"]
-            for r in report["rows"]}
+    rows = {
+        f"slim_{r['filter']['model']}_{r['filter']['data']}_{r['filter']['ratio']}": r["filter"] for r in report["rows"]
+    }
     assert len(rows) == 11 and swept == [name for name in rows if not name.endswith("imagenet_0.5")]
     assert experiment.hydra.sweeper.params.seed == "0,1,2,3,4"
     for name, wanted in rows.items():

@@ -119,15 +119,72 @@ def test_full_width_tas_resnet56_counts_as_the_official_counter():
     assert count_macs(model, (3, 32, 32)) == 125_747_840
     assert count_params(model) == 855_578
     assert count_macs(build(default_spec("resnet_cifar", depth=56)), (3, 32, 32)) == 125_485_696
-    assert abs(float(model.fc.weight.detach().std()) - 0.01) < 0.002 and torch.all(model.fc.bias == 0)  # initialize_resnet
+    assert abs(float(model.fc.weight.detach().std()) - 0.01) < 0.002 and torch.all(
+        model.fc.bias == 0
+    )  # initialize_resnet
 
 
 def test_released_tas_resnet56_shape_counts_as_the_official_counter():
     """configs/compares/CIFAR010-TAS-R56.config (xchannels, xblocks 5/5/5) built as InferCifarResNet
     gives 59.4514M by the official counter and 441,494 parameters: ours 59,451,390 + 10 fc bias."""
-    xc = [3, 16, 16, 16, 14, 14, 14, 16, 12, 16, 6, 16, 4, 4, 4, 14, 4, 4, 6, 4, 32, 32, 32, 32, 32, 32, 22,
-          25, 16, 32, 19, 9, 9, 16, 25, 12, 16, 9, 64, 64, 64, 64, 64, 64, 64, 64, 64, 51, 19, 19, 32, 51, 25,
-          32, 19, 19]
+    xc = [
+        3,
+        16,
+        16,
+        16,
+        14,
+        14,
+        14,
+        16,
+        12,
+        16,
+        6,
+        16,
+        4,
+        4,
+        4,
+        14,
+        4,
+        4,
+        6,
+        4,
+        32,
+        32,
+        32,
+        32,
+        32,
+        32,
+        22,
+        25,
+        16,
+        32,
+        19,
+        9,
+        9,
+        16,
+        25,
+        12,
+        16,
+        9,
+        64,
+        64,
+        64,
+        64,
+        64,
+        64,
+        64,
+        64,
+        64,
+        51,
+        19,
+        19,
+        32,
+        51,
+        25,
+        32,
+        19,
+        19,
+    ]
     spec = default_spec("resnet_tas", depth=56)
     spec["stem"] = xc[1]
     for s, stage in enumerate(spec["stages"]):
@@ -167,11 +224,14 @@ def test_supernet_forward_samples_and_backpropagates_to_arch_and_weights():
     assert net.stem.conv.weight.grad is not None
 
 
-@pytest.mark.parametrize("dense_spec, size", [
-    (default_spec("resnet_tas", depth=56), 32),
-    (default_spec("resnet_tas", depth=18, num_classes=1000, stem_type="imagenet"), 64),
-    (default_spec("resnet_tas", depth=50, num_classes=1000, stem_type="imagenet"), 64),
-])
+@pytest.mark.parametrize(
+    "dense_spec, size",
+    [
+        (default_spec("resnet_tas", depth=56), 32),
+        (default_spec("resnet_tas", depth=18, num_classes=1000, stem_type="imagenet"), 64),
+        (default_spec("resnet_tas", depth=50, num_classes=1000, stem_type="imagenet"), 64),
+    ],
+)
 def test_expected_flops_of_one_hot_architectures_equal_count_macs(dense_spec, size):
     net = TASSupernet(dense_spec, image_size=size)
     rng = random.Random(0)
@@ -188,10 +248,13 @@ def test_expected_flops_of_one_hot_architectures_equal_count_macs(dense_spec, si
     assert float(net.expected_flops().detach()) < count_macs(build(dense_spec), (3, size, size))
 
 
-@pytest.mark.parametrize("dense_spec, size", [
-    (default_spec("resnet_imagenet", depth=18, num_classes=10), 64),  # torchvision projections
-    (default_spec("resnet_tas", depth=20), 32),  # the official TAS CIFAR ResNet (avg-pool shortcuts)
-])
+@pytest.mark.parametrize(
+    "dense_spec, size",
+    [
+        (default_spec("resnet_imagenet", depth=18, num_classes=10), 64),  # torchvision projections
+        (default_spec("resnet_tas", depth=20), 32),  # the official TAS CIFAR ResNet (avg-pool shortcuts)
+    ],
+)
 def test_extracted_full_net_reproduces_the_dense_net_exactly(dense_spec, size):
     """Dense nets with projection shortcuts: dense -> supernet -> full-width extraction must give
     back the dense function (checks every weight/BN mapping)."""
@@ -267,8 +330,15 @@ def test_search_is_cached_and_shared_by_the_kd_ablation(tmp_path: Path):
 
     def ctx(run: str, seed: int = 2) -> PruneContext:
         (tmp_path / run).mkdir()
-        return PruneContext(data=data, device="cpu", input_shape=(1, 8, 8), seed=seed, work_dir=tmp_path / run,
-                            cache_dir=tmp_path / "cache", source_id="base-abc")
+        return PruneContext(
+            data=data,
+            device="cpu",
+            input_shape=(1, 8, 8),
+            seed=seed,
+            work_dir=tmp_path / run,
+            cache_dir=tmp_path / "cache",
+            source_id="base-abc",
+        )
 
     first = TAS(ratio=0.3, search_epochs=1, batch_size=512).prune(tiny_resnet(8), ctx("kd"))
     ablation = TAS(ratio=0.3, search_epochs=1, batch_size=512, kd=False).prune(tiny_resnet(8), ctx("nokd"))
@@ -302,7 +372,9 @@ def test_distillation_loss_alpha_zero_is_cross_entropy_and_teacher_gets_no_gradi
     # pure KD toward itself costs nothing; toward another net it costs T^2 * KL
     assert float(distillation_loss(s_logits, s_logits.detach(), y, 1.0, 4.0).detach()) == pytest.approx(0.0, abs=1e-6)
     kl = F.kl_div(F.log_softmax(s_logits / 4, 1), F.softmax(t_logits / 4, 1), reduction="batchmean")
-    assert float(distillation_loss(s_logits, t_logits, y, 1.0, 4.0).detach()) == pytest.approx(16 * float(kl.detach()), rel=1e-5)
+    assert float(distillation_loss(s_logits, t_logits, y, 1.0, 4.0).detach()) == pytest.approx(
+        16 * float(kl.detach()), rel=1e-5
+    )
 
 
 def test_cosine_and_warmup_schedule_and_unchanged_cache_identity():
@@ -327,10 +399,21 @@ def test_existing_baseline_keys_do_not_change(tmp_path: Path):
     cfg = plain_cfg(["model=resnet20", "data=digits"], tmp_path)
     data = load_digits_data()
     spec, method = model_spec(cfg["model"], cfg["data"]), make_method(cfg["method"])
-    old_schedule = {k: v for k, v in pretrain_schedule(cfg).__dict__.items() if k not in ("lr_schedule", "warmup_epochs")}
-    identity = {"data": {"kind": cfg["data"].get("kind", cfg["data"]["name"]), "fingerprint": data.info["fingerprint"],
-                         "train_subset": data.info.get("train_subset"), "augment": data.augment},
-                "spec": spec, "schedule": old_schedule, "seed": 0, "method_pretrain": method.pretrain_extras()}
+    old_schedule = {
+        k: v for k, v in pretrain_schedule(cfg).__dict__.items() if k not in ("lr_schedule", "warmup_epochs")
+    }
+    identity = {
+        "data": {
+            "kind": cfg["data"].get("kind", cfg["data"]["name"]),
+            "fingerprint": data.info["fingerprint"],
+            "train_subset": data.info.get("train_subset"),
+            "augment": data.augment,
+        },
+        "spec": spec,
+        "schedule": old_schedule,
+        "seed": 0,
+        "method_pretrain": method.pretrain_extras(),
+    }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert baseline_id(cfg, data, spec, method) == f"resnet20-digits-{digest}"
 
@@ -358,9 +441,17 @@ def test_imagenet_tas_configs_compose_and_validate(tmp_path: Path, model: str):
 
 @pytest.mark.slow  # ~40 s alone, 385 s measured on the shared, contended 2 cores
 def test_pipeline_runs_tas_with_kd_and_ablation_on_digits(tmp_path: Path, monkeypatch):
-    common = ["model=resnet20", "data=digits", "method=tas", "method.search_epochs=1",
-              "method.batch_size=512", "schedule.epochs=1", "finetune=scratch_e",
-              "latency.cpu_batch_sizes=[1]", "latency.repeats=2"]
+    common = [
+        "model=resnet20",
+        "data=digits",
+        "method=tas",
+        "method.search_epochs=1",
+        "method.batch_size=512",
+        "schedule.epochs=1",
+        "finetune=scratch_e",
+        "latency.cpu_batch_sizes=[1]",
+        "latency.repeats=2",
+    ]
     from pruning.pipeline import run, run_subdir
 
     results = []
@@ -391,8 +482,17 @@ def test_cli_tas_resnet20_on_fake_cifar(tmp_path: Path, monkeypatch):
     from pruning.pipeline import run, run_subdir
 
     root = write_fake_cifar(tmp_path / "cifar", n_train_per_batch=20, n_test=20)
-    cfg = plain_cfg([*TINY_CIFAR, f"data.root={root}", "method=tas", "method.search_epochs=1",
-                     "method.batch_size=50", "schedule.epochs=1"], tmp_path / "results")
+    cfg = plain_cfg(
+        [
+            *TINY_CIFAR,
+            f"data.root={root}",
+            "method=tas",
+            "method.search_epochs=1",
+            "method.batch_size=50",
+            "schedule.epochs=1",
+        ],
+        tmp_path / "results",
+    )
     metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
     assert metrics["status"] == "done"
     assert metrics["flops_dense"] == count_macs(build(default_spec("resnet_tas", depth=20)), (3, 32, 32))
@@ -405,12 +505,26 @@ def test_tas_report_shows_drop_flops_count_and_requested_vs_achieved(tmp_path: P
     assert format_count(2.24e7) == "2.24E7" and format_count(1.19e8) == "1.19E8"
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
-    metrics = {"schema": 1, "status": "done",
-               "key": {"data": "cifar10", "model": "resnet20", "method": "tas", "variant": "kd",
-                       "ratio": 0.45, "finetune": "scratch_e", "seed": 0},
-               "data": {"label": "CIFAR-10 (test)"}, "budget": {"pretrain_epochs": 8, "train_subset": 10000},
-               "stages": {"pretrain": {"top1_best": 60.0}}, "final": {"top1_best": 57.5, "top1": 57.0},
-               "flops_reduction": 47.0, "flops_pruned": 2.15e7, "extras": {"requested_flops_reduction": 45.0}}
+    metrics = {
+        "schema": 1,
+        "status": "done",
+        "key": {
+            "data": "cifar10",
+            "model": "resnet20",
+            "method": "tas",
+            "variant": "kd",
+            "ratio": 0.45,
+            "finetune": "scratch_e",
+            "seed": 0,
+        },
+        "data": {"label": "CIFAR-10 (test)"},
+        "budget": {"pretrain_epochs": 8, "train_subset": 10000},
+        "stages": {"pretrain": {"top1_best": 60.0}},
+        "final": {"top1_best": 57.5, "top1": 57.0},
+        "flops_reduction": 47.0,
+        "flops_pruned": 2.15e7,
+        "extras": {"requested_flops_reduction": 45.0},
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     table = build_tables(load_specs()["tas_cifar"], load_runs(tmp_path))[0]
     row = dict(zip(table.headers, table.rows[0], strict=True))
@@ -426,11 +540,26 @@ def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
     from tests.conftest import write_image_folder
 
     root = write_image_folder(tmp_path / "imagenet")
-    cfg = plain_cfg(["data=imagenet", "model=resnet18", f"data.root={root}", "data.num_classes=3",
-                     "data.image_size=32", "data.resize_size=36", "data.workers=0", "schedule.epochs=1",
-                     "schedule.batch_size=6", "schedule.test_batch_size=6", "method=tas",
-                     "method.search_epochs=1", "method.batch_size=6", "finetune=scratch_e",
-                     "latency.enabled=false"], tmp_path / "results")
+    cfg = plain_cfg(
+        [
+            "data=imagenet",
+            "model=resnet18",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.image_size=32",
+            "data.resize_size=36",
+            "data.workers=0",
+            "schedule.epochs=1",
+            "schedule.batch_size=6",
+            "schedule.test_batch_size=6",
+            "method=tas",
+            "method.search_epochs=1",
+            "method.batch_size=6",
+            "finetune=scratch_e",
+            "latency.enabled=false",
+        ],
+        tmp_path / "results",
+    )
     metrics = run(cfg, tmp_path / "results" / "runs" / run_subdir(cfg))
     assert metrics["status"] == "done" and metrics["spec_pruned"]["stem_type"] == "imagenet"
     assert metrics["method_settings"] == {"search_epochs": 1, "init_from_dense": True, "fit_budget": True}

@@ -88,12 +88,21 @@ def test_layerwise_thinet_prunes_a_vgg_and_keeps_it_working() -> None:
 # and 4: params in millions; VGG GFLOPs count a multiply-add as 2). Recalled values, checked
 # here against our counts at 224x224; ResNet-50's published GFLOPs are not compared (the paper's
 # counting convention is unclear: ours are 7% above twice our MACs).
-@pytest.mark.parametrize("variant,params_m,gflops", [
-    ("thinet_30", 8.66, None), ("thinet_50", 12.38, None), ("thinet_70", 16.94, None),
-    ("thinet_conv", 131.44, 9.58), ("thinet_gap", 8.32, 9.34), ("thinet_tiny", 1.32, 2.01),
-])
+@pytest.mark.parametrize(
+    "variant,params_m,gflops",
+    [
+        ("thinet_30", 8.66, None),
+        ("thinet_50", 12.38, None),
+        ("thinet_70", 16.94, None),
+        ("thinet_conv", 131.44, 9.58),
+        ("thinet_gap", 8.32, 9.34),
+        ("thinet_tiny", 1.32, 2.01),
+    ],
+)
 def test_thinet_variants_have_the_published_sizes(variant: str, params_m: float, gflops: float | None) -> None:
-    arch, depth = ("resnet_imagenet", 50) if variant.startswith("thinet_") and variant[-1].isdigit() else ("vgg_imagenet", 16)
+    arch, depth = (
+        ("resnet_imagenet", 50) if variant.startswith("thinet_") and variant[-1].isdigit() else ("vgg_imagenet", 16)
+    )
     spec = default_spec(arch, depth=depth, num_classes=1000, in_channels=3)
     pruned = build(ThiNet(variant=variant).architecture(spec))
     assert abs(count_params(pruned) / 1e6 - params_m) < 0.015
@@ -118,7 +127,8 @@ def test_thinet_50_prunes_a_small_input_resnet50() -> None:
     spec = default_spec("resnet_imagenet", depth=50, num_classes=10, in_channels=3)
     model = build(spec).eval()
     result = ThiNet(variant="thinet_50", mode="layerwise", samples=64, images=2).prune(
-        model, PruneContext(data=_Images(64)))
+        model, PruneContext(data=_Images(64))
+    )
     assert [stage["mid"][0] for stage in result.spec["stages"]] == [[32, 32], [64, 64], [128, 128], [256, 256]]
     assert result.model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 

@@ -120,5 +120,7 @@ def check_ratio(ratio: Any, what: str = "method.ratio") -> float:
     except (TypeError, ValueError):
         raise PruneLabError(f"{what}={ratio!r} is not a number; use a fraction in [0, 1), e.g. {what}=0.5") from None
     if not 0.0 <= r < 1.0:
-        raise PruneLabError(f"{what}={ratio!r} is outside [0, 1): it is the fraction of channels removed; e.g. {what}=0.5")
+        raise PruneLabError(
+            f"{what}={ratio!r} is outside [0, 1): it is the fraction of channels removed; e.g. {what}=0.5"
+        )
     return r

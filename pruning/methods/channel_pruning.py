@@ -48,8 +48,10 @@ def variant_widths(variant: str, spec: dict, variants: Mapping[str, Any]) -> dic
     definition = variants[variant]
     arch, depth = definition["arch"], definition["depth"]
     if spec.get("arch") != arch or spec.get("depth") != depth:
-        raise PruneLabError(f"method.variant={variant} is defined for {arch} depth {depth}; "
-                            f"got {spec.get('arch')} depth {spec.get('depth')}")
+        raise PruneLabError(
+            f"method.variant={variant} is defined for {arch} depth {depth}; "
+            f"got {spec.get('arch')} depth {spec.get('depth')}"
+        )
     groups = channel_groups(spec)
     if "conv_widths" in definition:  # VGG-16-5x: conv widths in order
         convs = [g for g in groups if g.name.startswith("features.")]
@@ -66,7 +68,9 @@ def variant_widths(variant: str, spec: dict, variants: Mapping[str, Any]) -> dic
     return widths
 
 
-def lasso_select(gram: torch.Tensor, corr: torch.Tensor, n_keep: int, iterations: int = 30) -> tuple[list[int], np.ndarray]:
+def lasso_select(
+    gram: torch.Tensor, corr: torch.Tensor, n_keep: int, iterations: int = 30
+) -> tuple[list[int], np.ndarray]:
     """Channels chosen by LASSO on the normal equations of ||Y - Z beta||^2 (gram = Z'Z, corr = Z'Y).
 
     The problem is solved in an equivalent C-row form (gram = L L', y' = L^-1 corr, so
@@ -112,9 +116,17 @@ def lasso_select(gram: torch.Tensor, corr: torch.Tensor, n_keep: int, iterations
 class ChannelPruning(ReconstructionMethod):
     name = "channel_pruning"
 
-    def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "layerwise",
-                 samples: int = 2048, images: int = 256, refit: bool = True,
-                 variants: Mapping[str, Any] | None = None, **_: Any):
+    def __init__(
+        self,
+        ratio: float | None = 0.5,
+        variant: str | None = None,
+        mode: str = "layerwise",
+        samples: int = 2048,
+        images: int = 256,
+        refit: bool = True,
+        variants: Mapping[str, Any] | None = None,
+        **_: Any,
+    ):
         super().__init__(ratio, variant, mode, samples, images, variants)
         self.refit = bool(refit)
 
@@ -124,8 +136,9 @@ class ChannelPruning(ReconstructionMethod):
         widths = variant_widths(self.variant, spec, self.variants)
         return widths, spec_with_widths(spec, widths)
 
-    def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-                n_keep: int) -> tuple[list[int], torch.Tensor | None]:
+    def _select(
+        self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, n_keep: int
+    ) -> tuple[list[int], torch.Tensor | None]:
         c, k = windows.shape[1], windows.shape[2]
         xtx = window_gram(windows) if c * k <= GRAM_LIMIT else None  # (C*K, C*K)
         gram, corr = contribution_gram(windows, weight, target, xtx=xtx, generator=self._generator)  # (C, C), (C,)
@@ -137,8 +150,12 @@ class ChannelPruning(ReconstructionMethod):
     @torch.no_grad()
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         images = self.sample(ctx)  # (N, C, H, W)
-        small, keep = prune_by_reconstruction(model, self.target(model.spec)[0], images, self.samples,
-                                              self._generator, self._select, self.mode)
-        return PruneResult(model=small, spec=small.spec, keep=keep,
-                           extras={"mode": self.mode, "samples": self.samples, "images": self.images,
-                                   "refit": self.refit})
+        small, keep = prune_by_reconstruction(
+            model, self.target(model.spec)[0], images, self.samples, self._generator, self._select, self.mode
+        )
+        return PruneResult(
+            model=small,
+            spec=small.spec,
+            keep=keep,
+            extras={"mode": self.mode, "samples": self.samples, "images": self.images, "refit": self.refit},
+        )

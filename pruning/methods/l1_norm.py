@@ -41,7 +41,9 @@ def _default_width(spec: dict) -> bool:
     """Variants are defined on the paper's dense widths only."""
     from pruning.models import default_spec
 
-    dense = default_spec(spec["arch"], depth=spec["depth"], num_classes=spec["num_classes"], in_channels=spec["in_channels"])
+    dense = default_spec(
+        spec["arch"], depth=spec["depth"], num_classes=spec["num_classes"], in_channels=spec["in_channels"]
+    )
     return dense == spec
 
 
@@ -49,8 +51,13 @@ class L1Norm(Method):
     name = "l1_norm"
     data_free_architecture = True  # per-layer keep counts come from the variant / ratio
 
-    def __init__(self, variant: str | None = None, ratio: float | None = None,
-                 variants: Mapping[str, Any] | None = None, **_: Any):
+    def __init__(
+        self,
+        variant: str | None = None,
+        ratio: float | None = None,
+        variants: Mapping[str, Any] | None = None,
+        **_: Any,
+    ):
         # paper variants: arch -> depth -> name -> definition (default: conf/paper/l1_norm.yaml)
         self.variants = method_variants(self.name) if variants is None else variants
         self.variant = None if variant in (None, "", "null") else str(variant)
@@ -67,7 +74,8 @@ class L1Norm(Method):
                 raise PruneLabError(
                     f"method=l1_norm has no conv filters to prune in model {model_name!r} (its channel groups "
                     "are channel selections, e.g. DenseNet's concatenated features); use "
-                    "method=network_slimming, which selects channels by their BN scales")
+                    "method=network_slimming, which selects channels by their BN scales"
+                )
             return
         known = variants_for(spec, self.variants)
         if self.variant not in known:
@@ -77,7 +85,9 @@ class L1Norm(Method):
                 f"paper variants for it: {options}"
             )
         if not _default_width(spec):
-            raise PruneLabError(f"variant {self.variant} is defined on the dense {model_name}; the model spec was changed")
+            raise PruneLabError(
+                f"variant {self.variant} is defined on the dense {model_name}; the model spec was changed"
+            )
 
     def target_widths(self, spec: dict) -> dict[str, int]:
         """Number of filters to keep per channel group."""
@@ -85,8 +95,11 @@ class L1Norm(Method):
         if self.variant is None:  # uniform: every conv group (FC hidden units of VGG-ImageNet stay)
             # every conv's filters: not VGG-ImageNet's FC hidden units, not PreResNet/DenseNet
             # channel selections (they pick a BN's outputs and have no filters to score)
-            return {g.name: max(1, int(g.size * (1 - self.ratio))) for g in groups
-                    if "fc_index" not in g.meta and not g.meta.get("selection")}
+            return {
+                g.name: max(1, int(g.size * (1 - self.ratio)))
+                for g in groups
+                if "fc_index" not in g.meta and not g.meta.get("selection")
+            }
         v = variants_for(spec, self.variants)[self.variant]
         if "widths" in v:  # VGG: filters kept per conv, in order
             return {g.name: v["widths"][g.meta["conv_index"]] for g in groups}

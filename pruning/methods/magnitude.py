@@ -51,9 +51,12 @@ class Magnitude(Method):
         for name, mask in masks.items():
             params[name].mul_(mask)
         kept = sum(int(m.sum()) for m in masks.values())
-        return PruneResult(model=pruned, spec=model.spec, masks=masks,
-                           extras={"conv_weights_kept": kept, "conv_weights_total": magnitudes.numel(),
-                                   "threshold": float(threshold)})
+        return PruneResult(
+            model=pruned,
+            spec=model.spec,
+            masks=masks,
+            extras={"conv_weights_kept": kept, "conv_weights_total": magnitudes.numel(), "threshold": float(threshold)},
+        )
 
     @torch.no_grad()
     def scratch_init(self, model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None:

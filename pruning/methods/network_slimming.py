@@ -63,7 +63,9 @@ class NetworkSlimming(Method):
             if id(model) not in ranked_1d:
                 ranked_1d[id(model)] = {g.bn_scale.rsplit(".", 1)[0] for g in channel_groups(model.spec) if g.bn_scale}
             for name, m in model.named_modules():
-                penalised = isinstance(m, nn.BatchNorm2d) or (isinstance(m, nn.BatchNorm1d) and name in ranked_1d[id(model)])
+                penalised = isinstance(m, nn.BatchNorm2d) or (
+                    isinstance(m, nn.BatchNorm1d) and name in ranked_1d[id(model)]
+                )
                 if penalised and m.weight.grad is not None:
                     m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=s)
 
@@ -90,6 +92,14 @@ class NetworkSlimming(Method):
             keep[g.name] = kept.tolist()
         small = shrink(model, keep)
         removed = sum(g.size - len(keep[g.name]) for g in groups)
-        return PruneResult(model=small, spec=small.spec, keep=keep,
-                           extras={"bn_threshold": float(threshold), "channels_removed": removed,
-                                   "channels_total": int(everything.numel()), "layers_kept_one_channel": guarded})
+        return PruneResult(
+            model=small,
+            spec=small.spec,
+            keep=keep,
+            extras={
+                "bn_threshold": float(threshold),
+                "channels_removed": removed,
+                "channels_total": int(everything.numel()),
+                "layers_kept_one_channel": guarded,
+            },
+        )

@@ -63,7 +63,9 @@ def window_size(module: nn.Module, channels: int) -> int:
         return module.kernel_size[0] * module.kernel_size[1]
     if isinstance(module, nn.Linear):
         if module.in_features % channels:
-            raise PruneLabError(f"linear consumer with {module.in_features} inputs does not split into {channels} channels")
+            raise PruneLabError(
+                f"linear consumer with {module.in_features} inputs does not split into {channels} channels"
+            )
         return module.in_features // channels
     raise PruneLabError(f"reconstruction pruning: unsupported consumer layer {type(module).__name__}")
 
@@ -75,6 +77,7 @@ def record_inputs(model: nn.Module, names: list[str], images: torch.Tensor) -> d
     recorded: dict[str, torch.Tensor] = {}
     hooks = []
     for name in names:
+
         def hook(_m, inp, _out, name=name):
             recorded[name] = inp[0].detach()  # (N, C, H, W) for a conv, (N, F) for a linear layer
 
@@ -153,9 +156,14 @@ def window_gram(windows: torch.Tensor) -> torch.Tensor:
     return x.T @ x
 
 
-def contribution_gram(windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-                      xtx: torch.Tensor | None = None, max_outputs: int = 64,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def contribution_gram(
+    windows: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    xtx: torch.Tensor | None = None,
+    max_outputs: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normal equations of  min_beta ||Y - sum_c beta_c z_c||^2  over all sampled sites and all
     output channels: gram[c, d] = sum_{s,o} z[s,o,c] z[s,o,d]  (C, C) and
     corr[c] = sum_{s,o} z[s,o,c] Y[s,o]  (C,), with z[s,o,c] = sum_k x[s,c,k] w[o,c,k].
@@ -172,9 +180,9 @@ def contribution_gram(windows: torch.Tensor, weight: torch.Tensor, target: torch
         gram = torch.zeros(c, c, dtype=torch.float64)
         corr = torch.zeros(c, dtype=torch.float64)
         for start in range(0, s, 16):
-            z = site_contributions(windows[start:start + 16], w)  # (s', O', C)
+            z = site_contributions(windows[start : start + 16], w)  # (s', O', C)
             gram += torch.einsum("soc,sod->cd", z, z)
-            corr += torch.einsum("soc,so->c", z, y[start:start + 16])
+            corr += torch.einsum("soc,so->c", z, y[start : start + 16])
         return gram, corr
     xtx = window_gram(windows) if xtx is None else xtx  # (C*K, C*K)
     wtw = w.flatten(1).T @ w.flatten(1)  # (C*K, C*K)
@@ -184,8 +192,9 @@ def contribution_gram(windows: torch.Tensor, weight: torch.Tensor, target: torch
     return gram, corr
 
 
-def refit_consumer(windows: torch.Tensor, target: torch.Tensor, kept: list[int], ridge: float = 1e-6,
-                   xtx: torch.Tensor | None = None) -> torch.Tensor:
+def refit_consumer(
+    windows: torch.Tensor, target: torch.Tensor, kept: list[int], ridge: float = 1e-6, xtx: torch.Tensor | None = None
+) -> torch.Tensor:
     """Least-squares weights of the consumer on the kept channels: argmin ||Y - X_keep W'||^2.
 
     windows: (S, C, K) inputs at the sampled sites; target: (S, O) the outputs to reproduce;
@@ -221,9 +230,15 @@ def _write_consumer(model: nn.Module, group: ChannelGroup, weight: torch.Tensor)
 
 
 @torch.no_grad()
-def prune_by_reconstruction(model: nn.Module, widths: dict[str, int], images: torch.Tensor, samples: int,
-                            generator: torch.Generator, select: Selector, mode: str = "oneshot",
-                            ) -> tuple[nn.Module, dict[str, list[int]]]:
+def prune_by_reconstruction(
+    model: nn.Module,
+    widths: dict[str, int],
+    images: torch.Tensor,
+    samples: int,
+    generator: torch.Generator,
+    select: Selector,
+    mode: str = "oneshot",
+) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune every group named in ``widths`` to that many channels.
 
     oneshot:   all groups from the dense network's activations; target = the dense output.
@@ -276,20 +291,28 @@ def _group_in(model: nn.Module, name: str) -> ChannelGroup:
     return {g.name: g for g in channel_groups(model.spec)}[name]
 
 
-
 class ReconstructionMethod(Method):
     """What ThiNet and LASSO channel pruning share: a uniform ``ratio`` or a named ``variant``
     (``variants``: name -> definition with its ``arch`` and ``depth``; default: the method's
     conf/paper/<name>.yaml), the mode, the sampling sizes, and the pruned spec known before data
     is seen (``target(spec) -> (widths, pruned spec)``)."""
 
-    def __init__(self, ratio: float | None, variant: str | None, mode: str, samples: int, images: int,
-                 variants: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        ratio: float | None,
+        variant: str | None,
+        mode: str,
+        samples: int,
+        images: int,
+        variants: Mapping[str, Any] | None = None,
+    ):
         self.variants = method_variants(self.name) if variants is None else variants
         self.variant = None if variant in (None, "", "null") else str(variant)
         if self.variant is not None and self.variant not in self.variants:
-            raise PruneLabError(f"{self.name}: method.variant={self.variant!r} is unknown; use one of "
-                                f"{', '.join(self.variants)} or method.variant=null with method.ratio")
+            raise PruneLabError(
+                f"{self.name}: method.variant={self.variant!r} is unknown; use one of "
+                f"{', '.join(self.variants)} or method.variant=null with method.ratio"
+            )
         self.ratio = None if self.variant is not None else check_ratio(ratio)
         self.mode = check_mode(str(mode), self.name)
         self.samples, self.images = int(samples), int(images)

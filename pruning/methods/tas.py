@@ -54,8 +54,10 @@ from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
 from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
 
-SUPPORTED = ("resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
-             "resnet_imagenet (ResNet-18/34/50: model=resnet18|resnet34|resnet50)")
+SUPPORTED = (
+    "resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
+    "resnet_imagenet (ResNet-18/34/50: model=resnet18|resnet34|resnet50)",
+)
 
 
 def tas_dense_spec(spec: dict) -> dict:
@@ -66,19 +68,37 @@ def tas_dense_spec(spec: dict) -> dict:
     if spec.get("arch") == "resnet_tas":
         return spec
     if spec.get("arch") == "resnet_cifar":
-        stages = [{"stride": st["stride"], "blocks": [[int(m), st["width"]] for m in st["mid"]]}
-                  for st in spec["stages"]]
-        return {"arch": "resnet_tas", "block": "basic", "stem_type": "cifar", "shortcut": "tas",
-                "depth": spec["depth"], "num_classes": spec["num_classes"],
-                "in_channels": spec["in_channels"], "stem": spec["stem"], "stages": stages}
+        stages = [
+            {"stride": st["stride"], "blocks": [[int(m), st["width"]] for m in st["mid"]]} for st in spec["stages"]
+        ]
+        return {
+            "arch": "resnet_tas",
+            "block": "basic",
+            "stem_type": "cifar",
+            "shortcut": "tas",
+            "depth": spec["depth"],
+            "num_classes": spec["num_classes"],
+            "in_channels": spec["in_channels"],
+            "stem": spec["stem"],
+            "stages": stages,
+        }
     if spec.get("arch") == "resnet_imagenet":
-        stages = [{"stride": st["stride"], "blocks": [[*map(int, m), st["width"]] for m in st["mid"]]}
-                  for st in spec["stages"]]
-        return {"arch": "resnet_tas", "block": spec["block"], "stem_type": "imagenet",
-                "shortcut": "projection", "depth": spec["depth"], "num_classes": spec["num_classes"],
-                "in_channels": spec["in_channels"], "stem": spec["stem"], "stages": stages}
-    raise PruneLabError(f"TAS searches ResNets only, not arch {spec.get('arch')!r}; supported: "
-                        + "; ".join(SUPPORTED))
+        stages = [
+            {"stride": st["stride"], "blocks": [[*map(int, m), st["width"]] for m in st["mid"]]}
+            for st in spec["stages"]
+        ]
+        return {
+            "arch": "resnet_tas",
+            "block": spec["block"],
+            "stem_type": "imagenet",
+            "shortcut": "projection",
+            "depth": spec["depth"],
+            "num_classes": spec["num_classes"],
+            "in_channels": spec["in_channels"],
+            "stem": spec["stem"],
+            "stages": stages,
+        }
+    raise PruneLabError(f"TAS searches ResNets only, not arch {spec.get('arch')!r}; supported: " + "; ".join(SUPPORTED))
 
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -127,8 +147,10 @@ def init_from_dense(net: TASSupernet, dense: nn.Module) -> None:
                         getattr(cand, name).copy_(getattr(bn, name)[:width])
             at += 1
         elif not is_shortcut:
-            raise PruneLabError("dense net and TAS supernet layouts differ: cannot copy weights "
-                                f"(conv {tuple(search_conv.conv.weight.shape)})")
+            raise PruneLabError(
+                "dense net and TAS supernet layouts differ: cannot copy weights "
+                f"(conv {tuple(search_conv.conv.weight.shape)})"
+            )
     if at != len(pairs):
         raise PruneLabError(f"copied {at} of the dense net's {len(pairs)} convs into the supernet")
     fc = [m for m in dense.modules() if isinstance(m, nn.Linear)][-1]
@@ -179,8 +201,15 @@ def flop_loss(expected: torch.Tensor, current: float, target: float, tolerance: 
 
 
 @torch.no_grad()
-def fit_budget(net: TASSupernet, widths: list[int], depths: list[int], flops_dense: int, target: float,
-               tolerance: float, max_moves: int = 10_000) -> tuple[list[int], list[int], int]:
+def fit_budget(
+    net: TASSupernet,
+    widths: list[int],
+    depths: list[int],
+    flops_dense: int,
+    target: float,
+    tolerance: float,
+    max_moves: int = 10_000,
+) -> tuple[list[int], list[int], int]:
     """Move a discrete architecture into the FLOPs band [target - tolerance, target] (kept
     fractions) one candidate step at a time, each time taking the step (one width or depth
     candidate up or down) that gives up the least log-probability per unit of FLOPs changed.
@@ -196,7 +225,9 @@ def fit_budget(net: TASSupernet, widths: list[int], depths: list[int], flops_den
     while moves < max_moves and not target - tolerance <= current <= target:
         step = -1 if current > target else 1
         best = None
-        for kind, idx, logp in [("w", i, lp) for i, lp in enumerate(log_w)] + [("d", i, lp) for i, lp in enumerate(log_d)]:
+        for kind, idx, logp in [("w", i, lp) for i, lp in enumerate(log_w)] + [
+            ("d", i, lp) for i, lp in enumerate(log_d)
+        ]:
             here = widths if kind == "w" else depths
             new = here[idx] + step
             if not 0 <= new < len(logp):
@@ -225,10 +256,19 @@ def distribution_record(net: TASSupernet) -> dict:
     widths, depths = net.genotype()
     layers = []
     for name, conv, probs, pick in zip(net.layer_names(), net.searched, net.width_probs(), widths, strict=True):
-        layers.append({"name": name, "dense": conv.choices[-1], "choices": list(conv.choices),
-                       "probs": [round(float(p), 5) for p in probs], "chosen": conv.choices[pick]})
-    stages = [{"stage": s, "choices": list(c), "probs": [round(float(p), 5) for p in q], "chosen": c[d]}
-              for s, (c, q, d) in enumerate(zip(net.depths, net.depth_probs(), depths, strict=True))]
+        layers.append(
+            {
+                "name": name,
+                "dense": conv.choices[-1],
+                "choices": list(conv.choices),
+                "probs": [round(float(p), 5) for p in probs],
+                "chosen": conv.choices[pick],
+            }
+        )
+    stages = [
+        {"stage": s, "choices": list(c), "probs": [round(float(p), 5) for p in q], "chosen": c[d]}
+        for s, (c, q, d) in enumerate(zip(net.depths, net.depth_probs(), depths, strict=True))
+    ]
     return {"layers": layers, "depth": stages}
 
 
@@ -260,8 +300,7 @@ def plot_distributions(record: dict, path: Path, title: str) -> None:
     mid.set_xlim(-0.5, len(layers) - 0.5)
     mid.legend(fontsize=7)
     step = max(1, len(layers) // 30)
-    mid.set_xticks(xs[::step], [layers[i]["name"].replace("stages.", "") for i in xs[::step]],
-                   rotation=90, fontsize=6)
+    mid.set_xticks(xs[::step], [layers[i]["name"].replace("stages.", "") for i in xs[::step]], rotation=90, fontsize=6)
     for stage in record["depth"]:
         bottom.bar([f"s{stage['stage']}:{c}" for c in stage["choices"]], stage["probs"], color=f"C{stage['stage'] + 1}")
     bottom.set_ylabel("P(depth)")
@@ -273,13 +312,31 @@ def plot_distributions(record: dict, path: Path, title: str) -> None:
 class TAS(Method):
     name = "tas"
 
-    def __init__(self, ratio: float = 0.45, search_epochs: int = 10, batch_size: int = 256,
-                 lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
-                 arch_lr: float = 1e-3, arch_betas: tuple[float, float] = (0.5, 0.999),
-                 arch_weight_decay: float = 1e-3, tau_max: float = 5.0, tau_min: float = 0.1,
-                 flop_weight: float = 2.0, flop_tolerance: float = 0.05, depth_choices: str = "odd",
-                 init_from_dense: bool = True, kd: bool = True, kd_alpha: float = 0.9,
-                 kd_temperature: float = 4.0, split: float = 0.5, fit_budget: bool = True, **_: Any):
+    def __init__(
+        self,
+        ratio: float = 0.45,
+        search_epochs: int = 10,
+        batch_size: int = 256,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = True,
+        arch_lr: float = 1e-3,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        tau_max: float = 5.0,
+        tau_min: float = 0.1,
+        flop_weight: float = 2.0,
+        flop_tolerance: float = 0.05,
+        depth_choices: str = "odd",
+        init_from_dense: bool = True,
+        kd: bool = True,
+        kd_alpha: float = 0.9,
+        kd_temperature: float = 4.0,
+        split: float = 0.5,
+        fit_budget: bool = True,
+        **_: Any,
+    ):
         self.ratio = check_ratio(ratio, "method.ratio")
         if int(search_epochs) < 1:
             raise PruneLabError(f"method.search_epochs={search_epochs} must be >= 1")
@@ -292,7 +349,12 @@ class TAS(Method):
         if depth_choices not in ("odd", "thirds"):
             raise PruneLabError(f"method.depth_choices={depth_choices!r}: use odd or thirds")
         self.search_epochs, self.batch_size = int(search_epochs), int(batch_size)
-        self.lr, self.momentum, self.weight_decay, self.nesterov = float(lr), float(momentum), float(weight_decay), bool(nesterov)
+        self.lr, self.momentum, self.weight_decay, self.nesterov = (
+            float(lr),
+            float(momentum),
+            float(weight_decay),
+            bool(nesterov),
+        )
         self.arch_lr, self.arch_betas = float(arch_lr), tuple(float(b) for b in arch_betas)
         self.arch_weight_decay = float(arch_weight_decay)
         self.tau_max, self.tau_min = float(tau_max), float(tau_min)
@@ -306,8 +368,11 @@ class TAS(Method):
 
     def settings(self) -> dict[str, Any]:
         # the search budget and our two departures from the paper change the searched net
-        return {"search_epochs": self.search_epochs, "init_from_dense": self.init_from_dense,
-                "fit_budget": self.fit_budget}
+        return {
+            "search_epochs": self.search_epochs,
+            "init_from_dense": self.init_from_dense,
+            "fit_budget": self.fit_budget,
+        }
 
     def tag(self) -> str:
         return f"r{self.ratio:g}" + ("" if self.kd else "-nokd")
@@ -321,8 +386,10 @@ class TAS(Method):
 
     def validate(self, model_name: str, spec: dict) -> None:
         if spec.get("arch") not in ("resnet_cifar", "resnet_imagenet", "resnet_tas"):
-            raise PruneLabError(f"method=tas does not support model={model_name} (arch {spec.get('arch')!r}); "
-                                "supported: " + "; ".join(SUPPORTED))
+            raise PruneLabError(
+                f"method=tas does not support model={model_name} (arch {spec.get('arch')!r}); "
+                "supported: " + "; ".join(SUPPORTED)
+            )
         tas_dense_spec(spec)
 
     def distillation(self) -> dict[str, float] | None:
@@ -352,16 +419,23 @@ class TAS(Method):
             "flops_dense_reference": flops_dense,  # what the reductions are measured against
             "search_argmax_flops_reduction": 100.0 * (1 - search["flops_ratio_argmax"]),
             "budget_fit_moves": moves,
-            "search_epochs": self.search_epochs, "search_s": search["wall_s"], "final_tau": net.tau,
+            "search_epochs": self.search_epochs,
+            "search_s": search["wall_s"],
+            "final_tau": net.tau,
             "search_cached": search.get("cached", False),
             "chosen_spec": pruned.spec,
             "kd": self.distillation(),
         }
         # the search's cost: every epoch runs the supernet (at most the full-width net's MACs per
         # sample: an upper bound, as the candidates are mixed) over both halves of the training set
-        own_stage = {"name": "search", "epochs": self.search_epochs, "wall_s": search["wall_s"],
-                     "samples": self.search_epochs * len(ctx.data.train), "macs_per_sample": flops_dense,
-                     "cached": bool(search.get("cached"))}
+        own_stage = {
+            "name": "search",
+            "epochs": self.search_epochs,
+            "wall_s": search["wall_s"],
+            "samples": self.search_epochs * len(ctx.data.train),
+            "macs_per_sample": flops_dense,
+            "cached": bool(search.get("cached")),
+        }
         return PruneResult(model=pruned, spec=pruned.spec, extras=extras, own_stage=own_stage)
 
     def search_identity(self, ctx: PruneContext) -> dict[str, Any]:
@@ -371,8 +445,7 @@ class TAS(Method):
         KD ablation and the finetune / scratch policies of one row share one search."""
         transfer = {"kd", "kd_alpha", "kd_temperature", "fit_budget"}
         settings = {k: v for k, v in vars(self).items() if k not in transfer}
-        return {"source": ctx.source_id, "seed": ctx.seed, "input_shape": list(ctx.input_shape),
-                "settings": settings}
+        return {"source": ctx.source_id, "seed": ctx.seed, "input_shape": list(ctx.input_shape), "settings": settings}
 
     def cached_search(self, net: TASSupernet, flops_dense: int, ctx: PruneContext) -> dict:
         """Run the search, or load it from ``ctx.cache_dir/tas_searches/`` when the same search
@@ -380,8 +453,9 @@ class TAS(Method):
         for one searcher. The distributions and their plot are copied into the run directory."""
         if ctx.cache_dir is None or ctx.source_id is None:  # no cache: search in the run dir
             weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
-            return self.search(net, weight_half, arch_half, flops_dense, ctx,
-                               Path(ctx.work_dir) if ctx.work_dir is not None else None)
+            return self.search(
+                net, weight_half, arch_half, flops_dense, ctx, Path(ctx.work_dir) if ctx.work_dir is not None else None
+            )
         work = Path(ctx.cache_dir) / "tas_searches" / f"{ctx.source_id}-{digest(self.search_identity(ctx))}"
 
         def load(entry: Path) -> dict:
@@ -393,12 +467,15 @@ class TAS(Method):
         def run_search(entry: Path) -> dict:
             weight_half, arch_half = ctx.data.split_train(self.split, ctx.seed)
             result = self.search(net, weight_half, arch_half, flops_dense, ctx, entry)
-            save_checkpoint(entry / "search.pt", {"supernet": net.state_dict(), "tau": float(net.tau), "result": result})
+            save_checkpoint(
+                entry / "search.pt", {"supernet": net.state_dict(), "tau": float(net.tau), "result": result}
+            )
             (entry / "ckpt_tas_search.pt").unlink(missing_ok=True)
             return {**result, "cached": False}
 
-        result, hit = cached(work, load=load, build=run_search, files=("search.pt",), say=ctx.say,
-                             what="cached TAS search")
+        result, hit = cached(
+            work, load=load, build=run_search, files=("search.pt",), say=ctx.say, what="cached TAS search"
+        )
         if hit and not ctx.quiet:
             ctx.say(f"TAS search: cached ({work})")
         if ctx.work_dir is not None:
@@ -407,15 +484,22 @@ class TAS(Method):
                     shutil.copyfile(work / name, Path(ctx.work_dir) / name)
         return result
 
-    def search(self, net: TASSupernet, weight_half, arch_half, flops_dense: int, ctx: PruneContext,
-               work: Path | None) -> dict:
+    def search(
+        self, net: TASSupernet, weight_half, arch_half, flops_dense: int, ctx: PruneContext, work: Path | None
+    ) -> dict:
         """The alternating weight / architecture search, checkpointed every epoch in ``work``
         (resumed when a checkpoint is there); writes the per-epoch distributions
         (``tas_search.json``) and their plot (``tas_widths.png``) there."""
-        w_opt = torch.optim.SGD(net.weight_parameters(), lr=self.lr, momentum=self.momentum,
-                                weight_decay=self.weight_decay, nesterov=self.nesterov)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.arch_lr, betas=self.arch_betas,
-                                 weight_decay=self.arch_weight_decay)
+        w_opt = torch.optim.SGD(
+            net.weight_parameters(),
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+        )
+        a_opt = torch.optim.Adam(
+            net.arch_parameters(), lr=self.arch_lr, betas=self.arch_betas, weight_decay=self.arch_weight_decay
+        )
         ckpt = work / "ckpt_tas_search.pt" if work else None
         history: list[dict] = []
         start, wall_before = 0, 0.0
@@ -438,8 +522,11 @@ class TAS(Method):
             gen_a = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch + 1)
             sums = {"w_loss": 0.0, "w_correct": 0, "a_ce": 0.0, "a_cost": 0.0, "seen": 0, "steps": 0}
             net.train()
-            for (xw, yw), (xa, ya) in zip(weight_half.train_batches(self.batch_size, gen_w),
-                                          arch_half.train_batches(self.batch_size, gen_a), strict=False):
+            for (xw, yw), (xa, ya) in zip(
+                weight_half.train_batches(self.batch_size, gen_w),
+                arch_half.train_batches(self.batch_size, gen_a),
+                strict=False,
+            ):
                 logits = net(xw)  # (N, K)
                 loss = F.cross_entropy(logits, yw)
                 w_opt.zero_grad(set_to_none=True)
@@ -465,29 +552,54 @@ class TAS(Method):
                 current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
                 expected_now = float(net.expected_flops()) / flops_dense
             seen = max(1, sums["seen"])
-            row = {"epoch": epoch + 1, "tau": round(tau, 5), "lr": lr, "weight_loss": sums["w_loss"] / seen,
-                   "weight_top1": 100.0 * sums["w_correct"] / seen, "arch_ce": sums["a_ce"] / seen,
-                   "flop_cost_mean": sums["a_cost"] / max(1, sums["steps"]),
-                   "flops_ratio_expected": expected_now, "flops_ratio_argmax": current,
-                   "target_flops_ratio": target, "epoch_s": round(time.perf_counter() - t_epoch, 2),
-                   **distribution_record(net)}
+            row = {
+                "epoch": epoch + 1,
+                "tau": round(tau, 5),
+                "lr": lr,
+                "weight_loss": sums["w_loss"] / seen,
+                "weight_top1": 100.0 * sums["w_correct"] / seen,
+                "arch_ce": sums["a_ce"] / seen,
+                "flop_cost_mean": sums["a_cost"] / max(1, sums["steps"]),
+                "flops_ratio_expected": expected_now,
+                "flops_ratio_argmax": current,
+                "target_flops_ratio": target,
+                "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                **distribution_record(net),
+            }
             history.append(row)
             if not ctx.quiet:
-                ctx.say(f"TAS search: epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
-                        f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
-                        f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})")
+                ctx.say(
+                    f"TAS search: epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
+                    f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
+                    f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})"
+                )
             if ckpt is not None:
-                save_checkpoint(ckpt, {"supernet": net.state_dict(), "w_opt": w_opt.state_dict(),
-                                       "a_opt": a_opt.state_dict(), "history": history, "epoch": epoch + 1,
-                                       "wall_s": wall_before + time.perf_counter() - t0})
-                write_json(work / "tas_search.json", {"target_flops_ratio": target, "ratio": self.ratio,
-                                                      "epochs": history})
+                save_checkpoint(
+                    ckpt,
+                    {
+                        "supernet": net.state_dict(),
+                        "w_opt": w_opt.state_dict(),
+                        "a_opt": a_opt.state_dict(),
+                        "history": history,
+                        "epoch": epoch + 1,
+                        "wall_s": wall_before + time.perf_counter() - t0,
+                    },
+                )
+                write_json(
+                    work / "tas_search.json", {"target_flops_ratio": target, "ratio": self.ratio, "epochs": history}
+                )
         record = distribution_record(net)
         current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
         if work is not None:
-            plot_distributions(record, work / "tas_widths.png",
-                               f"TAS width distributions after {self.search_epochs} search epochs "
-                               f"(target: remove {100 * self.ratio:.1f}% FLOPs; argmax removes "
-                               f"{100 * (1 - current):.1f}%)")
-        return {"record": record, "flops_ratio_argmax": current,
-                "wall_s": round(wall_before + time.perf_counter() - t0, 2)}
+            plot_distributions(
+                record,
+                work / "tas_widths.png",
+                f"TAS width distributions after {self.search_epochs} search epochs "
+                f"(target: remove {100 * self.ratio:.1f}% FLOPs; argmax removes "
+                f"{100 * (1 - current):.1f}%)",
+            )
+        return {
+            "record": record,
+            "flops_ratio_argmax": current,
+            "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+        }

@@ -38,6 +38,7 @@ from pruning.surgery import spec_with_widths
 
 __all__ = ["ThiNet", "contributions", "greedy_remove", "variant_spec"]
 
+
 def contributions(module: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
     """Per-input-channel contributions to ``samples`` random outputs (image, position, output
     channel drawn in that order): (samples, C_in)."""
@@ -73,8 +74,10 @@ def variant_spec(variant: str, spec: dict, variants: Mapping[str, Any]) -> tuple
     definition = variants[variant]
     arch, depth = definition["arch"], definition["depth"]
     if spec.get("arch") != arch or spec.get("depth") != depth:
-        raise PruneLabError(f"method.variant={variant} is defined for {arch} depth {depth}; "
-                            f"got {spec.get('arch')} depth {spec.get('depth')}")
+        raise PruneLabError(
+            f"method.variant={variant} is defined for {arch} depth {depth}; "
+            f"got {spec.get('arch')} depth {spec.get('depth')}"
+        )
     groups = channel_groups(spec)
     if "stage_widths" in definition:  # ResNet-50: the first two convs of each bottleneck, per stage
         per_stage = definition["stage_widths"]
@@ -94,8 +97,9 @@ def variant_spec(variant: str, spec: dict, variants: Mapping[str, Any]) -> tuple
 
 
 @torch.no_grad()
-def replace_head_by_gap(small: nn.Module, dense: nn.Module, gap_spec: dict, images: torch.Tensor,
-                        ridge: float = 1e-3) -> nn.Module:
+def replace_head_by_gap(
+    small: nn.Module, dense: nn.Module, gap_spec: dict, images: torch.Tensor, ridge: float = 1e-3
+) -> nn.Module:
     """ThiNet-GAP/Tiny: the pruned convs with a global-average-pool classifier. Conv weights are
     copied; the new Linear(C_last, classes) is fitted by ridge least squares to the dense
     network's logits on the sampled images (a starting point for fine-tuning)."""
@@ -124,21 +128,34 @@ def replace_head_by_gap(small: nn.Module, dense: nn.Module, gap_spec: dict, imag
 class ThiNet(ReconstructionMethod):
     name = "thinet"
 
-    def __init__(self, ratio: float | None = 0.5, variant: str | None = None, mode: str = "oneshot",
-                 samples: int = 4096, images: int = 256, rescale: bool = True,
-                 variants: Mapping[str, Any] | None = None, **_: Any):
+    def __init__(
+        self,
+        ratio: float | None = 0.5,
+        variant: str | None = None,
+        mode: str = "oneshot",
+        samples: int = 4096,
+        images: int = 256,
+        rescale: bool = True,
+        variants: Mapping[str, Any] | None = None,
+        **_: Any,
+    ):
         super().__init__(ratio, variant, mode, samples, images, variants)
         self.rescale = bool(rescale)
 
     def target(self, spec: dict) -> tuple[dict[str, int], dict]:
         return super().target(spec) if self.variant is None else variant_spec(self.variant, spec, self.variants)
 
-    def _select(self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-                n_keep: int) -> tuple[list[int], torch.Tensor | None]:
+    def _select(
+        self, windows: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, n_keep: int
+    ) -> tuple[list[int], torch.Tensor | None]:
         s, c = windows.shape[0], windows.shape[1]
         outs = torch.randint(0, weight.shape[0], (s,), generator=self._generator)  # one output per site
-        z = torch.cat([torch.einsum("sck,sck->sc", windows[i:i + 512].double(), weight[outs[i:i + 512]].double())
-                       for i in range(0, s, 512)])  # (S, C)
+        z = torch.cat(
+            [
+                torch.einsum("sck,sck->sc", windows[i : i + 512].double(), weight[outs[i : i + 512]].double())
+                for i in range(0, s, 512)
+            ]
+        )  # (S, C)
         y = target[torch.arange(s), outs].double()  # (S,)
         removed = set(greedy_remove(z, c - n_keep, offset=y - z.sum(1)))
         kept = [ch for ch in range(c) if ch not in removed]
@@ -151,10 +168,14 @@ class ThiNet(ReconstructionMethod):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         images = self.sample(ctx)  # (N, C, H, W)
         widths, pruned_spec = self.target(model.spec)
-        small, keep = prune_by_reconstruction(model, widths, images, self.samples, self._generator, self._select,
-                                              self.mode)
+        small, keep = prune_by_reconstruction(
+            model, widths, images, self.samples, self._generator, self._select, self.mode
+        )
         if pruned_spec.get("head") != small.spec.get("head"):
             small = replace_head_by_gap(small, model, pruned_spec, images)
-        return PruneResult(model=small, spec=small.spec, keep=keep,
-                           extras={"mode": self.mode, "samples": self.samples, "images": self.images,
-                                   "rescaled": self.rescale})
+        return PruneResult(
+            model=small,
+            spec=small.spec,
+            keep=keep,
+            extras={"mode": self.mode, "samples": self.samples, "images": self.images, "rescaled": self.rescale},
+        )

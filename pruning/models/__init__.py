@@ -83,9 +83,7 @@ def family(spec_or_arch: dict | str):
     arch = spec_or_arch if isinstance(spec_or_arch, str) else spec_or_arch.get("arch")
     fams = _families()
     if arch not in fams:
-        raise PruneLabError(
-            f"unknown architecture family {arch!r}; known: {', '.join(sorted(fams))}"
-        )
+        raise PruneLabError(f"unknown architecture family {arch!r}; known: {', '.join(sorted(fams))}")
     return fams[arch]
 
 

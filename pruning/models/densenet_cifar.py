@@ -37,8 +37,14 @@ from pruning.models import ChannelGroup, init_slimming
 from pruning.models.selection import ChannelSelection, selected
 
 
-def default_spec(depth: int = 40, num_classes: int = 10, in_channels: int = 3, growth: int = 12,
-                 compression: float = 1, stem: int | None = None) -> dict:
+def default_spec(
+    depth: int = 40,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    growth: int = 12,
+    compression: float = 1,
+    stem: int | None = None,
+) -> dict:
     """``stem`` defaults to 2 * growth (the Rethinking / Network Slimming PyTorch code: DenseNet-40
     has 1.06M parameters); ``stem=16`` is Huang et al.'s non-BC DenseNet (1.02M, the count in
     Network Slimming's Table 1)."""
@@ -163,8 +169,15 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
         dot = f"{prefix}." if prefix else ""
         kept = selected(_entry(spec, path), in_ch, f"{dot}select")
         consumer = f"{dot}conv.weight" if prefix else "fc.weight"
-        groups.append(ChannelGroup(
-            name=f"{dot}select", size=len(kept), producer=f"{dot}bn.weight",
-            members=((consumer, 1),), spec_path=path,
-            meta={"selection": True, "bn_index": kept, "layer_id": index}, bn_scale=f"{dot}bn.weight"))
+        groups.append(
+            ChannelGroup(
+                name=f"{dot}select",
+                size=len(kept),
+                producer=f"{dot}bn.weight",
+                members=((consumer, 1),),
+                spec_path=path,
+                meta={"selection": True, "bn_index": kept, "layer_id": index},
+                bn_scale=f"{dot}bn.weight",
+            )
+        )
     return groups

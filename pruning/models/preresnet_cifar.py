@@ -37,13 +37,9 @@ from pruning.models.selection import ChannelSelection, selected
 EXPANSION = 4
 
 
-def default_spec(
-    depth: int = 164, num_classes: int = 10, in_channels: int = 3, base_width: int = 16
-) -> dict:
+def default_spec(depth: int = 164, num_classes: int = 10, in_channels: int = 3, base_width: int = 16) -> dict:
     if (depth - 2) % 9 != 0 or depth < 11:
-        raise PruneLabError(
-            f"PreResNet (bottleneck) depth must be 9n+2 (11, 20, 56, 110, 164, ...), got depth={depth}"
-        )
+        raise PruneLabError(f"PreResNet (bottleneck) depth must be 9n+2 (11, 20, 56, 110, 164, ...), got depth={depth}")
     n = (depth - 2) // 9
     planes = [base_width, base_width * 2, base_width * 4]
     return {
@@ -53,8 +49,12 @@ def default_spec(
         "in_channels": in_channels,
         "stem": base_width,
         "stages": [
-            {"width": p * EXPANSION, "stride": 1 if i == 0 else 2, "mid": [[p, p] for _ in range(n)],
-             "select": [None] * n}
+            {
+                "width": p * EXPANSION,
+                "stride": 1 if i == 0 else 2,
+                "mid": [[p, p] for _ in range(n)],
+                "select": [None] * n,
+            }
             for i, p in enumerate(planes)
         ],
         "select": None,
@@ -73,8 +73,7 @@ def _block_inputs(spec: dict):
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, in_ch: int, select: list[int] | None, mid: list[int], out_ch: int,
-                 stride: int, where: str):
+    def __init__(self, in_ch: int, select: list[int] | None, mid: list[int], out_ch: int, stride: int, where: str):
         super().__init__()
         if len(mid) != 2 or min(mid) < 1:
             raise PruneLabError(f"{where}: 'mid' must be two widths >= 1, got {mid}")
@@ -107,8 +106,16 @@ class PreResNetCifar(nn.Module):
             blocks = []
             for b, mid in enumerate(stage["mid"]):
                 stride = stage["stride"] if b == 0 else 1
-                blocks.append(Bottleneck(blocks_in[(s, b)], stage["select"][b], list(mid), stage["width"],
-                                         stride, f"stages.{s}.{b}.select"))
+                blocks.append(
+                    Bottleneck(
+                        blocks_in[(s, b)],
+                        stage["select"][b],
+                        list(mid),
+                        stage["width"],
+                        stride,
+                        f"stages.{s}.{b}.select",
+                    )
+                )
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         trunk = spec["stages"][-1]["width"]
@@ -143,18 +150,40 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
         stage = spec["stages"][s]
         kept = selected(stage["select"][b], in_ch, f"{p}.select")
         meta = {"stage": s, "block": b}
-        groups.append(ChannelGroup(
-            name=f"{p}.select", size=len(kept), producer=f"{p}.bn1.weight",
-            members=((f"{p}.conv1.weight", 1),), spec_path=("stages", s, "select", b),
-            meta={**meta, "selection": True, "bn_index": kept}, bn_scale=f"{p}.bn1.weight"))
+        groups.append(
+            ChannelGroup(
+                name=f"{p}.select",
+                size=len(kept),
+                producer=f"{p}.bn1.weight",
+                members=((f"{p}.conv1.weight", 1),),
+                spec_path=("stages", s, "select", b),
+                meta={**meta, "selection": True, "bn_index": kept},
+                bn_scale=f"{p}.bn1.weight",
+            )
+        )
         for k, (conv, bn, nxt) in enumerate((("conv1", "bn2", "conv2"), ("conv2", "bn3", "conv3"))):
-            groups.append(ChannelGroup(
-                name=f"{p}.mid{k}", size=int(stage["mid"][b][k]), producer=f"{p}.{conv}.weight",
-                members=((f"{p}.{conv}.weight", 0), *_bn(f"{p}.{bn}"), (f"{p}.{nxt}.weight", 1)),
-                spec_path=("stages", s, "mid", b, k), meta={**meta, "k": k}, bn_scale=f"{p}.{bn}.weight"))
+            groups.append(
+                ChannelGroup(
+                    name=f"{p}.mid{k}",
+                    size=int(stage["mid"][b][k]),
+                    producer=f"{p}.{conv}.weight",
+                    members=((f"{p}.{conv}.weight", 0), *_bn(f"{p}.{bn}"), (f"{p}.{nxt}.weight", 1)),
+                    spec_path=("stages", s, "mid", b, k),
+                    meta={**meta, "k": k},
+                    bn_scale=f"{p}.{bn}.weight",
+                )
+            )
     trunk = spec["stages"][-1]["width"]
     kept = selected(spec.get("select"), trunk, "select")
-    groups.append(ChannelGroup(
-        name="select", size=len(kept), producer="bn.weight", members=(("fc.weight", 1),),
-        spec_path=("select",), meta={"selection": True, "bn_index": kept}, bn_scale="bn.weight"))
+    groups.append(
+        ChannelGroup(
+            name="select",
+            size=len(kept),
+            producer="bn.weight",
+            members=(("fc.weight", 1),),
+            spec_path=("select",),
+            meta={"selection": True, "bn_index": kept},
+            bn_scale="bn.weight",
+        )
+    )
     return groups

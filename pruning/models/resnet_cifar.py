@@ -28,13 +28,9 @@ from pruning.models import ChannelGroup, init_he_bn
 DEPTHS = (20, 32, 44, 56, 110, 164, 8, 14)
 
 
-def default_spec(
-    depth: int = 56, num_classes: int = 10, in_channels: int = 3, base_width: int = 16
-) -> dict:
+def default_spec(depth: int = 56, num_classes: int = 10, in_channels: int = 3, base_width: int = 16) -> dict:
     if (depth - 2) % 6 != 0 or depth < 8:
-        raise PruneLabError(
-            f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got depth={depth}"
-        )
+        raise PruneLabError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got depth={depth}")
     n = (depth - 2) // 6
     widths = [base_width, base_width * 2, base_width * 4]
     return {
@@ -43,10 +39,7 @@ def default_spec(
         "num_classes": num_classes,
         "in_channels": in_channels,
         "stem": base_width,
-        "stages": [
-            {"width": w, "stride": 1 if i == 0 else 2, "mid": [w] * n}
-            for i, w in enumerate(widths)
-        ],
+        "stages": [{"width": w, "stride": 1 if i == 0 else 2, "mid": [w] * n} for i, w in enumerate(widths)],
     }
 
 

@@ -43,8 +43,15 @@ def default_spec(depth: int = 50, num_classes: int = 1000, in_channels: int = 3)
     for i, (w, n) in enumerate(zip(BASE_WIDTHS, counts, strict=True)):
         inner = [w] if block == "basic" else [w, w]
         stages.append({"width": w * expansion, "stride": 1 if i == 0 else 2, "mid": [list(inner) for _ in range(n)]})
-    return {"arch": "resnet_imagenet", "depth": depth, "block": block, "num_classes": num_classes,
-            "in_channels": in_channels, "stem": 64, "stages": stages}
+    return {
+        "arch": "resnet_imagenet",
+        "depth": depth,
+        "block": block,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "stem": 64,
+        "stages": stages,
+    }
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -156,11 +163,11 @@ def from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     out = {}
     for key, value in state_dict.items():
         if key.startswith("conv1."):
-            new = "stem.0." + key[len("conv1."):]
+            new = "stem.0." + key[len("conv1.") :]
         elif key.startswith("bn1."):
-            new = "stem.1." + key[len("bn1."):]
+            new = "stem.1." + key[len("bn1.") :]
         elif key.startswith("layer"):
-            stage, rest = key[len("layer"):].split(".", 1)
+            stage, rest = key[len("layer") :].split(".", 1)
             new = f"stages.{int(stage) - 1}.{rest.replace('downsample.', 'shortcut.')}"
         else:
             new = key

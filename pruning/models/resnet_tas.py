@@ -45,18 +45,28 @@ def shortcut_style(spec: dict) -> str:
     return spec.get("shortcut", "projection")
 
 
-def default_spec(depth: int = 20, num_classes: int = 10, in_channels: int = 3,
-                 block: str = "basic", stem_type: str = "cifar") -> dict:
+def default_spec(
+    depth: int = 20, num_classes: int = 10, in_channels: int = 3, block: str = "basic", stem_type: str = "cifar"
+) -> dict:
     """The full-width net of a CIFAR ResNet-(6n+2) (basic) or a torchvision ResNet-18/34/50."""
     if stem_type == "cifar":
         if (depth - 2) % 6 != 0 or depth < 8:
             raise PruneLabError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110), got {depth}")
         n = (depth - 2) // 6
-        stages = [{"stride": 1 if i == 0 else 2, "blocks": [[w, w] for _ in range(n)]}
-                  for i, w in enumerate((16, 32, 64))]
-        return {"arch": "resnet_tas", "block": "basic", "stem_type": "cifar", "shortcut": "tas",
-                "depth": depth, "num_classes": num_classes, "in_channels": in_channels, "stem": 16,
-                "stages": stages}
+        stages = [
+            {"stride": 1 if i == 0 else 2, "blocks": [[w, w] for _ in range(n)]} for i, w in enumerate((16, 32, 64))
+        ]
+        return {
+            "arch": "resnet_tas",
+            "block": "basic",
+            "stem_type": "cifar",
+            "shortcut": "tas",
+            "depth": depth,
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "stem": 16,
+            "stages": stages,
+        }
     layouts = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
     if depth not in layouts:
         raise PruneLabError(f"ImageNet ResNet depth must be one of {sorted(layouts)}, got {depth}")
@@ -65,9 +75,17 @@ def default_spec(depth: int = 20, num_classes: int = 10, in_channels: int = 3,
     for i, (count, w) in enumerate(zip(counts, (64, 128, 256, 512), strict=True)):
         widths = [w, w] if block == "basic" else [w, w, 4 * w]
         stages.append({"stride": 1 if i == 0 else 2, "blocks": [list(widths) for _ in range(count)]})
-    return {"arch": "resnet_tas", "block": block, "stem_type": "imagenet", "shortcut": "projection",
-            "depth": depth, "num_classes": num_classes, "in_channels": in_channels, "stem": 64,
-            "stages": stages}
+    return {
+        "arch": "resnet_tas",
+        "block": block,
+        "stem_type": "imagenet",
+        "shortcut": "projection",
+        "depth": depth,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "stem": 64,
+        "stages": stages,
+    }
 
 
 def init_tas(model: nn.Module) -> None:
@@ -166,8 +184,9 @@ class ResNetTAS(nn.Module):
         for stage in spec["stages"]:
             blocks = []
             for b, widths in enumerate(stage["blocks"]):
-                blocks.append(Block(spec["block"], in_ch, list(widths), stage["stride"] if b == 0 else 1,
-                                    shortcut_style(spec)))
+                blocks.append(
+                    Block(spec["block"], in_ch, list(widths), stage["stride"] if b == 0 else 1, shortcut_style(spec))
+                )
                 in_ch = widths[-1]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -193,9 +212,15 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
             p = f"stages.{s}.{b}"
             for k in range(len(widths) - 1):
                 bn = [(f"{p}.bns.{k}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
-                groups.append(ChannelGroup(
-                    name=f"{p}.mid{k}", size=widths[k], producer=f"{p}.convs.{k}.weight",
-                    members=((f"{p}.convs.{k}.weight", 0), *bn, (f"{p}.convs.{k + 1}.weight", 1)),
-                    spec_path=("stages", s, "blocks", b, k), meta={"stage": s, "block": b, "k": k},
-                    bn_scale=f"{p}.bns.{k}.weight"))
+                groups.append(
+                    ChannelGroup(
+                        name=f"{p}.mid{k}",
+                        size=widths[k],
+                        producer=f"{p}.convs.{k}.weight",
+                        members=((f"{p}.convs.{k}.weight", 0), *bn, (f"{p}.convs.{k + 1}.weight", 1)),
+                        spec_path=("stages", s, "blocks", b, k),
+                        meta={"stage": s, "block": b, "k": k},
+                        bn_scale=f"{p}.bns.{k}.weight",
+                    )
+                )
     return groups

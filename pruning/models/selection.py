@@ -33,9 +33,7 @@ def selected(entry: Sequence[int] | None, width: int, where: str) -> list[int]:
     if not indices:
         raise PruneLabError(f"{where}: a channel selection must keep at least 1 channel")
     if sorted(set(indices)) != indices or indices[0] < 0 or indices[-1] >= width:
-        raise PruneLabError(
-            f"{where}: selection {indices[:8]}... must be sorted, unique trunk indices in [0, {width})"
-        )
+        raise PruneLabError(f"{where}: selection {indices[:8]}... must be sorted, unique trunk indices in [0, {width})")
     return indices
 
 

@@ -80,8 +80,9 @@ def cwi(x: torch.Tensor, channels: int) -> torch.Tensor:
     return F.adaptive_avg_pool3d(x.unsqueeze(1), (channels, h, w)).squeeze(1)  # (N, channels, H, W)
 
 
-def gumbel_select(logits: torch.Tensor, tau: float, count: int = 2,
-                  generator: torch.Generator | None = None) -> tuple[list[int], torch.Tensor]:
+def gumbel_select(
+    logits: torch.Tensor, tau: float, count: int = 2, generator: torch.Generator | None = None
+) -> tuple[list[int], torch.Tensor]:
     """Sample ``count`` distinct candidates from Gumbel-perturbed logits at temperature ``tau``;
     return their indices and their probabilities renormalised among themselves (differentiable
     in ``logits``)."""
@@ -164,7 +165,7 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = b, a
     if a.shape[1] == b.shape[1]:
         return a + b
-    return torch.cat([a[:, : b.shape[1]] + b, a[:, b.shape[1]:]], dim=1)  # (N, Ca, H, W)
+    return torch.cat([a[:, : b.shape[1]] + b, a[:, b.shape[1] :]], dim=1)  # (N, Ca, H, W)
 
 
 class SearchBlock(nn.Module):
@@ -209,8 +210,11 @@ class TASSupernet(nn.Module):
         for stage in dense_spec["stages"]:
             blocks = nn.ModuleList()
             for b, widths in enumerate(stage["blocks"]):
-                blocks.append(SearchBlock(self.kind, in_ch, list(widths), stage["stride"] if b == 0 else 1,
-                                          shortcut_style(dense_spec)))
+                blocks.append(
+                    SearchBlock(
+                        self.kind, in_ch, list(widths), stage["stride"] if b == 0 else 1, shortcut_style(dense_spec)
+                    )
+                )
                 in_ch = widths[-1]
             self.stages.append(blocks)
             self.depths.append(depth_choices(len(stage["blocks"]), depth_mode))
@@ -248,7 +252,7 @@ class TASSupernet(nn.Module):
             probs = gumbel_softmax(logits, self.tau, generator=self.generator)  # (D,) over all depths
             ends = []
             for b, blk in enumerate(stage):  # every block runs; each candidate depth is a prefix
-                x = blk(x, picks[at:at + len(blk.convs)])
+                x = blk(x, picks[at : at + len(blk.convs)])
                 if b + 1 in choices:
                     ends.append((probs[choices.index(b + 1)], x))
                 at += len(blk.convs)
@@ -264,15 +268,18 @@ class TASSupernet(nn.Module):
     def depth_probs(self) -> list[torch.Tensor]:
         return [F.softmax(p, dim=0) for p in self.depth_logits]
 
-    def expected_flops(self, width_probs: list[torch.Tensor] | None = None,
-                       depth_probs: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def expected_flops(
+        self, width_probs: list[torch.Tensor] | None = None, depth_probs: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Expected MACs of the sampled net (conv + linear), differentiable in the logits.
         Pass one-hot ``width_probs``/``depth_probs`` to cost a discrete architecture."""
         width_probs = self.width_probs() if width_probs is None else width_probs
         depth_probs = self.depth_probs() if depth_probs is None else depth_probs
         ref = self.width_logits[0]
-        dists = [WidthDist(torch.tensor(c.choices, dtype=torch.float32, device=ref.device), p)
-                 for c, p in zip(self.searched, width_probs, strict=True)]
+        dists = [
+            WidthDist(torch.tensor(c.choices, dtype=torch.float32, device=ref.device), p)
+            for c, p in zip(self.searched, width_probs, strict=True)
+        ]
         size = self.image_size
         k, s = (3, 1) if self.stem_type == "cifar" else (7, 2)
         size = conv_out(size, k, s, k // 2)
@@ -285,7 +292,7 @@ class TASSupernet(nn.Module):
             for b, blk in enumerate(stage):
                 reach = sum(q[i] for i, d in enumerate(choices) if d > b)  # P(depth > b)
                 cost, prev = 0, x
-                for conv, (_, _, kern, stride) in zip(dists[at:at + len(blk.convs)], blk.layout, strict=True):
+                for conv, (_, _, kern, stride) in zip(dists[at : at + len(blk.convs)], blk.layout, strict=True):
                     size = conv_out(size, kern, stride, kern // 2)
                     cost = cost + size * size * kern * kern * prev.mean() * conv.mean()
                     prev = conv
@@ -313,15 +320,19 @@ class TASSupernet(nn.Module):
         def hot(n: int, i: int) -> torch.Tensor:
             return F.one_hot(torch.tensor(i), n).float().to(self.width_logits[0].device)
 
-        return ([hot(len(c.choices), i) for c, i in zip(self.searched, widths, strict=True)],
-                [hot(len(d), i) for d, i in zip(self.depths, depths, strict=True)])
+        return (
+            [hot(len(c.choices), i) for c, i in zip(self.searched, widths, strict=True)],
+            [hot(len(d), i) for d, i in zip(self.depths, depths, strict=True)],
+        )
 
     def to_spec(self, widths: list[int], depths: list[int]) -> dict:
         """The ``resnet_tas`` spec of a discrete choice (candidate indices)."""
         spec = {k: v for k, v in self.dense_spec.items() if k != "stages"}
         spec["stem"] = self.stem.choices[widths[0]]
         spec["stages"], at = [], 1
-        for stage, dense_stage, choices, d in zip(self.stages, self.dense_spec["stages"], self.depths, depths, strict=True):
+        for stage, dense_stage, choices, d in zip(
+            self.stages, self.dense_spec["stages"], self.depths, depths, strict=True
+        ):
             blocks = []
             for b, blk in enumerate(stage):
                 if b < choices[d]:

@@ -28,7 +28,9 @@ TORCHVISION_MODELS = {
 def torchvision_spec(model_name: str, num_classes: int = 1000) -> dict:
     """The dense spec equal to ``torchvision.models.<model_name>(num_classes=...)``."""
     if model_name not in TORCHVISION_MODELS:
-        raise PruneLabError(f"no torchvision mapping for {model_name!r}; known: {', '.join(sorted(TORCHVISION_MODELS))}")
+        raise PruneLabError(
+            f"no torchvision mapping for {model_name!r}; known: {', '.join(sorted(TORCHVISION_MODELS))}"
+        )
     arch, kwargs = TORCHVISION_MODELS[model_name]
     return default_spec(arch, num_classes=num_classes, **kwargs)
 
@@ -47,8 +49,10 @@ def load_torchvision_file(model: nn.Module, path: str | Path) -> None:
     """Initialise ``model`` (a dense spec-built ImageNet net) from a torchvision .pth file."""
     path = Path(path)
     if not path.is_file():
-        raise PruneLabError(f"model.init_from={path} does not exist; download the torchvision .pth file "
-                            "(e.g. https://download.pytorch.org/models/resnet50-0676ba61.pth) and pass its path")
+        raise PruneLabError(
+            f"model.init_from={path} does not exist; download the torchvision .pth file "
+            "(e.g. https://download.pytorch.org/models/resnet50-0676ba61.pth) and pass its path"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

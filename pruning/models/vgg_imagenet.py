@@ -42,20 +42,36 @@ HEADS = ("fc", "gap", "fc_bn")
 POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the FC head
 
 
-def default_spec(depth: int = 16, batch_norm: bool = False, num_classes: int = 1000, in_channels: int = 3,
-                 head: str = "fc", fc: list[int] | None = None, cfg: list | None = None,
-                 bn_init: float = 1.0) -> dict:
+def default_spec(
+    depth: int = 16,
+    batch_norm: bool = False,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    head: str = "fc",
+    fc: list[int] | None = None,
+    cfg: list | None = None,
+    bn_init: float = 1.0,
+) -> dict:
     if cfg is None:
         if depth not in CFGS:
             raise PruneLabError(f"ImageNet VGG depth must be one of {sorted(CFGS)}, got depth={depth}")
         cfg = CFGS[depth]
     if head not in HEADS:
-        raise PruneLabError(f"VGG head {head!r} unknown; use head=fc (torchvision), head=fc_bn "
-                            "(Network Slimming's FC + BN1d) or head=gap (global pool)")
+        raise PruneLabError(
+            f"VGG head {head!r} unknown; use head=fc (torchvision), head=fc_bn "
+            "(Network Slimming's FC + BN1d) or head=gap (global pool)"
+        )
     fc = [4096, 4096] if fc is None else [int(v) for v in fc]
-    spec = {"arch": "vgg_imagenet", "depth": depth, "batch_norm": bool(batch_norm), "num_classes": num_classes,
-            "in_channels": in_channels, "cfg": [v if v == "M" else int(v) for v in cfg], "head": head,
-            "fc": fc if head in ("fc", "fc_bn") else []}
+    spec = {
+        "arch": "vgg_imagenet",
+        "depth": depth,
+        "batch_norm": bool(batch_norm),
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "cfg": [v if v == "M" else int(v) for v in cfg],
+        "head": head,
+        "fc": fc if head in ("fc", "fc_bn") else [],
+    }
     if float(bn_init) != 1.0:  # the key only where it differs from torchvision (older specs lack it)
         spec["bn_init"] = float(bn_init)
     return spec
@@ -110,14 +126,22 @@ class VGGImageNet(nn.Module):
             self.avgpool = nn.AdaptiveAvgPool2d(POOL)
             if spec["head"] == "fc":  # torchvision; Linear layers at 0, 3, 6
                 self.classifier = nn.Sequential(
-                    ChannelLinear(in_ch, POOL * POOL, fc0), nn.ReLU(True), nn.Dropout(0.5),
-                    nn.Linear(fc0, fc1), nn.ReLU(True), nn.Dropout(0.5),
+                    ChannelLinear(in_ch, POOL * POOL, fc0),
+                    nn.ReLU(True),
+                    nn.Dropout(0.5),
+                    nn.Linear(fc0, fc1),
+                    nn.ReLU(True),
+                    nn.Dropout(0.5),
                     nn.Linear(fc1, spec["num_classes"]),
                 )
             else:  # slimmingvgg: BN1d after each hidden Linear (at 1, 4), no dropout
                 self.classifier = nn.Sequential(
-                    ChannelLinear(in_ch, POOL * POOL, fc0), nn.BatchNorm1d(fc0), nn.ReLU(True),
-                    nn.Linear(fc0, fc1), nn.BatchNorm1d(fc1), nn.ReLU(True),
+                    ChannelLinear(in_ch, POOL * POOL, fc0),
+                    nn.BatchNorm1d(fc0),
+                    nn.ReLU(True),
+                    nn.Linear(fc0, fc1),
+                    nn.BatchNorm1d(fc1),
+                    nn.ReLU(True),
                     nn.Linear(fc1, spec["num_classes"]),
                 )
         else:
@@ -160,24 +184,38 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
             members += [(f"features.{b}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
             bn_scale = f"features.{b}.weight"
         members.append((f"features.{convs[k + 1][1]}.weight" if k + 1 < len(convs) else "classifier.0.weight", 1))
-        groups.append(ChannelGroup(
-            name=f"features.{k}", size=int(spec["cfg"][pos]), producer=f"features.{f}.weight",
-            members=tuple(members), spec_path=("cfg", pos),
-            meta={"conv_index": k, "layer_id": k + 1, "features_index": f}, bn_scale=bn_scale,
-        ))
+        groups.append(
+            ChannelGroup(
+                name=f"features.{k}",
+                size=int(spec["cfg"][pos]),
+                producer=f"features.{f}.weight",
+                members=tuple(members),
+                spec_path=("cfg", pos),
+                meta={"conv_index": k, "layer_id": k + 1, "features_index": f},
+                bn_scale=bn_scale,
+            )
+        )
     if spec["head"] in ("fc", "fc_bn"):
         for j, width in enumerate(spec["fc"]):
             layer, nxt = 3 * j, 3 * (j + 1)
             members = [(f"classifier.{layer}.weight", 0), (f"classifier.{layer}.bias", 0)]
             bn_scale = None
             if spec["head"] == "fc_bn":  # the BN1d after the Linear
-                members += [(f"classifier.{layer + 1}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
+                members += [
+                    (f"classifier.{layer + 1}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")
+                ]
                 bn_scale = f"classifier.{layer + 1}.weight"
-            groups.append(ChannelGroup(
-                name=f"classifier.fc{j}", size=int(width), producer=f"classifier.{layer}.weight",
-                members=(*members, (f"classifier.{nxt}.weight", 1)),
-                spec_path=("fc", j), meta={"fc_index": j, "layer_id": len(convs) + j + 1}, bn_scale=bn_scale,
-            ))
+            groups.append(
+                ChannelGroup(
+                    name=f"classifier.fc{j}",
+                    size=int(width),
+                    producer=f"classifier.{layer}.weight",
+                    members=(*members, (f"classifier.{nxt}.weight", 1)),
+                    spec_path=("fc", j),
+                    meta={"fc_index": j, "layer_id": len(convs) + j + 1},
+                    bn_scale=bn_scale,
+                )
+            )
     return groups
 
 
