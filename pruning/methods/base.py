@@ -12,11 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
 
 from pruning import PruneLabError
+
+if TYPE_CHECKING:
+    from pruning.data import Data
 
 
 def _stderr(message: str) -> None:
@@ -29,13 +33,13 @@ class PruneContext:
     and the input shape (for FLOPs targets); methods that search (TAS) also get a work
     directory for resumable checkpoints and their own outputs, and whether to stay quiet."""
 
-    data: Any = None
+    data: Data | None = None  # pruning.data protocol (None: a data-free method, e.g. in dry runs)
     device: str = "cpu"
     input_shape: tuple[int, ...] = (3, 32, 32)
     seed: int = 0
-    work_dir: Any = None  # pathlib.Path of the run directory (None: no checkpoints / outputs)
+    work_dir: Path | None = None  # the run directory (None: no checkpoints / outputs)
     quiet: bool = True
-    cache_dir: Any = None  # pathlib.Path where expensive, shareable results (TAS searches) are cached
+    cache_dir: Path | None = None  # where expensive, shareable results are cached (pruning.cache.cached)
     source_id: str | None = None  # the dense baseline's cache id: what a cached search depends on
     say: Callable[[str], None] = _stderr  # progress / warnings (the pipeline passes its console)
 
