@@ -232,9 +232,10 @@ def test_slimming_table_rows_experiment_and_report_agree() -> None:
     import yaml
     from omegaconf import OmegaConf
 
+    from pruning.paper import expand_rows
     from tests.conftest import CONF_DIR, compose
 
-    report = yaml.safe_load((CONF_DIR / "report" / "rethinking_slimming.yaml").read_text())
+    report = expand_rows(yaml.safe_load((CONF_DIR / "report" / "rethinking_slimming.yaml").read_text()))
     experiment = OmegaConf.create((CONF_DIR / "experiment" / "rethinking_slimming.yaml").read_text())
     swept = [r.strip() for r in experiment.hydra.sweeper.params.table_row.split(",")]
     rows = {
