@@ -76,6 +76,7 @@ def _families() -> dict[str, Any]:
     fams["resnet_tas"] = importlib.import_module("pruning.models.resnet_tas")  # TAS searched nets
     fams["preresnet_cifar"] = importlib.import_module("pruning.models.preresnet_cifar")
     fams["densenet_cifar"] = importlib.import_module("pruning.models.densenet_cifar")
+    fams["resnet_pfs"] = importlib.import_module("pruning.models.resnet_pfs")  # Pruning from Scratch
     return fams
 
 
