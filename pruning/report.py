@@ -93,6 +93,7 @@ RUN_COLUMNS = (
     "settings",
     "sparsity",
     "mode",
+    "train_macs_total",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
@@ -172,6 +173,7 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
     record["settings"] = settings_text(metrics.method_settings)
     for name, value in metrics.method_settings.items():
         record.setdefault(name, value)
+    record["train_macs_total"] = metrics.training_macs()  # every stage's samples x forward MACs
     record["status"] = metrics.status
     return record
 
@@ -638,7 +640,7 @@ def build_paper_table(
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
     caption = (
-        f"{ACCURACY_NOTE}. {paper_note}; ours: mean±std over seeds "
+        f"{spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}; ours: mean±std over seeds "
         f"(n = number of seeds). Δ = ours mean − paper mean. FLOPs↓ / Params↓: reduction "
         f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
         f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). "

@@ -278,13 +278,10 @@ def test_the_experiment_preset_trains_scratch_b_on_the_official_recipe() -> None
     assert policy_schedule(plain, 1000, 300).epochs == 533
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs `finetune` before `method` in conf/config.yaml's defaults and "
-    "`override /finetune@_global_.finetune: scratch_b` in conf/method/pfs.yaml",
-)
 def test_method_pfs_defaults_to_scratch_b() -> None:
     assert compose(["method=pfs"]).finetune.name == "scratch_b"
+    assert compose(["method=pfs", "finetune=scratch_e"]).finetune.name == "scratch_e"
+    assert compose(["method=l1_norm"]).finetune.name == "finetune"
 
 
 def test_pfs_runs_without_pretraining_and_shares_one_gate_learning_across_ratios(
