@@ -203,7 +203,7 @@ class Run:
         self.save()
 
     def pretrain(self) -> torch.nn.Module:
-        later = (self.planned["stage"] or 0) * (self.planned["flops_ratio"] or 1.0)
+        later = self.planned["later_dense_epochs"]
         t0 = time.perf_counter()
         dense, info = pretrain(self.cfg, self.data, self.spec, self.method, self.rt, Eta(self.rt, later))
         record = StageRecord.from_dict(
@@ -334,7 +334,8 @@ class Run:
             self.method.scratch_init(model, masks)
         kd = self.method.distillation()  # train against the frozen dense net (not checkpointed)
         m.budget["distillation"] = kd
-        eta = Eta(self.rt, 0.0).hook(lambda e: schedule.epochs - e) if self.base_info["cached"] else None
+        trained_dense_here = self.method.needs_pretrained and not self.base_info["cached"]
+        eta = None if trained_dense_here else Eta(self.rt, 0.0).hook(lambda e: schedule.epochs - e)
         stage = run_stage(
             policy,
             model,
@@ -486,8 +487,9 @@ def known_architecture(
 
 def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) -> dict:
     """Planned epochs per stage, before training: the second stage's epochs (and its FLOPs
-    ratio, for the ETA) where the architecture is known; None where pruning decides it."""
-    out = {"pretrain": pretrain_schedule(cfg).epochs, "stage": None, "flops_ratio": None}
+    ratio, for the ETA) where the architecture is known; None where pruning decides it.
+    ``later_dense_epochs``: the second stage's compute in dense-epoch equivalents (the ETA)."""
+    out = {"pretrain": pretrain_schedule(cfg).epochs, "stage": None, "flops_ratio": None, "later_dense_epochs": 0.0}
     known = known_architecture(method, spec, input_shape, int(cfg["seed"]))
     if known is not None:
         f_dense, f_pruned = (
@@ -496,8 +498,12 @@ def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) ->
         )
         out["stage"] = policy_schedule(cfg, f_dense, f_pruned).epochs
         out["flops_ratio"] = f_pruned / f_dense
+        out["later_dense_epochs"] = out["stage"] * out["flops_ratio"]
     elif method.prunes and cfg["finetune"]["name"] != "scratch_b":
         out["stage"] = policy_schedule(cfg, 1, 1).epochs
+        out["later_dense_epochs"] = float(out["stage"])  # pruned FLOPs unknown yet: an upper bound
+    elif method.prunes:  # scratch-B spends the dense net's compute, whatever the pruned FLOPs turn out to be
+        out["later_dense_epochs"] = float(pretrain_schedule(cfg).epochs)
     return out
 
 
