@@ -26,6 +26,9 @@ layers until the budget is met (``out_of_order_gates``: kept gates outside the g
 Ties between equal gates (e.g. many exact zeros) are broken by position (stable sort), where ``topk`` is
 unspecified.
 
+ImageNet nets (MobileNet-V1/V2, ResNet-50: where the official code gates them, their expanded
+forms, closed-form MACs, the per-class validation split ``val_per_class``): ``pfs_imagenet``.
+
 Gate learning depends on the model, the data, the seed and its own settings but not on the
 ratio: it is cached under ``<cache_dir>/pfs_gates/`` and shared by every ratio and policy.
 """
@@ -47,6 +50,7 @@ from pruning import PruneLabError
 from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
+from pruning.methods import pfs_imagenet
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build, channel_groups, default_spec
 from pruning.train import evaluate
@@ -55,13 +59,15 @@ SUPPORTED = (
     "resnet_pfs (model=resnet20_pfs|resnet32_pfs|resnet56_pfs|resnet110_pfs; model=resnet20|... maps "
     "to PFS's projection-shortcut ResNet of the same depth)",
     "vgg_cifar (model=vgg16_pfs|vgg19; model=vgg16 maps to PFS's VGG-16 with one Linear classifier)",
+    *pfs_imagenet.SUPPORTED,
 )
 # default per-architecture expansion e and sparsity level s (the YAML's per_arch overrides these)
 PER_ARCH = {
     "vgg_cifar": {"expansion": 80, "sparsity_level": 0.2},
     "resnet_pfs": {"expansion": 32, "sparsity_level": 0.2},
+    **pfs_imagenet.PER_ARCH,
 }
-DEFAULT_WIDTH = {"vgg_cifar": 64, "resnet_pfs": 16}  # e of the dense (reference) network
+DEFAULT_WIDTH = {"vgg_cifar": 64, "resnet_pfs": 16, **pfs_imagenet.DEFAULT_WIDTH}  # e of the dense (reference) network
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -77,6 +83,8 @@ def pfs_dense_spec(spec: dict) -> dict:
         return {"arch": "resnet_pfs", **out}
     if arch == "vgg_cifar":
         return {**copy.deepcopy(spec), "hidden": 0}
+    if arch in pfs_imagenet.ARCHS:
+        return pfs_imagenet.dense_spec(spec)
     raise PruneLabError(f"Pruning from Scratch has no gated form of arch {arch!r}; supported: " + "; ".join(SUPPORTED))
 
 
@@ -102,6 +110,8 @@ def expanded_spec(spec: dict, expansion: int) -> dict:
             hidden=0,
             cfg=cfg,
         )
+    if spec["arch"] in pfs_imagenet.ARCHS:
+        return pfs_imagenet.expanded_spec(spec, expansion)
     raise PruneLabError(f"no expanded form of arch {spec['arch']!r}")
 
 
@@ -123,6 +133,8 @@ def spec_macs(spec: dict, input_shape: tuple[int, ...]) -> int:
                 c = int(v)
         hidden = int(spec.get("hidden") or 0)
         return total + (c * hidden + hidden * spec["num_classes"] if hidden else c * spec["num_classes"])
+    if spec["arch"] in pfs_imagenet.ARCHS:
+        return pfs_imagenet.macs(spec, input_shape)
     return count_macs(build(spec), input_shape)
 
 
@@ -380,6 +392,7 @@ class PFS(Method):
         gate_epochs: int = 10,
         batch_size: int = 128,
         val_fraction: float = 0.1,
+        val_per_class: int | None = None,
         max_iter: int = 10,
         tolerance: float = 0.001,
         refine: bool = True,
@@ -404,6 +417,9 @@ class PFS(Method):
             raise PruneLabError(f"method.tolerance={tolerance} must be > 0 (official eps 0.001)")
         self.lambd, self.lr, self.gate_epochs = float(lambd), float(lr), int(gate_epochs)
         self.batch_size, self.val_fraction = int(batch_size), float(val_fraction)
+        if val_per_class is not None and int(val_per_class) < 1:
+            raise PruneLabError(f"method.val_per_class={val_per_class} must be >= 1 (official ImageNet: 50) or null")
+        self.val_per_class = None if val_per_class is None else int(val_per_class)
         self.max_iter, self.tolerance, self.refine = int(max_iter), float(tolerance), bool(refine)
         self.per_arch = {**copy.deepcopy(PER_ARCH), **copy.deepcopy(dict(per_arch or {}))}
         self.second_stage = second_stage
@@ -486,7 +502,7 @@ class PFS(Method):
             plot_gates(
                 layers,
                 Path(ctx.work_dir) / "pfs_gates.png",
-                f"PFS gates ({dense['arch']}-{dense.get('depth')}, e={self.expansion}, s={self.sparsity_level:g}, "
+                f"PFS gates ({net_name(dense)}, e={self.expansion}, s={self.sparsity_level:g}, "
                 f"{learnt['epochs']} gate epochs, kept from epoch {learnt['saved_epoch']})\n"
                 f"target {100 * self.ratio:.1f}% FLOPs removed, achieved {100 * achieved:.2f}%",
             )
@@ -550,6 +566,8 @@ class PFS(Method):
                 "epochs": self.gate_epochs,
                 "batch_size": self.batch_size,
                 "val_fraction": self.val_fraction,
+                # only when set, so that existing gate caches keep their identity
+                **({"val_per_class": self.val_per_class} if self.val_per_class else {}),
             },
         }
 
@@ -590,7 +608,10 @@ class PFS(Method):
         """Official learn_gates.py on the expanded net (module docstring, step 2), checkpointed
         every epoch in ``work``. Returns the kept gates (CPU lists) and what the stage cost."""
         device = ctx.device
-        train, val = split_train_val(ctx.data, self.val_fraction)
+        if self.val_per_class:  # official ImageNet: the last 50 training images of every class validate
+            train, val = pfs_imagenet.split_last_per_class(ctx.data, self.val_per_class)
+        else:
+            train, val = split_train_val(ctx.data, self.val_fraction)
         torch.manual_seed(ctx.seed)
         model = build(wide).to(device)
         for p in model.parameters():  # weights stay at their random init; only gates learn
@@ -692,6 +713,11 @@ class PFS(Method):
             "macs_per_sample": spec_macs(wide, ctx.input_shape),
             "wall_s": round(wall_before + time.perf_counter() - t0, 2),
         }
+
+
+def net_name(spec: dict) -> str:
+    """``resnet_pfs-56``, ``mobilenet_v2``: the arch and, where it has one, the depth."""
+    return f"{spec['arch']}-{spec['depth']}" if "depth" in spec else spec["arch"]
 
 
 def _dense_width(dense: dict, path: tuple) -> int | None:

@@ -77,6 +77,8 @@ def _families() -> dict[str, Any]:
     fams["preresnet_cifar"] = importlib.import_module("pruning.models.preresnet_cifar")
     fams["densenet_cifar"] = importlib.import_module("pruning.models.densenet_cifar")
     fams["resnet_pfs"] = importlib.import_module("pruning.models.resnet_pfs")  # Pruning from Scratch
+    fams["mobilenet_v1"] = importlib.import_module("pruning.models.mobilenet_v1")  # ImageNet MobileNets
+    fams["mobilenet_v2"] = importlib.import_module("pruning.models.mobilenet_v2")
     return fams
 
 
