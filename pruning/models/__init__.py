@@ -79,6 +79,8 @@ def _families() -> dict[str, Any]:
     fams["resnet_pfs"] = importlib.import_module("pruning.models.resnet_pfs")  # Pruning from Scratch
     fams["mobilenet_v1"] = importlib.import_module("pruning.models.mobilenet_v1")  # ImageNet MobileNets
     fams["mobilenet_v2"] = importlib.import_module("pruning.models.mobilenet_v2")
+    fams["lenet"] = importlib.import_module("pruning.models.lenet")  # ANP-VS LeNet-5-Caffe (MNIST)
+    fams["vgg_anp"] = importlib.import_module("pruning.models.vgg_anp")  # ANP-VS VGG-16 (CIFAR)
     return fams
 
 
