@@ -105,6 +105,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (what a committed
+    metrics.json should hold: no machine's absolute checkout path), else as given."""
+    path = Path(path)
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 

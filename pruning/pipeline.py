@@ -55,6 +55,7 @@ from pruning.io import (
     load_checkpoint,
     load_or_quarantine,
     os_error_message,
+    portable_path,
     quarantine,
     read_json,
     save_checkpoint,
@@ -128,7 +129,7 @@ class Run:
             key=RunKey.from_dict(key),
             status="running",
             method_settings=method.settings(),
-            run_dir=str(run_dir),
+            run_dir=portable_path(run_dir),
             started=now(),
             dry_run=bool(cfg.get("dry_run")),
             versions=versions(),
@@ -178,6 +179,8 @@ class Run:
         self.data = datasets.load(self.cfg["data"]).to(self.rt.device)
         self.input_shape = self.data.input_shape
         self.metrics.data = {"name": self.data.name, **self.data.info}
+        if "/" in str(self.data.info.get("source", "")):  # a path: no machine's absolute checkout path
+            self.metrics.data["source"] = portable_path(self.data.info["source"])
         pre = pretrain_schedule(self.cfg)
         self.planned = plan(self.cfg, self.method, self.spec, self.input_shape)
         self.metrics.budget = {

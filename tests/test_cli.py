@@ -100,4 +100,4 @@ def test_cifar_run_by_subprocess(fake_cifar, tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr
     (m,) = metrics_files(tmp_path)
-    assert m["key"]["finetune"] == "scratch_b" and (Path(m["run_dir"]) / ".hydra" / "config.yaml").exists()
+    assert m["key"]["finetune"] == "scratch_b" and (tmp_path / m["run_dir"] / ".hydra" / "config.yaml").exists()
