@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import QUICK_DIGITS, TINY_CIFAR, metrics_files, prune_exp
