@@ -44,6 +44,7 @@ import json
 import logging
 import re
 import statistics
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -819,8 +820,13 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     axes.set_ylabel("top-1 test accuracy (%), best over epochs")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
+    # the legend goes below the axes (never over the points), long labels wrapped, the figure
+    # grown to hold it; write_tables saves with a tight bounding box, so nothing is clipped
+    handles, labels = axes.get_legend_handles_labels()
+    labels = ["\n".join(textwrap.wrap(label, 95)) for label in labels]
+    legend_lines = sum(label.count("\n") + 1 for label in labels)
+    figure.set_size_inches(8.0, 4.8 + 0.16 * legend_lines)
+    axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
     return figure
 
 
@@ -940,7 +946,7 @@ def write_tables(tables: Sequence[ReportTable], out_dir: str | Path, formats: Se
                     raise PruneLabError(os_error_message(e, placeholder, "remove")) from None
         if table.figure is not None:
             buffer = io.BytesIO()
-            table.figure.savefig(buffer, format="png", dpi=120)
+            table.figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
             path = out_dir / f"{table.file_stem}.png"
             write_atomic(path, buffer.getvalue())
             written.append(path)
