@@ -29,10 +29,12 @@ from pruning import PruneLabError, Terminated
 USER_ERROR, CTRL_C, SIGTERM_EXIT = 2, 130, 143
 
 
-def _run_subdir(data, model, method, finetune, schedule, seed) -> str:
+def _run_subdir(data, model, method, finetune, schedule, seed, adv_train=None) -> str:
     from pruning.pipeline import run_subdir
 
     parts = {"data": data, "model": model, "method": method, "finetune": finetune, "schedule": schedule}
+    if adv_train is not None:
+        parts["adv_train"] = adv_train
     try:
         cfg = {k: OmegaConf.to_container(v, resolve=True) for k, v in parts.items()}
         cfg["seed"] = seed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from pathlib import Path
 
 import torch
 
@@ -15,9 +16,9 @@ from pruning import data as datasets
 from pruning.methods.base import Method
 from pruning.models import default_spec
 from pruning.train import Schedule
-from pruning.validation import check_model_fits_data, check_values
+from pruning.validation import as_float, as_int, check_model_fits_data, check_values
 
-POLICIES = ("finetune", "scratch_e", "scratch_b")
+POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned net is final
 METHODS_PACKAGE = "pruning.methods"
 LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
@@ -84,6 +85,8 @@ def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
         )
     if policy["name"] == "scratch_e":
         return base
+    if policy["name"] == "none":
+        return Schedule(**{**base.__dict__, "epochs": 0})
     if policy["name"] == "scratch_b":
         epochs = int(base.epochs * flops_dense / flops_pruned)
         cap = policy.get("max_epochs")
@@ -99,9 +102,11 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     can run on the data's input size, and that the data is there."""
     policy = cfg["finetune"]["name"]
     if policy not in POLICIES:
-        raise PruneLabError(f"finetune={policy!r} is not a policy; use finetune=finetune|scratch_e|scratch_b")
+        raise PruneLabError(f"finetune={policy!r} is not a policy; use finetune={'|'.join(POLICIES)}")
     method = make_method(cfg["method"])
     check_values(cfg, needs_pretrain=method.needs_pretrained or not method.prunes)
+    adversarial_training(cfg)
+    robustness_settings(cfg)
     spec = model_spec(cfg["model"], cfg["data"])
     method.validate(cfg["model"]["name"], spec)
     spec = method.dense_spec(spec)
@@ -128,7 +133,63 @@ def run_key(cfg: dict, method: Method) -> dict:
         "method": cfg["method"]["name"],
         **method.key(),
         "finetune": cfg["finetune"]["name"] if method.prunes else "none",
+        "adv_train": adv_train_name(cfg),
         "seed": int(cfg["seed"]),
+    }
+
+
+def adv_train_name(cfg: dict) -> str:
+    return str((cfg.get("adv_train") or {}).get("name", "none"))
+
+
+def adversarial_training(cfg: dict, stage: str | None = None) -> dict | None:
+    """The PGD adversarial-training settings (conf/adv_train), checked; with ``stage``
+    ("pretrain" | "second_stage"): None unless that stage trains adversarially."""
+    from pruning.attacks import AttackSpec
+
+    adv = cfg.get("adv_train") or {}
+    if adv.get("name", "none") == "none":
+        return None
+    stages = adv.get("stages") or []
+    bad = [s for s in stages if s not in ("pretrain", "second_stage")]
+    if bad or not isinstance(stages, list):
+        raise PruneLabError(f"adv_train.stages={stages!r}: use a list of pretrain and/or second_stage")
+    spec = AttackSpec.from_config({**adv, "attack": "pgd"}, what="adv_train")
+    clean = as_float(adv.get("clean_weight", 0.0), "adv_train.clean_weight", 0.0)
+    if "second_stage" in stages and (cfg.get("finetune") or {}).get("name") == "none" and len(stages) == 1:
+        raise PruneLabError(
+            f"adv_train={adv['name']} trains the second stage adversarially, but finetune=none has no second "
+            "stage; use finetune=finetune|scratch_e|scratch_b, or adv_train=pgd for an adversarial dense net"
+        )
+    if stage is not None and stage not in stages:
+        return None
+    return {"name": adv["name"], "attack": spec, "clean_weight": clean, "stages": list(stages)}
+
+
+def robustness_settings(cfg: dict) -> dict | None:
+    """The robustness evaluation asked for (conf/robustness), checked; None when disabled."""
+    from pruning.attacks import AttackSpec
+
+    rob = cfg.get("robustness") or {}
+    if not rob.get("enabled"):
+        return None
+    spec = AttackSpec.from_config({**rob, "attack": "pgd"}, what="robustness")
+    subset = rob.get("test_subset")
+    source = str(rob.get("source", "standard"))
+    if source != "standard" and not Path(source).is_file():
+        raise PruneLabError(
+            f"robustness.source={source!r} is neither 'standard' nor an existing file; give the final.pt of "
+            "another run (black-box source) or robustness.source=standard"
+        )
+    return {
+        "pgd": spec,
+        "fgsm": AttackSpec("fgsm", eps=spec.eps) if rob.get("fgsm", True) else None,
+        "black_box": bool(rob.get("black_box", True)),
+        "source": source,
+        "source_seed_offset": as_int(rob.get("source_seed_offset", 1000), "robustness.source_seed_offset", 1),
+        "test_subset": None if subset is None else as_int(subset, "robustness.test_subset", 1),
+        "batch_size": as_int(rob.get("batch_size", 256), "robustness.batch_size", 1),
+        "seed": as_int(rob.get("seed", 0), "robustness.seed", 0),
     }
 
 
@@ -138,6 +199,8 @@ def run_subdir(cfg: dict) -> str:
     method = make_method(cfg["method"])
     key = run_key(cfg, method)
     identity = {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}
+    if key["adv_train"] != "none":  # only then: existing commands keep their directories
+        identity["adv_train"] = cfg["adv_train"]
     # schedule keys added to the YAML later count only when not at their default, so existing
     # commands keep mapping to their existing run directories
     identity["schedule"] = {
@@ -146,4 +209,5 @@ def run_subdir(cfg: dict) -> str:
         if not (k in LATER_SCHEDULE_DEFAULTS and v == LATER_SCHEDULE_DEFAULTS[k])
     }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{key['finetune']}/seed{key['seed']}-{digest}"
+    stage = key["finetune"] + (f"+{key['adv_train']}" if key["adv_train"] != "none" else "")
+    return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{stage}/seed{key['seed']}-{digest}"

@@ -40,11 +40,13 @@ from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public 
     METHODS_PACKAGE,
     MODEL_KEYS,
     POLICIES,
+    adversarial_training,
     make_method,
     model_spec,
     policy_schedule,
     pretrain_schedule,
     resolve_device,
+    robustness_settings,
     run_key,
     run_subdir,
     validate,
@@ -79,7 +81,7 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
     method, spec = validate(cfg)
     rt = make_runtime(cfg, console)
     finished = _finished_run(run_dir, cfg, rt)
-    if finished is not None:
+    if finished is not None and not _missing_evaluations(finished, cfg):
         return finished
     lock = FileLock(str(run_dir / ".lock"))
     if rt.dist.is_main:
@@ -92,6 +94,8 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
             raise PruneLabError(os_error_message(e, run_dir / ".lock")) from None
         clean_stray_temp_files(run_dir)  # left by a killed write; we hold the run's lock
     try:
+        if finished is not None:  # done, but robustness=... asks for evaluations it lacks
+            return Run(cfg, run_dir, method, spec, rt).evaluate_finished(finished)
         return Run(cfg, run_dir, method, spec, rt).execute()
     finally:
         if rt.dist.is_main:
@@ -116,6 +120,34 @@ def _finished_run(run_dir: Path, cfg: dict, rt: Runtime) -> dict | None:
         rt.say(f"[yellow]already finished, skipped:[/] {run_dir} (rerun=true forces it)")
         return previous
     return None
+
+
+def _missing_evaluations(finished: dict, cfg: dict) -> list[str]:
+    """The robustness evaluations the config asks for that a finished run has not recorded
+    (with these settings)."""
+    rob = robustness_settings(cfg)
+    if rob is None:
+        return []
+    have = finished.get("evaluations") or {}
+    return [name for name, setting in evaluation_plan(rob).items() if (have.get(name) or {}).get("settings") != setting]
+
+
+def evaluation_plan(rob: dict) -> dict[str, dict]:
+    """Name -> settings of each robustness evaluation (what identifies a recorded one)."""
+    common = {"test_subset": rob["test_subset"], "seed": rob["seed"]}
+    pgd = rob["pgd"]
+    plan = {pgd.name: {**pgd.describe(), **common, "box": "white"}}
+    if rob["fgsm"] is not None:
+        plan["fgsm"] = {**rob["fgsm"].describe(), **common, "box": "white"}
+    if rob["black_box"]:
+        plan[f"{pgd.name}_bb"] = {
+            **pgd.describe(),
+            **common,
+            "box": "black",
+            "source": rob["source"],
+            "source_seed_offset": rob["source_seed_offset"],
+        }
+    return plan
 
 
 class Run:
@@ -156,6 +188,7 @@ class Run:
             self.load_data()
             dense = self.pretrain() if self.method.needs_pretrained else self.random_dense()
             if not self.method.prunes:
+                self.final_model = dense
                 return self.finish_dense_only()
             pruned, masks = self.prune(dense)
             self.second_stage(dense, pruned, masks)
@@ -233,7 +266,7 @@ class Run:
         m.params_dense = count_params(dense)
         m.flops_dense = count_macs(dense, self.input_shape)
         m.spec_dense = self.spec
-        _add_cost(record, m.flops_dense, len(self.data.train))
+        _add_cost(record, m.flops_dense, len(self.data.train), _passes(self.cfg, "pretrain"))
         m.stages["pretrain"] = record
         self.save()
         return dense
@@ -259,9 +292,7 @@ class Run:
         m.params_reduction, m.flops_reduction, m.flops_speedup = 0.0, 0.0, 1.0
         pre = m.stages["pretrain"]
         m.final = {"top1": pre.top1, "top1_best": pre.top1_best, "top5": pre.top5}
-        m.status = "done"
-        self.save()
-        return m.to_dict()
+        return self.finish()
 
     def prune(self, dense: torch.nn.Module) -> tuple[torch.nn.Module, dict | None]:
         """Rank 0 runs the method (which may search or train its own way) and saves the pruned
@@ -329,6 +360,11 @@ class Run:
         m.budget.update(stage_epochs=schedule.epochs, stage_lr=schedule.lr)
         if self.planned["stage"] is None:
             self.rt.say(f"[bold]plan:[/] {policy} {schedule.epochs} epochs")
+        if policy == "none":  # the pruned network is final
+            prune = m.stages["prune"]
+            m.final = {"top1": prune.top1, "top1_best": prune.top1, "top5": prune.top5}
+            self.final_model = pruned
+            return
         if policy == "finetune":
             model = pruned
         else:
@@ -355,15 +391,100 @@ class Run:
             teacher=copy.deepcopy(dense).eval() if kd else None,
             kd=kd,
             device=self.data.device,
+            adversary=adversarial_training(self.cfg, "second_stage"),
         )
+        self.final_model = model
         record = StageRecord.from_dict(stage)
-        _add_cost(record, m.flops_pruned, len(self.data.train))
+        _add_cost(record, m.flops_pruned, len(self.data.train), _passes(self.cfg, "second_stage"))
         m.stages[policy] = record
         m.final = {k: stage[k] for k in ("top1", "top1_best", "top5")}
 
     def finish(self) -> dict:
+        """Save the final network (``final.pt``: what robustness evaluations of a finished run
+        load), run the robustness evaluations asked for, mark the run done."""
+        if self.rt.dist.is_main:
+            save_checkpoint(
+                self.run_dir / "final.pt",
+                {"model": self.final_model.state_dict(), "spec": getattr(self.final_model, "spec", None)},
+            )
+        self.robustness(self.final_model)
         self.metrics.status = "done"
         self.metrics.finished = now()
+        self.save()
+        return self.metrics.to_dict()
+
+    # ------------------------------------------------------------------------- robustness
+    def robustness(self, model: torch.nn.Module) -> None:
+        """White-box PGD / FGSM and black-box (transfer) PGD robust accuracy of the final network,
+        each with the vulnerability of its latent features (``pruning.attacks``); each one is
+        saved as soon as it is measured, and one already recorded with the same settings is kept."""
+        rob = robustness_settings(self.cfg)
+        if rob is None or not self.rt.dist.is_main:
+            return
+        from pruning.attacks import robust_evaluate
+
+        source = None
+        for name, setting in evaluation_plan(rob).items():
+            if (self.metrics.evaluations.get(name) or {}).get("settings") == setting:
+                continue
+            attack = rob["fgsm"] if name == "fgsm" else rob["pgd"]
+            if setting["box"] == "black" and source is None:
+                source = self.black_box_source(rob)
+            t0 = time.perf_counter()
+            self.rt.say(f"[cyan]robustness:[/] {name} ({setting['box']}-box, eps {attack.eps:g})")
+            result = robust_evaluate(
+                model,
+                self.data,
+                attack,
+                batch_size=rob["batch_size"],
+                source=source if setting["box"] == "black" else None,
+                limit=rob["test_subset"],
+                seed=rob["seed"],
+            )
+            result.update(settings=setting, wall_s=round(time.perf_counter() - t0, 2))
+            self.metrics.evaluations[name] = result
+            self.rt.say(
+                f"[green]robustness:[/] {name} top-1 {result['top1']:.2f}% "
+                f"(clean {result['clean_top1']:.2f}%), vulnerability {result['vulnerability']:.4f}"
+            )
+            self.save()
+
+    def black_box_source(self, rob: dict) -> torch.nn.Module:
+        """The network black-box attacks are crafted on: a standard (non-adversarial) dense net
+        of this run's architecture trained with seed + offset (the baseline cache), or a file."""
+        if rob["source"] != "standard":
+            state = load_checkpoint(Path(rob["source"]), map_location=self.rt.device)
+            if not isinstance(state, dict) or "model" not in state or not state.get("spec"):
+                raise PruneLabError(f"robustness.source={rob['source']}: not a prune-lab final.pt (no model/spec)")
+            source = build(state["spec"]).to(self.rt.device)
+            source.load_state_dict(state["model"])
+            return source.eval()
+        from pruning.methods.none import NoPruning
+
+        cfg = copy.deepcopy(self.cfg)
+        cfg["seed"] = int(self.cfg["seed"]) + rob["source_seed_offset"]
+        cfg["adv_train"] = {"name": "none"}
+        cfg["model"] = {**cfg["model"], "init_from": None}
+        self.rt.say(f"[cyan]black-box source:[/] standard dense net, seed {cfg['seed']}")
+        source, info = pretrain(cfg, self.data, self.spec, NoPruning(), self.rt, Eta(self.rt, 0.0))
+        self.metrics.budget["black_box_source"] = {"seed": cfg["seed"], "baseline_id": info.get("baseline_id")}
+        return source.eval()
+
+    def evaluate_finished(self, finished: dict) -> dict:
+        """A finished run asked for robustness evaluations it lacks: load ``final.pt``, evaluate,
+        keep everything else recorded (no retraining)."""
+        path = self.run_dir / "final.pt"
+        if not path.exists():
+            raise PruneLabError(
+                f"{self.run_dir} finished before final networks were saved (no final.pt); "
+                "re-run it with rerun=true to evaluate its robustness"
+            )
+        self.metrics = RunMetrics.from_dict(finished)
+        self.data = datasets.load(self.cfg["data"]).to(self.rt.device)
+        state = load_checkpoint(path, map_location=self.rt.device)
+        model = build(state["spec"]).to(self.rt.device)
+        model.load_state_dict(state["model"])
+        self.robustness(model)
         self.save()
         return self.metrics.to_dict()
 
@@ -405,6 +526,9 @@ def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
         "seed": int(cfg["seed"]),
         "method_pretrain": method.pretrain_extras(),
     }
+    adversary = adversarial_training(cfg, "pretrain")
+    if adversary is not None:  # only then: standard baselines keep their ids
+        identity["adv_train"] = {**adversary["attack"].describe(), "clean_weight": adversary["clean_weight"]}
     if cfg["model"].get("init_from"):  # only when set: existing cache ids stay valid
         from pruning.models.torchvision_compat import file_digest
 
@@ -449,6 +573,7 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
             dist=rt.dist,
             on_epoch=eta.hook(lambda e: schedule.epochs - e),
             device=data.device,
+            adversary=adversarial_training(cfg, "pretrain"),
         )
         info = {**stage, "baseline_id": entry.name}
         if rt.dist.is_main:
@@ -519,11 +644,21 @@ def _record_sizes(metrics: RunMetrics, pruned: torch.nn.Module, masks: dict | No
     metrics.flops_speedup = metrics.flops_dense / metrics.flops_pruned
 
 
-def _add_cost(record: StageRecord, macs_per_sample: int | None, train_size: int) -> None:
-    """Training cost of a stage: samples processed x forward MACs per sample (a cached stage
-    keeps the cost it had when it was trained)."""
+def _passes(cfg: dict, stage: str) -> int:
+    """Forward(+backward) passes per training sample: 1, or under PGD adversarial training
+    1 + the attack's steps (each step is a forward and a backward, like a training step), + 1
+    more when the clean batch is also trained on."""
+    adversary = adversarial_training(cfg, stage)
+    if adversary is None:
+        return 1
+    return 1 + int(adversary["attack"].steps) + (1 if adversary["clean_weight"] > 0 else 0)
+
+
+def _add_cost(record: StageRecord, macs_per_sample: int | None, train_size: int, passes: int = 1) -> None:
+    """Training cost of a stage: samples processed x forward MACs per sample x passes per sample
+    (adversarial training: ``_passes``; a cached stage keeps the cost it had when it was trained)."""
     if record.epochs is None or macs_per_sample is None:
         return
     record.samples = int(record.epochs) * train_size
-    record.macs_per_sample = int(macs_per_sample)
+    record.macs_per_sample = int(macs_per_sample) * int(passes)
     record.train_macs = float(record.samples) * float(macs_per_sample)

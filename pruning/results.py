@@ -26,7 +26,7 @@ from typing import Any
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 STATUSES = ("running", "done", "failed", "interrupted", "dry_run")
-KEY_FIELDS = ("data", "model", "method", "variant", "ratio", "finetune", "seed")
+KEY_FIELDS = ("data", "model", "method", "variant", "ratio", "finetune", "adv_train", "seed")
 
 
 class SchemaError(ValueError):
@@ -50,6 +50,7 @@ class RunKey:
     ratio: float | None = None
     finetune: str = "none"
     seed: int = 0
+    adv_train: str = "none"  # adversarial training (conf/adv_train): none | pgd | pgd_second
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunKey:

@@ -16,8 +16,15 @@ def _acc(stage: dict | None, key: str = "top1") -> str:
 def summary_table(metrics: dict) -> Table:
     key = metrics["key"]
     tag = key.get("variant") or (f"ratio {key['ratio']:g}" if key.get("ratio") is not None else "dense")
-    title = f"{key['method']} · {key['model']} · {key['data']} · {tag} · {key['finetune']} · seed {key['seed']}"
-    table = Table(title=title, caption=f"accuracy in % · status: {metrics['status']} · {metrics.get('run_dir', '')}")
+    adv = key.get("adv_train", "none")
+    title = f"{key['method']} · {key['model']} · {key['data']} · {tag} · {key['finetune']}"
+    title += (f" · adv_train={adv}" if adv != "none" else "") + f" · seed {key['seed']}"
+    caption = f"accuracy in % · status: {metrics['status']} · {metrics.get('run_dir', '')}"
+    for name, ev in (metrics.get("evaluations") or {}).items():
+        if "top1" in ev:
+            vuln = f", vulnerability {ev['vulnerability']:.4f}" if ev.get("vulnerability") is not None else ""
+            caption += f"\n{name} ({ev.get('box', 'white')}-box): top-1 {ev['top1']:.2f}%{vuln} on {ev.get('n')} images"
+    table = Table(title=title, caption=caption)
     for col in ("model", "top-1", "best", "top-5", "params", "MACs", "params↓", "MACs↓", "epochs"):
         table.add_column(col, justify="right" if col != "model" else "left")
     stages = metrics.get("stages", {})
@@ -33,7 +40,7 @@ def summary_table(metrics: dict) -> Table:
         "",
         str(pre.get("epochs", "")) if pre else "",
     )
-    if "params_pruned" in metrics and key["finetune"] != "none":
+    if "params_pruned" in metrics and stages.get("prune"):
         red = (f"{metrics['params_reduction']:.1f}%", f"{metrics['flops_reduction']:.1f}%")
         table.add_row(
             "pruned",
@@ -47,6 +54,8 @@ def summary_table(metrics: dict) -> Table:
         )
         policy = key["finetune"]
         st = stages.get(policy)
+        if policy == "none":  # no second stage: the pruned net is final
+            return table
         table.add_row(
             f"+{policy}",
             _acc(st),

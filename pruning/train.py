@@ -167,11 +167,15 @@ def train_one_epoch(
     teacher: nn.Module | None = None,
     kd: dict | None = None,
     device: torch.device | str | None = None,
+    adversary: dict | None = None,
 ) -> dict:
     """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
     ``model`` the plain module whose parameters are masked and hooked. With ``teacher`` and
     ``kd`` ({"alpha", "temperature"}) the loss is the distillation loss (teacher in eval mode,
-    no gradient). ``device``: where the batches and metrics live (None: ``data.device``)."""
+    no gradient). ``device``: where the batches and metrics live (None: ``data.device``).
+    ``adversary`` ({"attack": pruning.attacks.AttackSpec, "clean_weight": w}): PGD adversarial
+    training; each batch is attacked on ``model`` (eval mode while attacking) and the loss is
+    (w * CE(x) + CE(x_adv)) / (w + 1); the train accuracy is then the adversarial one."""
     forward = forward or model
     model.train()
     device = torch.device(device) if device is not None else data.device
@@ -180,9 +184,21 @@ def train_one_epoch(
     seen = torch.zeros((), device=device, dtype=torch.long)
     total_steps = math.ceil(len(data.train) // dist.world_size / batch_size)
     for step, (images, labels) in enumerate(data.train_batches(batch_size, generator, dist.rank, dist.world_size)):
+        clean_weight = 1.0
+        if adversary is not None:
+            from pruning.attacks import perturb
+
+            clean_weight = float(adversary["clean_weight"])
+            adv_images = perturb(model, images, labels, adversary["attack"], data.mean, data.std)
+            model.train()
         with engine.autocast(device):
-            logits = forward(engine.inputs(images))
-            if teacher is not None and kd:
+            logits = forward(engine.inputs(adv_images if adversary is not None else images))
+            if adversary is not None:
+                loss = F.cross_entropy(logits, labels)
+                if clean_weight > 0:
+                    clean = F.cross_entropy(forward(engine.inputs(images)), labels)
+                    loss = (clean_weight * clean + loss) / (clean_weight + 1.0)
+            elif teacher is not None and kd:
                 with torch.no_grad():
                     teacher_logits = teacher(engine.inputs(images))  # (N, K)
                 loss = distillation_loss(
@@ -305,6 +321,7 @@ def run_stage(
     teacher: nn.Module | None = None,
     kd: dict | None = None,
     device: torch.device | str | None = None,
+    adversary: dict | None = None,
 ) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
@@ -314,7 +331,8 @@ def run_stage(
     Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
     after each epoch (the pipeline's ETA). ``teacher`` + ``kd``: knowledge distillation from a
     frozen teacher (kept in eval mode, never checkpointed). ``device``: the training device (None:
-    ``data.device``, where ``data.to(device)`` put the data). Returns the stage metrics: final and
+    ``data.device``, where ``data.to(device)`` put the data). ``adversary``: PGD adversarial
+    training (``train_one_epoch``). Returns the stage metrics: final and
     best test top-1, top-5, epochs, wall time, peak memory.
     """
     device = torch.device(device) if device is not None else data.device
@@ -376,6 +394,7 @@ def run_stage(
                 teacher=teacher,
                 kd=kd,
                 device=device,
+                adversary=adversary,
             )
             t_train_end = time.perf_counter()
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)

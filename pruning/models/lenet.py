@@ -94,6 +94,11 @@ class LeNet5Caffe(nn.Module):
         x = self.relu(self.fc1(x))  # flattens in NCHW order, as the official tf.layers.flatten on NCHW
         return self.fc2(x)
 
+    def vulnerability_sites(self) -> list[str]:
+        """ANP-VS's latent features (official ``temp_x``): relu(conv1), relu(conv2), relu(fc1),
+        the three calls of the shared ReLU."""
+        return ["relu"]
+
 
 def build(spec: dict) -> nn.Module:
     return LeNet5Caffe(spec)

@@ -131,6 +131,12 @@ class VGGANP(nn.Module):
         x = torch.flatten(self.features(x), 1)  # (N, 512) on 32x32 inputs, as the official flatten
         return self.classifier(x)
 
+    def vulnerability_sites(self) -> list[str]:
+        """ANP-VS's latent features (official ``temp_x``, 15 tensors): every conv block's ReLU
+        output, dense14's pre-BN output and the ReLU after BN14."""
+        relus = [n for n, m in self.features.named_children() if isinstance(m, nn.ReLU)]
+        return [*(f"features.{n}" for n in relus), "classifier.1", "classifier.3"]
+
 
 def build(spec: dict) -> nn.Module:
     return VGGANP(spec)
