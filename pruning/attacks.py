@@ -127,7 +127,9 @@ def _attack(spec: AttackSpec, model: nn.Module):
 def perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, mean, std) -> torch.Tensor:
     """Adversarial versions of normalised ``images`` (returned normalised), crafted on ``model``
     in pixel space. The model's train/eval mode is restored afterwards; its gradients untouched."""
+    was_training = model.training
     pixel_model = PixelModel(model, mean, std).to(images.device)
+    pixel_model.train(was_training)  # a new module is in train mode; torchattacks restores *its* mode
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():  # no parameter gradients while attacking (speed; grads untouched)
         p.requires_grad_(False)
@@ -137,36 +139,46 @@ def perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
+        model.train(was_training)
     return from_pixels(adv, mean, std)
 
 
 # --------------------------------------------------------------------------- latent features
 def feature_sites(model: nn.Module) -> list[str]:
-    """The modules whose outputs are the latent features the vulnerability is measured on: the
-    model's own ``vulnerability_sites()`` when it has one (the ANP-VS models list the official
-    ones), else every ReLU module (each call of a shared ReLU is its own feature tensor)."""
+    """The latent features the vulnerability is measured on, as module names (the module's
+    output) or ``name:input`` (its input): the model's own ``vulnerability_sites()`` when it has
+    one (the ANP-VS models list the official ones); otherwise the input of every conv / linear
+    layer after the first, i.e. every post-activation feature map some layer consumes (models
+    that call ``F.relu`` have no ReLU modules to hook)."""
     own = getattr(model, "vulnerability_sites", None)
     if callable(own):
         return list(own())
-    sites = [name for name, m in model.named_modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    if not sites:
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if len(layers) < 2:
         raise PruneLabError(
-            f"{type(model).__name__} has no ReLU modules and no vulnerability_sites(): "
+            f"{type(model).__name__} has fewer than 2 conv/linear layers and no vulnerability_sites(): "
             "the vulnerability measure does not know its latent features"
         )
-    return sites
+    return [f"{name}:input" for name in layers[1:]]
 
 
 @contextlib.contextmanager
 def capture(model: nn.Module, sites: list[str]) -> Iterator[list[torch.Tensor]]:
-    """Collect the outputs of the named modules, in call order, while the block runs (with
-    their graph: usable in a loss). Outputs are cloned, so a later in-place op cannot alter them."""
+    """Collect the outputs (``name``) or inputs (``name:input``) of the named modules, in call
+    order, while the block runs, with their graph (usable in a loss). Cloned, so a later in-place
+    op cannot alter them."""
     modules = dict(model.named_modules())
-    missing = [s for s in sites if s not in modules]
+    names = [s.removesuffix(":input") for s in sites]
+    missing = [n for n in names if n not in modules]
     if missing:
         raise PruneLabError(f"feature sites {missing} are not modules of {type(model).__name__}")
     out: list[torch.Tensor] = []
-    handles = [modules[s].register_forward_hook(lambda _m, _i, o: out.append(o.clone())) for s in sites]
+    handles = []
+    for site, name in zip(sites, names, strict=True):
+        if site.endswith(":input"):
+            handles.append(modules[name].register_forward_pre_hook(lambda _m, args: out.append(args[0].clone())))
+        else:
+            handles.append(modules[name].register_forward_hook(lambda _m, _i, o: out.append(o.clone())))
     try:
         yield out
     finally:

@@ -1,0 +1,209 @@
+"""Attacks, robustness evaluation and adversarial training (issue 12 items 1-2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pruning import PruneLabError
+from pruning.attacks import (
+    AttackSpec,
+    PixelModel,
+    capture,
+    feature_sites,
+    from_pixels,
+    perturb,
+    robust_evaluate,
+    to_pixels,
+    vulnerability,
+)
+from pruning.models import build, default_spec
+from tests.conftest import QUICK_DIGITS, plain_cfg, prune_exp, run_pipeline
+
+MEAN, STD = (0.1307,), (0.3081,)
+
+
+def _official_pgd(model, x, y, eps, step, steps, start):
+    """The ANP-VS official PGD (src/model/attacks.py), written out from its description:
+    x + U(-eps, eps) (here: the given start noise), clip [0, 1]; per step x += step * sign(grad CE),
+    clip to x_nat +- eps, clip [0, 1]."""
+    adv = (x + start).clamp(0, 1)
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        adv = adv.detach() + step * grad.sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+    return adv.detach()
+
+
+def _lenet_batch(n=16, seed=0):
+    torch.manual_seed(seed)
+    model = build(default_spec("lenet")).eval()
+    x01 = torch.rand(n, 1, 28, 28)
+    y = torch.randint(0, 10, (n,))
+    return model, x01, y
+
+
+def test_pgd_is_the_official_algorithm():
+    model, x01, y = _lenet_batch()
+    spec = AttackSpec("pgd", eps=0.3, step=0.01, steps=7)
+    torch.manual_seed(123)
+    ours = to_pixels(perturb(model, from_pixels(x01, MEAN, STD), y, spec, MEAN, STD), MEAN, STD)
+    torch.manual_seed(123)
+    start = torch.empty_like(x01).uniform_(-0.3, 0.3)  # torchattacks draws its start exactly so
+    reference = _official_pgd(PixelModel(model, MEAN, STD), x01, y, 0.3, 0.01, 7, start)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_perturbation_stays_in_the_ball_and_the_pixel_range():
+    model, x01, y = _lenet_batch()
+    adv = perturb(model, from_pixels(x01, MEAN, STD), y, AttackSpec("pgd", 0.1, 0.05, 5), MEAN, STD)
+    adv = to_pixels(adv, MEAN, STD)
+    assert (adv - x01).abs().max() <= 0.1 + 1e-5
+    assert adv.min() >= 0 and adv.max() <= 1
+    fgsm = perturb(model, from_pixels(x01, MEAN, STD), y, AttackSpec("fgsm", eps=0.1), MEAN, STD)
+    delta = (to_pixels(fgsm, MEAN, STD) - x01).abs()
+    assert delta.max() <= 0.1 + 1e-5 and delta.max() > 0.09
+
+
+def test_attack_hurts_and_leaves_the_model_as_it_was():
+    model, x01, y = _lenet_batch(64)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = from_pixels(x01, MEAN, STD)
+    y = model.eval()(x).argmax(1)  # labels the model gets right
+    model.train()
+    adv = perturb(model, x, y, AttackSpec("pgd", 0.3, 0.05, 10), MEAN, STD)
+    assert model.training  # mode restored
+    model.eval()
+    perturb(model, x, y, AttackSpec("pgd", 0.3, 0.05, 2), MEAN, STD)
+    assert not any(m.training for m in model.modules())  # an eval model stays in eval mode (BN stats untouched)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert (model.eval()(adv).argmax(1) == y).float().mean() < 0.5
+
+
+def test_feature_sites_are_the_official_latent_features():
+    lenet = build(default_spec("lenet")).eval()
+    with capture(lenet, feature_sites(lenet)) as feats:
+        lenet(torch.zeros(2, 1, 28, 28))
+    assert [tuple(f.shape[1:]) for f in feats] == [(20, 24, 24), (50, 8, 8), (500,)]
+    vgg = build(default_spec("vgg_anp")).eval()
+    with capture(vgg, feature_sites(vgg)) as feats:
+        vgg(torch.zeros(2, 3, 32, 32))
+    assert len(feats) == 15 and tuple(feats[-2].shape) == (2, 512) and tuple(feats[-1].shape) == (2, 512)
+    resnet = build(default_spec("resnet_cifar", depth=20))  # any model: the inputs of every layer but the first
+    with capture(resnet, feature_sites(resnet)) as feats:
+        resnet(torch.zeros(1, 3, 32, 32))
+    assert len(feats) == 19  # 18 block convs + the fc
+    assert tuple(feats[0].shape) == (1, 16, 32, 32) and tuple(feats[-1].shape) == (1, 64)
+
+
+def test_vulnerability_is_the_mean_over_layers_of_mean_absolute_distortion():
+    clean = [torch.zeros(2, 3), torch.ones(4)]
+    adv = [torch.full((2, 3), 0.5), torch.tensor([1.0, 1.0, 3.0, 1.0])]
+    assert vulnerability(clean, adv).item() == pytest.approx((0.5 + 0.5) / 2)
+    with pytest.raises(PruneLabError):
+        vulnerability(clean, adv[:1])
+
+
+def test_attack_settings_are_checked():
+    with pytest.raises(PruneLabError, match="robustness.eps"):
+        AttackSpec.from_config({"eps": 2}, "robustness")
+    with pytest.raises(PruneLabError, match="adv_train.steps"):
+        AttackSpec.from_config({"eps": 0.1, "step": 0.01, "steps": "x"}, "adv_train")
+    assert AttackSpec.from_config({"eps": 0.3, "step": 0.01, "steps": 40}).name == "pgd40"
+
+
+class _Digits:
+    """A tiny in-memory test set with the data protocol's pieces robust_evaluate uses."""
+
+    mean, std, device = MEAN, STD, torch.device("cpu")
+
+    def __init__(self, n=40):
+        g = torch.Generator().manual_seed(0)
+        self.x = from_pixels(torch.rand(n, 1, 28, 28, generator=g), MEAN, STD)
+        self.y = torch.randint(0, 10, (n,), generator=g)
+
+    def test_batches(self, batch_size):
+        for i in range(0, len(self.y), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+
+def test_robust_evaluate_is_seeded_and_black_box_uses_the_source():
+    torch.manual_seed(0)
+    model, source, data = build(default_spec("lenet")), build(default_spec("lenet")), _Digits()
+    spec = AttackSpec("pgd", 0.3, 0.05, 3)
+    a = robust_evaluate(model, data, spec, batch_size=16, seed=5)
+    b = robust_evaluate(model, data, spec, batch_size=16, seed=5)
+    assert a == b and a["n"] == 40 and a["box"] == "white" and a["feature_tensors"] == 3
+    bb = robust_evaluate(model, data, spec, batch_size=16, source=source, limit=20, seed=5)
+    assert bb["box"] == "black" and bb["n"] == 20 and bb["top1"] >= 0
+    assert a["top1"] <= a["clean_top1"]
+
+
+# ----------------------------------------------------------------------------- pipeline integration
+def test_robustness_recorded_and_added_to_a_finished_run(tmp_path):
+    cfg = plain_cfg([*QUICK_DIGITS, "robustness=pgd", "robustness.steps=3", "robustness.black_box=false"], tmp_path)
+    m = run_pipeline(cfg)
+    ev = m["evaluations"]
+    assert set(ev) == {"pgd3", "fgsm"} and ev["pgd3"]["n"] == 360
+    assert ev["pgd3"]["top1"] <= ev["pgd3"]["clean_top1"]
+    assert ev["pgd3"]["clean_top1"] == pytest.approx(m["final"]["top1"], abs=0.01)
+    # the finished run asked for more: evaluated from final.pt, not retrained
+    cfg2 = plain_cfg([*QUICK_DIGITS, "robustness=pgd", "robustness.steps=3", "robustness.test_subset=50"], tmp_path)
+    m2 = run_pipeline(cfg2)
+    assert m2["stages"] == m["stages"] and m2["final"] == m["final"]
+    assert set(m2["evaluations"]) == {"pgd3", "fgsm", "pgd3_bb"}
+    assert m2["evaluations"]["pgd3_bb"]["n"] == 50 and m2["budget"]["black_box_source"]["seed"] == 1000
+    assert m2["evaluations"]["pgd3"]["n"] == 50  # settings changed (subset): re-measured
+
+
+def test_adversarial_training_dense_and_second_stage(tmp_path):
+    at = run_pipeline(plain_cfg([*QUICK_DIGITS, "method=none", "adv_train=pgd", "adv_train.steps=2"], tmp_path))
+    std = run_pipeline(plain_cfg([*QUICK_DIGITS, "method=none"], tmp_path))
+    assert at["key"]["adv_train"] == "pgd" and std["key"]["adv_train"] == "none"
+    assert at["run_dir"] != std["run_dir"] and "none+pgd" in at["run_dir"]
+    assert at["stages"]["pretrain"]["baseline_id"] != std["stages"]["pretrain"]["baseline_id"]
+    # PGD-AT costs 1 + steps passes per sample
+    assert at["stages"]["pretrain"]["macs_per_sample"] == 3 * std["stages"]["pretrain"]["macs_per_sample"]
+    second = run_pipeline(plain_cfg([*QUICK_DIGITS, "adv_train=pgd_second", "adv_train.steps=2"], tmp_path))
+    assert second["stages"]["pretrain"]["baseline_id"] == std["stages"]["pretrain"]["baseline_id"]  # standard dense
+    assert second["stages"]["finetune"]["macs_per_sample"] == 3 * second["flops_pruned"]
+
+
+def test_finetune_none_keeps_the_pruned_network(tmp_path):
+    m = run_pipeline(plain_cfg([*QUICK_DIGITS, "finetune=none"], tmp_path))
+    assert m["key"]["finetune"] == "none" and "none" not in m["stages"]
+    assert m["final"]["top1"] == m["stages"]["prune"]["top1"] and m["budget"]["stage_epochs"] == 0
+
+
+def test_bad_robustness_and_adversarial_settings_exit_2(tmp_path):
+    cases = [
+        (["robustness=pgd", "robustness.eps=2"], "robustness.eps=2"),
+        (["robustness=pgd", "robustness.source=nope.pt"], "robustness.source='nope.pt'"),
+        (["adv_train=pgd_second", "finetune=none"], "finetune=none has no second stage"),
+        (["adv_train=pgd", "adv_train.steps=0"], "adv_train.steps=0"),
+    ]
+    for args, message in cases:
+        r = prune_exp([*args, "quiet=true"], tmp_path)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_old_records_read_as_standard_training(tmp_path):
+    from pruning.results import RunMetrics
+
+    old = {"schema": 2, "key": {"data": "d", "model": "m", "method": "none", "seed": 0}, "status": "done"}
+    assert RunMetrics.from_dict(json.loads(json.dumps(old))).key.adv_train == "none"
+
+
+def test_pixel_model_normalises():
+    inner = nn.Identity()
+    out = PixelModel(inner, MEAN, STD)(torch.full((1, 1, 2, 2), 0.1307))
+    assert torch.allclose(out, torch.zeros(1, 1, 2, 2), atol=1e-6)
