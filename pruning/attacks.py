@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from pruning import PruneLabError
 
-ATTACKS = ("pgd", "fgsm")
+ATTACKS = ("pgd", "fgsm", "tpgd")  # tpgd: TRADES' KL-divergence PGD (adversarial training only)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class AttackSpec:
             raise PruneLabError(f"attack {self.kind!r} is not one of {', '.join(ATTACKS)}")
         if not 0.0 < float(self.eps) <= 1.0:
             raise PruneLabError(f"eps={self.eps!r} must be in (0, 1] (pixel units; e.g. 0.03 = ~8/255)")
-        if self.kind == "pgd":
+        if self.kind in ("pgd", "tpgd"):
             if not 0.0 < float(self.step) <= 1.0:
                 raise PruneLabError(f"step={self.step!r} must be in (0, 1] (pixel units, e.g. 0.007)")
             if int(self.steps) < 1:
@@ -75,7 +75,7 @@ class AttackSpec:
     @property
     def name(self) -> str:
         """Column-friendly name: pgd40, fgsm."""
-        return f"pgd{self.steps}" if self.kind == "pgd" else "fgsm"
+        return f"{self.kind}{self.steps}" if self.kind != "fgsm" else "fgsm"
 
     def describe(self) -> dict:
         out = asdict(self)
@@ -121,6 +121,8 @@ def _attack(spec: AttackSpec, model: nn.Module):
         return torchattacks.PGD(
             model, eps=float(spec.eps), alpha=float(spec.step), steps=int(spec.steps), random_start=spec.random_start
         )
+    if spec.kind == "tpgd":  # TRADES (Zhang et al. 2019): start x + 0.001 N(0, 1), ascend KL(f(x) || f(x_adv))
+        return torchattacks.TPGD(model, eps=float(spec.eps), alpha=float(spec.step), steps=int(spec.steps))
     return torchattacks.FGSM(model, eps=float(spec.eps))
 
 

@@ -154,8 +154,14 @@ def adversarial_training(cfg: dict, stage: str | None = None) -> dict | None:
     bad = [s for s in stages if s not in ("pretrain", "second_stage")]
     if bad or not isinstance(stages, list):
         raise PruneLabError(f"adv_train.stages={stages!r}: use a list of pretrain and/or second_stage")
-    spec = AttackSpec.from_config({**adv, "attack": "pgd"}, what="adv_train")
+    trades = adv.get("loss", "pgd") == "trades"
+    if adv.get("loss", "pgd") not in ("pgd", "trades"):
+        raise PruneLabError(f"adv_train.loss={adv.get('loss')!r}: use pgd (Madry) or trades")
+    spec = AttackSpec.from_config({**adv, "attack": "tpgd" if trades else "pgd"}, what="adv_train")
     clean = as_float(adv.get("clean_weight", 0.0), "adv_train.clean_weight", 0.0)
+    extra = {}
+    if trades:
+        extra = {"loss": "trades", "beta": as_float(adv.get("beta"), "adv_train.beta", 0.0, exclusive=True)}
     if "second_stage" in stages and (cfg.get("finetune") or {}).get("name") == "none" and len(stages) == 1:
         raise PruneLabError(
             f"adv_train={adv['name']} trains the second stage adversarially, but finetune=none has no second "
@@ -163,7 +169,7 @@ def adversarial_training(cfg: dict, stage: str | None = None) -> dict | None:
         )
     if stage is not None and stage not in stages:
         return None
-    return {"name": adv["name"], "attack": spec, "clean_weight": clean, "stages": list(stages)}
+    return {"name": adv["name"], "attack": spec, "clean_weight": clean, "stages": list(stages), **extra}
 
 
 def robustness_settings(cfg: dict) -> dict | None:

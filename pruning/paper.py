@@ -38,7 +38,7 @@ from pruning import PruneLabError
 
 ROW_KEY = "paper_row"
 # defaults-list groups and method keys of a table_row file that become its report filter
-FILTER_GROUPS = ("data", "model", "method")
+FILTER_GROUPS = ("data", "model", "method", "adv_train")
 FILTER_METHOD_KEYS = ("variant", "ratio", "sparsity", "mode")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -115,14 +115,16 @@ def _group_of(defaults_key: str) -> str:
 
 
 def row_filter(row_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The run-key fields a table_row file sets: the data / model / method it selects in its
-    defaults and the method's variant / ratio / sparsity / mode, then ``paper_row.filter``."""
+    """The run-key fields a table_row file sets: the data / model / method / adv_train it selects
+    in its defaults (adv_train: none unless it selects one) and the method's variant / ratio /
+    sparsity / mode, then ``paper_row.filter``."""
     fields: dict[str, Any] = {}
     for entry in row_config.get("defaults") or []:
         if isinstance(entry, dict):
             for key, value in entry.items():
                 if _group_of(key) in FILTER_GROUPS:
                     fields[_group_of(key)] = value
+    fields.setdefault("adv_train", "none")  # a row without adversarial training is a standard-training row
     method = row_config.get("method") or {}
     fields.update({key: method[key] for key in FILTER_METHOD_KEYS if key in method})
     fields.update((row_config.get(ROW_KEY) or {}).get("filter") or {})

@@ -528,7 +528,11 @@ def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
     }
     adversary = adversarial_training(cfg, "pretrain")
     if adversary is not None:  # only then: standard baselines keep their ids
-        identity["adv_train"] = {**adversary["attack"].describe(), "clean_weight": adversary["clean_weight"]}
+        identity["adv_train"] = {
+            **adversary["attack"].describe(),
+            "clean_weight": adversary["clean_weight"],
+            **({"beta": adversary["beta"]} if "beta" in adversary else {}),
+        }
     if cfg["model"].get("init_from"):  # only when set: existing cache ids stay valid
         from pruning.models.torchvision_compat import file_digest
 
@@ -651,7 +655,8 @@ def _passes(cfg: dict, stage: str) -> int:
     adversary = adversarial_training(cfg, stage)
     if adversary is None:
         return 1
-    return 1 + int(adversary["attack"].steps) + (1 if adversary["clean_weight"] > 0 else 0)
+    clean_pass = adversary["clean_weight"] > 0 or adversary.get("loss") == "trades"
+    return 1 + int(adversary["attack"].steps) + (1 if clean_pass else 0)
 
 
 def _add_cost(record: StageRecord, macs_per_sample: int | None, train_size: int, passes: int = 1) -> None:

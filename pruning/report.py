@@ -65,6 +65,8 @@ from pruning.results import KEY_FIELDS, RunMetrics, StageRecord
 
 log = logging.getLogger(__name__)
 
+# from metrics.json evaluations (robustness=pgd): white-box / black-box PGD, FGSM, vulnerabilities
+ROBUSTNESS_COLUMNS = ("robust_top1_wb", "robust_top1_bb", "fgsm_top1", "vulnerability_wb", "vulnerability_bb")
 RUN_COLUMNS = (
     *KEY_FIELDS,
     "data_label",
@@ -95,13 +97,22 @@ RUN_COLUMNS = (
     "sparsity",
     "mode",
     "train_macs_total",
+    *ROBUSTNESS_COLUMNS,
+    "paper_memory_pct",
+    "paper_flops_speedup",
+    "paper_unit_sparsity",
+    "masked_top1",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
 FORMATS = ("md", "csv", "latex")
 FILE_SUFFIXES = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 SPEC_KINDS = ("paper_table", "ratio_sweep")
-COLUMN_KINDS = ("accuracy", "reduction", "speedup", "count")  # count: e.g. FLOPs as 2.24E7
+# count: e.g. FLOPs as 2.24E7; percent: like accuracy (paper / ours / Δ) for other percentages;
+# value: a small quantity (3 decimals, e.g. vulnerability .129); times: a ratio such as FLOPs 10.57×
+# (paper / ours); robust: ours only, mean±std (the robustness columns appended to any table)
+COLUMN_KINDS = ("accuracy", "reduction", "speedup", "count", "percent", "value", "times", "robust")
+DELTA_KINDS = ("accuracy", "percent", "value")
 
 ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper reports it"
 UNVERIFIED_MARK = "†"
@@ -175,8 +186,49 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
     for name, value in metrics.method_settings.items():
         record.setdefault(name, value)
     record["train_macs_total"] = metrics.training_macs()  # every stage's samples x forward MACs
+    record.update(robustness_fields(metrics))
+    for name in ("paper_memory_pct", "paper_flops_speedup", "paper_unit_sparsity", "masked_top1"):
+        record[name] = metrics.extras.get(name)
+    if key.method == "none" and metrics.params_dense is not None:  # nothing pruned: the paper's trivial values
+        record.update(paper_memory_pct=100.0, paper_flops_speedup=1.0, paper_unit_sparsity=0.0)
     record["status"] = metrics.status
     return record
+
+
+def robustness_fields(metrics: RunMetrics) -> dict[str, Any]:
+    """The robustness columns from ``metrics.evaluations``: white-box PGD (the most steps when
+    several were run), black-box (transfer) PGD, FGSM, and the vulnerability of each PGD."""
+    out: dict[str, Any] = dict.fromkeys((*ROBUSTNESS_COLUMNS, "robust_attack"))
+    best: dict[str, int] = {}
+    for ev in metrics.evaluations.values():
+        attack = ev.get("attack") or {}
+        if not isinstance(ev.get("top1"), (int, float)):
+            continue
+        if attack.get("kind") == "fgsm":
+            out["fgsm_top1"] = ev["top1"]
+            continue
+        box = "bb" if ev.get("box") == "black" else "wb"
+        steps = int(attack.get("steps") or 0)
+        if steps >= best.get(box, -1):
+            best[box] = steps
+            out[f"robust_top1_{box}"], out[f"vulnerability_{box}"] = ev["top1"], ev.get("vulnerability")
+            if box == "wb":
+                n = f", first {ev['n']} test images" if (ev.get("settings") or {}).get("test_subset") else ""
+                out["robust_attack"] = f"L∞ PGD-{steps} eps {attack.get('eps'):g} step {attack.get('step'):g}{n}"
+    return out
+
+
+def robustness_columns(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The robustness columns any paper table gains when its runs were evaluated with
+    ``robustness=pgd`` (and the table does not show them already): ours only."""
+    present = [
+        c for c in ("robust_top1_wb", "robust_top1_bb", "vulnerability_wb") if c in runs and runs[c].notna().any()
+    ]
+    labels = {"robust_top1_wb": "WB PGD", "robust_top1_bb": "BB PGD", "vulnerability_wb": "WB vuln"}
+    return [
+        {"key": f"auto_{c}", "label": labels[c], "kind": "robust", "metric": c, "command": "", "auto": True}
+        for c in present
+    ]
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
@@ -440,6 +492,10 @@ class PaperValue:
             return f"{self.mean:.1f}%{mark}"
         if kind == "count":
             return f"{format_count(self.mean)}{mark}"
+        if kind == "value":
+            return f"{self.mean:.3f}{mark}"
+        if kind == "times":
+            return f"{self.mean:.2f}×{mark}"
         std = "" if self.std is None else f"±{self.std:.2f}"
         return f"{self.mean:.2f}{std}{mark}"
 
@@ -566,7 +622,7 @@ def _paper_cell(
     key, kind = column["key"], column["kind"]
     paper = _paper_value(row, column)
     cell_runs = _cell_runs(spec, row, column, runs)
-    if kind == "accuracy" and cell_runs["seed"].duplicated().any():
+    if kind in DELTA_KINDS and cell_runs["seed"].duplicated().any():
         log.warning("prune-report: %s / %s has several runs of one seed; averaging all", row["name"], column["label"])
     mixed = sorted(set(cell_runs["settings"].fillna("")))
     if len(mixed) > 1:
@@ -579,13 +635,19 @@ def _paper_cell(
             "; ".join(m or "none recorded" for m in mixed),
         )
     ours = mean_std(cell_runs[column["metric"]])
-    command = "" if ours.n else cell_command(spec, row, column, group)
+    command = "" if ours.n or column.get("auto") else cell_command(spec, row, column, group)
     if ours.n == 0:
         ours_text: str = CommandText(command)
     else:
         ours_text = (
             format_mean_std(ours)
-            if kind == "accuracy"
+            if kind in ("accuracy", "percent", "robust")
+            else format_mean_std(ours, decimals=3)
+            if kind == "value"
+            else f"{ours.mean:.2f}×"
+            if kind == "times" and ours.n == 1
+            else f"{format_mean_std(ours, with_n=False)}×"
+            if kind == "times"
             else f"{ours.mean:.2f}×"
             if kind == "speedup"
             else format_count(ours.mean)
@@ -594,7 +656,7 @@ def _paper_cell(
         )
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
-    texts = [ours_text] if kind == "speedup" else [paper.format(kind) if paper else "", ours_text]
+    texts = [ours_text] if kind in ("speedup", "robust") else [paper.format(kind) if paper else "", ours_text]
     record: dict[str, Any] = {
         f"{key}_paper_mean": paper.mean if paper else None,
         f"{key}_paper_std": paper.std if paper else None,
@@ -603,8 +665,8 @@ def _paper_cell(
         f"{key}_ours_std": _rounded(ours.std),
         f"{key}_ours_n": ours.n,
     }
-    if kind == "accuracy":
-        texts.append("" if delta is None else f"{delta:+.2f}")
+    if kind in DELTA_KINDS:
+        texts.append("" if delta is None else f"{delta:+.3f}" if kind == "value" else f"{delta:+.2f}")
         record[f"{key}_delta"] = _rounded(delta)
     record[f"{key}_command"] = command
     record[f"{key}_paper_source"] = paper.source if paper else ""
@@ -616,9 +678,25 @@ def build_paper_table(
 ) -> ReportTable:
     """A paper-vs-ours table of one budget group (``group=None``: the table without runs).
     ``arch_runs`` (done and dry runs of any budget) fill the architecture-only columns."""
+    robust_note = ""
+    if runs is not None and len(runs):
+        used = _table_runs(spec, runs)
+        shown = {c["metric"] for c in spec["columns"]}
+        extra = [c for c in robustness_columns(used) if c["metric"] not in shown]
+        if extra:  # any table shows robustness when its runs were evaluated (robustness=pgd)
+            spec = {**spec, "columns": [*spec["columns"], *extra]}
+        attacks = sorted({a for a in used.get("robust_attack", pd.Series(dtype=object)).dropna()})
+        if attacks:
+            robust_note = (
+                " Robust accuracy: top-1 (%) on adversarial test images, white-box (WB: crafted on the network "
+                "itself) and black-box (BB: transferred from a separately trained standard network); vulnerability: "
+                f"mean |clean - adversarial| latent feature (ANP-VS); attack: {'; '.join(attacks)}."
+            )
     header_groups: list[tuple[str, list[str]]] = [("Model", []), ("Pruned model", [])]
     for column in spec["columns"]:
-        sub_labels = {"accuracy": ["paper", "ours", "Δ"], "speedup": ["ours"]}.get(column["kind"], ["paper", "ours"])
+        sub_labels = {"speedup": ["ours"], "robust": ["ours"]}.get(
+            column["kind"], ["paper", "ours", "Δ"] if column["kind"] in DELTA_KINDS else ["paper", "ours"]
+        )
         header_groups.append((column["label"], sub_labels))
 
     rows, records = [], []
@@ -646,7 +724,7 @@ def build_paper_table(
         f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
         f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
         f"An empty 'ours' cell shows the command that "
-        f"fills it; the whole table: `{table_command}`.{_budget_caption(spec, group)}"
+        f"fills it; the whole table: `{table_command}`.{robust_note}{_budget_caption(spec, group)}"
     )
     footnotes = [UNVERIFIED_FOOTNOTE] if any_unverified else []
     footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}", _source_footnote(sources)]

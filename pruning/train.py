@@ -193,7 +193,12 @@ def train_one_epoch(
             model.train()
         with engine.autocast(device):
             logits = forward(engine.inputs(adv_images if adversary is not None else images))
-            if adversary is not None:
+            if adversary is not None and adversary.get("loss") == "trades":  # CE(x) + beta KL(f(x) || f(x_adv))
+                clean_logits = forward(engine.inputs(images))
+                log_adv, clean_probs = F.log_softmax(logits.float(), 1), F.softmax(clean_logits.float(), 1)
+                kl = F.kl_div(log_adv, clean_probs, reduction="batchmean")
+                loss = F.cross_entropy(clean_logits, labels) + float(adversary["beta"]) * kl
+            elif adversary is not None:
                 loss = F.cross_entropy(logits, labels)
                 if clean_weight > 0:
                     clean = F.cross_entropy(forward(engine.inputs(images)), labels)

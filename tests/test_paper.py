@@ -66,12 +66,13 @@ def test_a_rows_filter_is_derived_from_its_overrides() -> None:
         "method": "network_slimming",
         "model": "vgg19",
         "data": "cifar100",
+        "adv_train": "none",  # no adversarial training selected: a standard-training row
         "ratio": 0.5,
         "sparsity": 1e-4,
     }
     row["paper_row"]["filter"] = {"mode": "layerwise"}  # a row may add what it cannot override
     assert row_filter(row)["mode"] == "layerwise"
-    assert table_row("l1_resnet56_B", CONF)["filter"] == {"model": "resnet56", "variant": "B"}
+    assert table_row("l1_resnet56_B", CONF)["filter"] == {"model": "resnet56", "adv_train": "none", "variant": "B"}
     assert table_row("l1_resnet56_B", CONF)["name"] == "ResNet-56-B"
 
 
