@@ -109,11 +109,11 @@ def test_mask_sites_lenet_and_vgg() -> None:
     lenet = build(default_spec("lenet"))
     ms = MaskSet(lenet)
     assert len(ms.sites) == 4 and sum(u for *_, u in ms.sites) == 1370
-    assert [float(m.a_uc[0]) for m in ms.masks] == [-1.0] * 4
+    assert [float(m.a_uc.detach()[0]) for m in ms.masks] == [-1.0] * 4
     vgg = build(default_spec("vgg_anp"))
     mv = MaskSet(vgg)
     assert len(mv.sites) == 15 and sum(u for *_, u in mv.sites) == 5248
-    assert [float(m.a_uc[0]) for m in mv.masks] == [2.0] * 13 + [-1.0] * 2
+    assert [float(m.a_uc.detach()[0]) for m in mv.masks] == [2.0] * 13 + [-1.0] * 2
     with pytest.raises(PruneLabError, match="no ANP mask sites"):
         MaskSet(build(default_spec("vgg_cifar", depth=16)))
 
