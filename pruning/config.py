@@ -20,7 +20,7 @@ from pruning.validation import as_float, as_int, check_model_fits_data, check_va
 
 POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned net is final
 METHODS_PACKAGE = "pruning.methods"
-LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0}
+LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0, "optimizer": "sgd"}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
 
@@ -65,6 +65,7 @@ def pretrain_schedule(cfg: dict) -> Schedule:
         test_batch_size=int(s["test_batch_size"]),
         lr_schedule=str(s.get("lr_schedule", "step")),
         warmup_epochs=int(s.get("warmup_epochs", 0)),
+        optimizer=str(s.get("optimizer", "sgd")),
     )
 
 

@@ -156,4 +156,11 @@ def expand_rows(spec: Mapping[str, Any], conf: Path | None = None) -> dict[str, 
     names: list[str] = []
     for experiment in experiments:
         names += [n for n in experiment_rows(experiment, conf) if n not in names]
-    return {**spec, "rows": [table_row(name, conf) for name in names]}
+    # extra_rows: a paper's rows prune-lab does not implement (paper values and the reason only)
+    extra = [
+        {**row, "filter": row.get("filter") or {"method": "not_implemented"}} for row in spec.get("extra_rows") or []
+    ]
+    for row in extra:
+        if not row.get("not_implemented"):
+            raise PruneLabError(f"extra row {row.get('name')!r}: extra_rows need a not_implemented reason")
+    return {**spec, "rows": [*(table_row(name, conf) for name in names), *extra]}

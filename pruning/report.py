@@ -635,8 +635,12 @@ def _paper_cell(
             "; ".join(m or "none recorded" for m in mixed),
         )
     ours = mean_std(cell_runs[column["metric"]])
-    command = "" if ours.n or column.get("auto") else cell_command(spec, row, column, group)
-    if ours.n == 0:
+    command = (
+        "" if ours.n or column.get("auto") or row.get("not_implemented") else cell_command(spec, row, column, group)
+    )
+    if ours.n == 0 and row.get("not_implemented"):
+        ours_text = "n/i"  # the reason is a footnote
+    elif ours.n == 0:
         ours_text: str = CommandText(command)
     else:
         ours_text = (
@@ -727,6 +731,9 @@ def build_paper_table(
         f"fills it; the whole table: `{table_command}`.{robust_note}{_budget_caption(spec, group)}"
     )
     footnotes = [UNVERIFIED_FOOTNOTE] if any_unverified else []
+    footnotes += [
+        f"n/i ({row['name']}): {row['not_implemented']}" for row in spec["rows"] if row.get("not_implemented")
+    ]
     footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}", _source_footnote(sources)]
     subtitle = group.describe() if group is not None else "no done runs yet · commands use the paper's budget"
     return ReportTable(

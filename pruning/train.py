@@ -54,6 +54,7 @@ class Schedule:
     test_batch_size: int = 256
     lr_schedule: str = "step"  # step | cosine
     warmup_epochs: int = 0  # linear warm-up epochs (part of ``epochs``)
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adam (L2 weight decay in the gradient, as TF's l2 loss)
 
     def lr_at(self, epoch: int) -> float:
         """Warm-up: lr * (epoch + 1) / (warmup + 1) for the first ``warmup_epochs`` epochs.
@@ -75,7 +76,7 @@ class Schedule:
         cache existed (lr_schedule, warmup_epochs) only when they differ from their defaults,
         so every existing config keeps its baseline key."""
         out = dict(self.__dict__)
-        for name, default in (("lr_schedule", "step"), ("warmup_epochs", 0)):
+        for name, default in (("lr_schedule", "step"), ("warmup_epochs", 0), ("optimizer", "sgd")):
             if out[name] == default:
                 del out[name]
         return out
@@ -119,6 +120,10 @@ PLAIN = Engine()
 
 
 def make_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
+    if schedule.optimizer == "adam":  # weight_decay adds wd * w to the gradient: TF's wd * l2_loss(w) = wd * sum(w^2)/2
+        return torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+    if schedule.optimizer != "sgd":
+        raise PruneLabError(f"schedule.optimizer={schedule.optimizer!r}: use sgd or adam")
     return torch.optim.SGD(
         model.parameters(),
         lr=schedule.lr,

@@ -95,6 +95,9 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
         value = _get(cfg, key)
         if value is not None and value not in LR_SCHEDULES:
             raise PruneLabError(f"{key}={value!r} is not a schedule; use one of {', '.join(LR_SCHEDULES)}")
+    optimizer = _get(cfg, "schedule.optimizer")
+    if optimizer is not None and optimizer not in ("sgd", "adam"):
+        raise PruneLabError(f"{s}.optimizer={optimizer!r} is not an optimizer; use sgd or adam")
     for key in (f"{s}.warmup_epochs", "finetune.warmup_epochs"):
         if _get(cfg, key) is not None:
             as_int(_get(cfg, key), key, 0)

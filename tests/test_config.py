@@ -13,7 +13,18 @@ def _options(group: str) -> list[str]:
 
 GROUP_CASES = [
     (group, option)
-    for group in ("data", "model", "method", "finetune", "schedule", "table_row", "experiment", "paths")
+    for group in (
+        "data",
+        "model",
+        "method",
+        "finetune",
+        "schedule",
+        "table_row",
+        "experiment",
+        "paths",
+        "adv_train",
+        "robustness",
+    )
     for option in _options(group)
 ]
 
@@ -28,6 +39,10 @@ def _valid_overrides(group: str, option: str) -> list[str]:
         return [f"data={option}", "model=resnet20"]
     if group == "method" and option == "tas":  # TAS searches ResNets only
         return ["method=tas", "model=resnet20", "data=cifar10"]
+    if group == "method" and option == "anp":  # ANP-VS: its own models (mask sites)
+        return ["method=anp", "model=lenet5_caffe", "data=mnist"]
+    if group == "finetune" and option == "none":
+        return ["finetune=none"]
     if group == "table_row":
         return [f"table_row={option}", "data=cifar10"]
     if group == "experiment":
