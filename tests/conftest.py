@@ -3,8 +3,10 @@ composition through Hydra's compose API, and a fast CPU config for pipeline runs
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -151,4 +153,31 @@ def write_image_folder(root: Path, n_train: int = 6, n_val: int = 3, side: int =
                 base = np.array([80 * c, 255 - 80 * c, 120], dtype=np.float64)
                 pixels = np.clip(base + rng.normal(0, 25, (side, side + 4 * i % 9, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{split}_{i}.JPEG", quality=90)
+    return root
+
+
+# ------------------------------------------------------------------ IDX files (MNIST family), official format
+def idx_bytes(array: np.ndarray) -> bytes:
+    """uint8 IDX: magic 0x0000 08 <ndim>, then each dimension as a big-endian uint32, then the data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
+    raw = idx_bytes(array)
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+    return path
+
+
+def write_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, gz: bool = True, seed: int = 0) -> Path:
+    """The four MNIST files in ``root`` (class-dependent brightness, so a net can learn them)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = np.clip(labels[:, None, None] * 25 + rng.normal(0, 20, (n, 28, 28)), 0, 255)
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,46 @@ def test_pixel_model_normalises():
     inner = nn.Identity()
     out = PixelModel(inner, MEAN, STD)(torch.full((1, 1, 2, 2), 0.1307))
     assert torch.allclose(out, torch.zeros(1, 1, 2, 2), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- ANP-VS end to end
+def test_anp_through_the_pipeline_and_its_paper_table(tmp_path):
+    from pruning.report import build_tables, load_runs, load_specs, render_markdown
+    from tests.conftest import write_fake_mnist
+
+    root = write_fake_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    common = [
+        "data=mnist",
+        f"data.root={root}",
+        "data.strict_sizes=false",
+        "model=lenet5_caffe",
+        "schedule=anp_lenet",
+        "schedule.epochs=2",
+        "robustness=pgd",
+        "robustness.steps=2",
+        "latency.cpu_batch_sizes=[1]",
+        "latency.repeats=2",
+    ]
+    anp = run_pipeline(plain_cfg([*common, "method=anp", "method.epochs=1", "method.attack.steps=2"], tmp_path))
+    assert anp["status"] == "done" and anp["key"]["variant"] == "anp_vs" and anp["key"]["finetune"] == "none"
+    assert "anp" in anp["stages"] and anp["final"]["top1"] == anp["stages"]["prune"]["top1"]
+    assert anp["stages"]["anp"]["macs_per_sample"] == 4 * anp["flops_dense"]  # clean + adversarial + 2 PGD steps
+    assert {"paper_unit_sparsity", "paper_memory_pct", "paper_flops_speedup", "masked_top1"} <= set(anp["extras"])
+    assert set(anp["evaluations"]) == {"pgd2", "fgsm", "pgd2_bb"}
+    assert (Path(anp["run_dir"]) / "final.pt").exists()
+    std = run_pipeline(plain_cfg([*common, "method=none"], tmp_path))
+    at = run_pipeline(plain_cfg([*common, "method=none", "adv_train=pgd", "adv_train.steps=2"], tmp_path))
+    assert at["evaluations"]["pgd2"]["n"] == std["evaluations"]["pgd2"]["n"] == 20
+
+    spec = load_specs()["anp_mnist"]
+    (table,) = build_tables(spec, load_runs(tmp_path))
+    text = render_markdown(table)
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| LeNet")}
+    assert "(n=1)" in rows["Standard"] and "(n=1)" in rows["AT (PGD, Madry)"] and "(n=1)" in rows["ANP-VS"]
+    assert "prune-exp -m table_row=anp_mnist_bp" in rows["BP (Bayesian pruning, no AT)"]
+    assert "n/i" in rows["ADMM"] and "Ye et al. 2019" in text
+    assert "L∞ PGD-2 eps 0.3 step 0.01" in text  # the attack is in the caption
+    record = table.records.set_index("pruned_model").loc["Standard"]
+    assert record["memory_ours_mean"] == 100.0 and record["wb_ours_mean"] == pytest.approx(
+        std["evaluations"]["pgd2"]["top1"], abs=1e-3
+    )

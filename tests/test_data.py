@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,37 +18,10 @@ import torch
 
 from pruning import PruneLabError
 from pruning import data as datasets
-from tests.conftest import REPO, plain_cfg, write_fake_cifar
+from tests.conftest import REPO, plain_cfg, write_fake_cifar, write_fake_mnist, write_idx
 
 SHARED = REPO.parent / "shared" / "data"
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-# ----------------------------------------------------------------------------- IDX files, official format
-def idx_bytes(array: np.ndarray) -> bytes:
-    """uint8 IDX: magic 0x0000 08 <ndim>, then each dimension as a big-endian uint32, then the data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
-    raw = idx_bytes(array)
-    path = path.with_name(path.name + ".gz") if gz else path
-    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
-    return path
-
-
-def write_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, gz: bool = True, seed: int = 0) -> Path:
-    """The four MNIST files in ``root`` (class-dependent brightness, so a net can learn them)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = np.clip(labels[:, None, None] * 25 + rng.normal(0, 20, (n, 28, 28)), 0, 255)
-        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
-    return root
 
 
 def _cfg(root: Path, **extra) -> dict:
