@@ -507,6 +507,7 @@ class ANP(Method):
         threshold: float = 1e-3,
         alpha: float = 1e-4,
         per_data: dict | None = None,
+        kl_n: int | None = None,
         **_: Any,
     ):
         self.adversarial, self.vs = bool(adversarial), bool(vs) and bool(adversarial)
@@ -546,6 +547,17 @@ class ANP(Method):
         self.adv_weight, self.weight_decay = values["adv_weight"], values["weight_decay"]
         self.threshold, self.alpha = values["threshold"], values["alpha"]
         self.boundaries = None if boundaries is None else _fraction_list(boundaries, "method.boundaries")
+        self.kl_n = None
+        if kl_n is not None:
+            try:
+                self.kl_n = int(kl_n)
+                bad = self.kl_n < 1 or float(kl_n) != self.kl_n
+            except (TypeError, ValueError):
+                bad = True
+            if bad:
+                raise PruneLabError(
+                    f"method.kl_n={kl_n!r} must be an integer >= 1 (the N of beta*KL/N; null: the training set size)"
+                )
         self.attack: AttackSpec | None = None
         if self.adversarial:
             if attack is None:
@@ -621,6 +633,7 @@ class ANP(Method):
             "attack": self.attack.describe() if self.attack is not None else None,
             "threshold": self.threshold,
             "alpha": self.alpha,
+            **({"kl_n": self.kl_n} if self.kl_n is not None else {}),
         }
 
     def validate(self, model_name: str, spec: dict) -> None:
@@ -773,7 +786,7 @@ class ANP(Method):
                 ctx.say(f"ANP: resumed after epoch {start}/{self.epochs}")
         else:
             torch.manual_seed(ctx.seed)
-        n_norm = float(n_train)
+        n_norm = float(self.kl_n or n_train)  # official: NUM_TRAIN, the training set's size
         t0 = time.perf_counter()
         try:
             for epoch in range(start, self.epochs):
