@@ -155,7 +155,7 @@ def test_robustness_recorded_and_added_to_a_finished_run(tmp_path):
     ev = m["evaluations"]
     assert set(ev) == {"pgd3", "fgsm"} and ev["pgd3"]["n"] == 360
     assert ev["pgd3"]["top1"] <= ev["pgd3"]["clean_top1"]
-    assert ev["pgd3"]["clean_top1"] == pytest.approx(m["final"]["top1"], abs=0.01)
+    assert ev["pgd3"]["clean_top1"] == pytest.approx(m["final"]["top1"], abs=0.01)  # the final network, eval mode
     # the finished run asked for more: evaluated from final.pt, not retrained
     cfg2 = plain_cfg([*QUICK_DIGITS, "robustness=pgd", "robustness.steps=3", "robustness.test_subset=50"], tmp_path)
     m2 = run_pipeline(cfg2)
@@ -184,14 +184,27 @@ def test_finetune_none_keeps_the_pruned_network(tmp_path):
     assert m["final"]["top1"] == m["stages"]["prune"]["top1"] and m["budget"]["stage_epochs"] == 0
 
 
+BAD_SETTINGS = [
+    (["robustness=pgd", "robustness.eps=2"], "robustness.eps=2"),
+    (["robustness=pgd", "robustness.source=nope.pt"], "robustness.source='nope.pt'"),
+    (["adv_train=pgd_second", "finetune=none"], "finetune=none has no second stage"),
+    (["adv_train=pgd", "adv_train.steps=0"], "adv_train.steps=0"),
+    (["adv_train=trades", "adv_train.beta=-1"], "adv_train.beta=-1"),
+]
+
+
+def test_bad_robustness_and_adversarial_settings_are_refused(tmp_path):
+    from pruning.config import validate
+
+    for args, message in BAD_SETTINGS:
+        with pytest.raises(PruneLabError) as e:
+            validate(plain_cfg(args, tmp_path))
+        assert message in str(e.value), (args, str(e.value))
+
+
+@pytest.mark.integration
 def test_bad_robustness_and_adversarial_settings_exit_2(tmp_path):
-    cases = [
-        (["robustness=pgd", "robustness.eps=2"], "robustness.eps=2"),
-        (["robustness=pgd", "robustness.source=nope.pt"], "robustness.source='nope.pt'"),
-        (["adv_train=pgd_second", "finetune=none"], "finetune=none has no second stage"),
-        (["adv_train=pgd", "adv_train.steps=0"], "adv_train.steps=0"),
-    ]
-    for args, message in cases:
+    for args, message in BAD_SETTINGS:
         r = prune_exp([*args, "quiet=true"], tmp_path)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert not list(tmp_path.rglob("metrics.json"))
