@@ -337,12 +337,14 @@ class Run:
         self.metrics.stages["prune"] = StageRecord(
             top1=after["top1"], top5=after["top5"], wall_s=round(time.perf_counter() - t0, 2)
         )
-        _record_sizes(self.metrics, pruned, masks, self.input_shape)
+        extras = dict(state.get("extras") or {})
+        cost = extras.pop("cost_per_sample", None)  # a dynamic network: MACs per test sample (mean, p5, p95)
+        _record_sizes(self.metrics, pruned, masks, self.input_shape, cost)
         self.metrics.latency = {
             name: LatencyRecord.from_dict(name, rec)
             for name, rec in measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt).items()
         }
-        self.metrics.extras = state.get("extras", {})
+        self.metrics.extras = extras
         own = dict(state.get("own_stage") or {})
         if own:  # the method's own training stage (a search, gate learning): recorded with its cost
             record = StageRecord.from_dict({k: v for k, v in own.items() if k != "name"})
@@ -639,10 +641,17 @@ def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) ->
     return out
 
 
-def _record_sizes(metrics: RunMetrics, pruned: torch.nn.Module, masks: dict | None, input_shape) -> None:
+def _record_sizes(
+    metrics: RunMetrics, pruned: torch.nn.Module, masks: dict | None, input_shape, cost: dict | None = None
+) -> None:
+    """Params and MACs of the pruned net; a dynamic net's MACs are its measured mean per test
+    sample (``cost``, recorded as ``cost_per_sample``), not the static count of every channel."""
     metrics.spec_pruned = pruned.spec
     metrics.params_pruned = count_params(pruned, masks)
     metrics.flops_pruned = count_macs(pruned, input_shape, nonzero=bool(masks))
+    if cost is not None:
+        metrics.cost_per_sample = cost
+        metrics.flops_pruned = int(round(float(cost["mean"])))
     metrics.params_reduction = reduction(metrics.params_dense, metrics.params_pruned)
     metrics.flops_reduction = reduction(metrics.flops_dense, metrics.flops_pruned)
     metrics.flops_speedup = metrics.flops_dense / metrics.flops_pruned

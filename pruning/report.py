@@ -102,6 +102,9 @@ RUN_COLUMNS = (
     "paper_flops_speedup",
     "paper_unit_sparsity",
     "masked_top1",
+    "cost_mean",
+    "cost_p5",
+    "cost_p95",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
@@ -187,6 +190,8 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
         record.setdefault(name, value)
     record["train_macs_total"] = metrics.training_macs()  # every stage's samples x forward MACs
     record.update(robustness_fields(metrics))
+    cost = metrics.cost_per_sample or {}  # dynamic networks: MACs per test sample
+    record.update(cost_mean=cost.get("mean"), cost_p5=cost.get("p5"), cost_p95=cost.get("p95"))
     for name in ("paper_memory_pct", "paper_flops_speedup", "paper_unit_sparsity", "masked_top1"):
         record[name] = metrics.extras.get(name)
     if key.method == "none" and metrics.params_dense is not None:  # nothing pruned: the paper's trivial values

@@ -52,7 +52,7 @@ def test_dry_run_writes_counts_without_training(tmp_path) -> None:
         (
             ["finetune=scratch_z"],
             "finetune='scratch_z' is not an option of the 'finetune' group; "
-            "valid options: finetune, scratch_b, scratch_e",
+            "valid options: finetune, none, scratch_b, scratch_e",
         ),
     ],
 )
