@@ -81,6 +81,7 @@ def _families() -> dict[str, Any]:
     fams["mobilenet_v2"] = importlib.import_module("pruning.models.mobilenet_v2")
     fams["lenet"] = importlib.import_module("pruning.models.lenet")  # ANP-VS LeNet-5-Caffe (MNIST)
     fams["vgg_anp"] = importlib.import_module("pruning.models.vgg_anp")  # ANP-VS VGG-16 (CIFAR)
+    fams["sanp"] = importlib.import_module("pruning.models.sanp")  # SANP: per-sample gated nets
     return fams
 
 

@@ -1,0 +1,498 @@
+"""SANP: Self-Adaptive Network Pruning (per-sample dynamic channel pruning).
+
+Chen, Zhu, Li & Zhao, "Self-Adaptive Network Pruning", ICONIP 2019, arXiv 1910.08906. There is no
+public code and no readable result table (shared/reference/papers-pfs-anp-sanp-flop.md, section 3).
+This is a re-implementation in which every part the paper does not pin down is filled from a
+documented design with code, and exposed as config (conf/method/sanp.yaml) where alternatives are
+cheap. Sources: [SANP] the abstract and a secondary summary of the paper's figure; [DGNet] Li et
+al., "Dynamic Dual Gating Neural Networks", ICCV 2021, github:CAS-CLab/DGNet (HEAD 6b709a3: read
+``models/mask.py``, ``models/cifar/resdg.py``, ``regularization.py``, ``main.py``, ``options.py``,
+``scripts/cifar_t.sh``; nothing copied); [FBS] Gao et al., "Dynamic Channel Pruning: Feature
+Boosting and Suppression", ICLR 2019 (as summarised in the reference file).
+
+What the model is (``pruning/models/sanp.py``, family ``sanp``):
+1. One SPM per prunable conv, predicting per-channel saliency from the conv's INPUT [SANP]; a
+   channel with decision 0 is not computed [SANP]. Which convs: every conv of VGG, the first conv
+   of every ResNet basic block (its mid channels; the block's output channels feed the residual
+   add and are not gated) [ours: the standard choice of dynamic channel methods, DGNet's Mask_c
+   gates the same conv]. The stem conv of ResNets is not gated.
+2. SPM architecture: AvgPool -> 1x1 conv C_in->max(min_hidden, C_in/reduction) -> BN -> ReLU ->
+   1x1 conv -> C_out logits [DGNet Mask_c, reduction 4; min_hidden ours, for VGG's 3-channel
+   input]. Initialisation: He-normal convs, final bias ``gate_bias_init`` = 2 (~88% of channels
+   open under the Gumbel noise at the start; DGNet ``--bias 2``).
+3. Decision in training (``relaxation``): ``gumbel_st`` (default) = Gumbel-sigmoid with
+   temperature 2/3, hard threshold 0.5 in the forward pass, straight-through gradient of the soft
+   value [DGNet GumbelSoftmax, eps 0.66667]; ``sigmoid_st`` = deterministic, hard = logit >= 0 with
+   the gradient of sigmoid(logit / T) [ours, a no-noise ablation]. Test: logit >= 0 [DGNet].
+   (FBS's top-k winner-take-all is not offered: it fixes the per-sample cost, which is what SANP's
+   self-adaptive budget avoids.)
+4. The mask multiplies the conv's output after BN and ReLU [DGNet resdg.py]; the forward equals
+   masking before the ReLU, but a closed channel keeps a gradient to its gate.
+
+Training (``prune``):
+5. Joint training of backbone and SPMs from the pretrained dense baseline [SANP: joint training;
+   DGNet: from a pretrained model] with CE + ``cost_weight`` * cost, cost on the batch-mean
+   per-sample MACs ratio r = mean_b MACs_b / MACs_dense (SPM MACs included; MACs_b counted from
+   the ST masks, so r is differentiable) against the target t = 1 - ``ratio``:
+   ``squared``: (r - t)^2 [DGNet spar_loss, lbda 5 = our default cost_weight];
+   ``hinge``: max(0, r - t) [ours: only exceeding the budget is penalised].
+   DGNet's per-layer balance loss is not used (SANP describes none). SGD with momentum, Nesterov,
+   weight decay on the backbone, none on the SPMs [DGNet main.py: no decay on 'mask' params];
+   learning rate cosine-annealed over ``epochs`` (``lr_schedule: cosine | step | constant``; DGNet
+   CIFAR: lr 0.1, step at 150/225 of 300 epochs; our defaults are sized for short budgets).
+6. Cost measured honestly [issue 13]: after training, every test image's hard decisions give its
+   exact MACs (``pruning.models.sanp.per_sample_macs``: count_macs conventions, SPMs included);
+   extras ``cost_per_sample`` (mean, p5, p95) and ``budget_hit``; per-layer and per-class keep
+   rates (``keep_rates`` + ``sanp_keep_rates.png``). At batch 1 in eval mode the model runs a real
+   skipping path (only kept channels are computed), so the pipeline's batch-1 latency is wall-clock.
+
+The ratio is the fraction of the dense base net's MACs removed from the MEAN per-sample cost; a
+sample may cost more or less than the target.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pruning import PruneLabError
+from pruning.cache import cached, digest
+from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
+from pruning.measure import count_macs
+from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.models import build
+from pruning.models.sanp import RELAXATIONS, SANPNet
+
+SUPPORTED = "model=resnet20 / resnet32 / resnet56 / resnet110 or vgg16 (CIFAR), model=resnet18 (ImageNet)"
+COST_LOSSES = ("squared", "hinge")
+LR_SCHEDULES = ("cosine", "step", "constant")
+
+
+def _number(what: str, value: Any, cast, ok, hint: str):
+    try:
+        x = cast(value)
+        good = ok(x) and (float(value) == x if cast is int else math.isfinite(x))
+        if isinstance(value, bool):
+            good = False
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise PruneLabError(f"{what}={value!r} must be {hint}")
+    return x
+
+
+def _choice(what: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise PruneLabError(f"{what}={value!r}: use one of {', '.join(options)}")
+    return str(value)
+
+
+def cost_loss(ratio: torch.Tensor, target: float, kind: str) -> torch.Tensor:
+    """The budget term on the batch-mean MACs ratio (module docstring, 5)."""
+    if kind == "squared":
+        return (ratio - target) ** 2
+    if kind == "hinge":
+        return F.relu(ratio - target)
+    raise PruneLabError(f"method.cost_loss={kind!r}: use one of {', '.join(COST_LOSSES)}")
+
+
+@torch.no_grad()
+def dynamic_evaluate(model: SANPNet, data, batch_size: int, device, input_shape) -> dict[str, Any]:
+    """Over the test set, eval mode, hard decisions (masked path): top-1, each sample's exact MACs
+    (N,) int64, each sample's keep fraction per gate (N, G) and the labels (N,)."""
+    model.eval()
+    terms = model.cost_terms(tuple(input_shape))
+    macs, fracs, labels_all, correct = [], [], [], 0
+    with model.masked():
+        for images, labels in data.test_batches(batch_size):
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            masks = [m.round().long() for m in model.last_masks]
+            macs.append(model.macs_from_masks(masks, terms).cpu())
+            fracs.append(torch.stack([m.float().mean(1) for m in masks], 1).cpu())  # (B, G)
+            labels_all.append(labels.cpu())
+            correct += int((logits.argmax(1) == labels).sum())
+    n = sum(len(x) for x in labels_all)
+    return {
+        "top1": 100.0 * correct / max(1, n),
+        "macs": torch.cat(macs),
+        "keep": torch.cat(fracs),
+        "labels": torch.cat(labels_all),
+    }
+
+
+def keep_rate_record(model: SANPNet, keep: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Per gated layer: mean keep fraction over the test set, and per class (classes x layers)."""
+    per_class = []
+    for c in range(num_classes):
+        sel = labels == c
+        per_class.append([round(float(v), 4) for v in keep[sel].mean(0)] if bool(sel.any()) else None)
+    return {
+        "layers": [s.name for s in model.sites],
+        "channels": [s.c_out for s in model.sites],
+        "overall": [round(float(v), 4) for v in keep.mean(0)],
+        "per_class": per_class,
+        "per_sample_std": [round(float(v), 4) for v in keep.std(0)] if keep.shape[0] > 1 else None,
+    }
+
+
+def plot_keep_rates(record: dict, path: Path, title: str) -> None:
+    """Per-layer bars (mean keep fraction, with the across-class range) and a class x layer heatmap of
+    each class's departure from the layer mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = [n.replace("stages.", "s").replace("features.", "f").replace(".conv1", "") for n in record["layers"]]
+    overall = np.array(record["overall"])
+    rows = [(c, r) for c, r in enumerate(record["per_class"]) if r is not None]
+    heat = np.array([r for _, r in rows]) if rows else np.zeros((0, len(layers)))
+    width = max(7.0, 0.28 * len(layers) + 2)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(width, 8), gridspec_kw={"height_ratios": [1, 1.4 if len(rows) <= 20 else 2.2]}
+    )
+    xs = np.arange(len(layers))
+    top.bar(xs, overall, color="C0", label="mean over test images")
+    if len(rows):
+        lo, hi = heat.min(0), heat.max(0)
+        yerr = [overall - lo, hi - overall]
+        top.errorbar(xs, overall, yerr=yerr, fmt="none", ecolor="k", lw=0.8, capsize=2, label="range across classes")
+    top.set_ylim(0, 1.05)
+    top.set_ylabel("kept fraction of channels")
+    top.set_xticks(xs, layers, rotation=90, fontsize=7)
+    top.set_xlim(-0.6, len(layers) - 0.4)
+    top.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    top.set_title(title, fontsize=9)
+    if len(rows):
+        dev = heat - overall[None, :]  # how each class departs from the layer's mean keep rate
+        lim = max(0.01, float(np.abs(dev).max()))
+        im = bottom.imshow(dev, aspect="auto", cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
+        bottom.set_xticks(xs, layers, rotation=90, fontsize=7)
+        step = max(1, len(rows) // 25)
+        bottom.set_yticks(range(0, len(rows), step), [str(rows[i][0]) for i in range(0, len(rows), step)], fontsize=7)
+        bottom.set_ylabel("class")
+        bottom.set_xlabel("gated layer")
+        bottom.set_title("per-class kept fraction minus the layer mean (blue: the class keeps more)", fontsize=8)
+        fig.colorbar(im, ax=bottom, fraction=0.03, pad=0.01)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class SANP(Method):
+    name = "sanp"
+
+    def __init__(
+        self,
+        ratio: float = 0.5,
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        gate_weight_decay: float = 0.0,
+        nesterov: bool = True,
+        lr_schedule: str = "cosine",
+        cost_weight: float = 5.0,
+        cost_loss: str = "squared",
+        relaxation: str = "gumbel_st",
+        temperature: float = 2.0 / 3.0,
+        reduction: int = 4,
+        min_hidden: int = 4,
+        gate_bias_init: float = 2.0,
+        test_batch_size: int = 256,
+        **_: Any,
+    ):
+        self.ratio = check_ratio(ratio, "method.ratio")
+        self.epochs = _number("method.epochs", epochs, int, lambda v: v >= 1, "an integer >= 1")
+        self.batch_size = _number("method.batch_size", batch_size, int, lambda v: v >= 2, "an integer >= 2")
+        self.test_batch_size = _number("method.test_batch_size", test_batch_size, int, lambda v: v >= 1, ">= 1")
+        self.lr = _number("method.lr", lr, float, lambda v: v > 0, "> 0 (e.g. 0.05)")
+        self.momentum = _number("method.momentum", momentum, float, lambda v: 0 <= v < 1, "in [0, 1)")
+        self.weight_decay = _number("method.weight_decay", weight_decay, float, lambda v: v >= 0, ">= 0")
+        self.gate_weight_decay = _number("method.gate_weight_decay", gate_weight_decay, float, lambda v: v >= 0, ">= 0")
+        self.nesterov = bool(nesterov)
+        self.lr_schedule = _choice("method.lr_schedule", lr_schedule, LR_SCHEDULES)
+        self.cost_weight = _number("method.cost_weight", cost_weight, float, lambda v: v >= 0, ">= 0 (DGNet: 5)")
+        self.cost_loss = _choice("method.cost_loss", cost_loss, COST_LOSSES)
+        self.relaxation = _choice("method.relaxation", relaxation, RELAXATIONS)
+        self.temperature = _number("method.temperature", temperature, float, lambda v: v > 0, "> 0 (DGNet: 2/3)")
+        self.reduction = _number("method.reduction", reduction, int, lambda v: v >= 1, "an integer >= 1 (DGNet: 4)")
+        self.min_hidden = _number("method.min_hidden", min_hidden, int, lambda v: v >= 1, "an integer >= 1")
+        self.gate_bias_init = _number("method.gate_bias_init", gate_bias_init, float, lambda v: True, "a number")
+        if self.nesterov and self.momentum == 0:
+            raise PruneLabError("method.nesterov=true needs method.momentum > 0")
+
+    # ------------------------------------------------------------------ identity
+    def key(self) -> dict[str, Any]:
+        return {"variant": None, "ratio": self.ratio}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "gate_weight_decay": self.gate_weight_decay,
+            "nesterov": self.nesterov,
+            "lr_schedule": self.lr_schedule,
+            "cost_weight": self.cost_weight,
+            "cost_loss": self.cost_loss,
+            "relaxation": self.relaxation,
+            "temperature": self.temperature,
+            "reduction": self.reduction,
+            "min_hidden": self.min_hidden,
+            "gate_bias_init": self.gate_bias_init,
+        }
+
+    def validate(self, model_name: str, spec: dict) -> None:
+        arch = spec.get("arch")
+        ok = arch in ("resnet_cifar", "vgg_cifar") or (arch == "resnet_imagenet" and spec.get("block") == "basic")
+        if not ok:
+            raise PruneLabError(
+                f"method=sanp does not support model={model_name} (arch {arch!r}, block {spec.get('block')!r}); "
+                f"supported: {SUPPORTED}"
+            )
+
+    def sanp_spec(self, base_spec: dict) -> dict:
+        return {
+            "arch": "sanp",
+            "base": copy.deepcopy(base_spec),
+            "reduction": self.reduction,
+            "min_hidden": self.min_hidden,
+            "temperature": self.temperature,
+            "relaxation": self.relaxation,
+            "gate_bias": self.gate_bias_init,
+        }
+
+    def lr_at(self, epoch: int) -> float:
+        if self.lr_schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.lr_schedule == "step":  # x0.1 at 50% and 75% (DGNet's 150 / 225 of 300)
+            return self.lr * 0.1 ** sum(epoch >= max(1, int(f * self.epochs)) for f in (0.5, 0.75))
+        return self.lr
+
+    # ------------------------------------------------------------------ prune
+    def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
+        if ctx.data is None:
+            raise PruneLabError("SANP trains its SPMs on data: PruneContext.data is required")
+        self.validate(model.spec.get("arch", "?"), model.spec)
+        device = torch.device(ctx.device)
+        input_shape = tuple(int(v) for v in ctx.input_shape)
+        dense_macs = count_macs(model, input_shape)
+        torch.manual_seed(ctx.seed)
+        spec = self.sanp_spec(model.spec)
+        net = build(spec).to(device)
+        net.base.load_state_dict(model.state_dict())  # the trained dense weights; SPMs start open
+        learnt = self.cached_training(net, ctx, dense_macs)
+        ev = dynamic_evaluate(net, ctx.data, self.test_batch_size, device, input_shape)
+        macs = ev["macs"].double()
+        q = torch.quantile(macs, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
+        mean = float(macs.mean())
+        target = (1.0 - self.ratio) * dense_macs
+        achieved = 100.0 * (1.0 - mean / dense_macs)
+        record = keep_rate_record(net, ev["keep"], ev["labels"], int(getattr(ctx.data, "num_classes", 0) or 0))
+        extras: dict[str, Any] = {
+            "cost_per_sample": {
+                "mean": mean,
+                "p5": q[0],
+                "median": q[1],
+                "p95": q[2],
+                "min": float(macs.min()),
+                "max": float(macs.max()),
+                "unit": "MACs",
+                "dense": dense_macs,
+                "target_mean": target,
+                "spm_macs": net.spm_macs(),  # the SPMs at full input width (included in every count)
+                "samples": int(macs.numel()),
+                "split": "test",
+            },
+            "budget_hit": {
+                "requested_reduction_pct": 100.0 * self.ratio,
+                "achieved_reduction_pct": achieved,
+                "gap_pct": achieved - 100.0 * self.ratio,  # > 0: cheaper than asked
+            },
+            "dynamic_top1": ev["top1"],
+            "keep_rates": record,
+            "gated_layers": len(net.sites),
+            "history": learnt["history"],
+            "sanp_cached": learnt["cached"],
+        }
+        if ctx.work_dir is not None:
+            work = Path(ctx.work_dir)
+            write_json(work / "sanp_keep_rates.json", {**record, "cost_per_sample": extras["cost_per_sample"]})
+            title = (
+                f"SANP {model.spec.get('arch')}: mean MACs -{achieved:.1f}% (target -{100 * self.ratio:.0f}%), "
+                f"top-1 {ev['top1']:.2f}%"
+            )
+            plot_keep_rates(record, work / "sanp_keep_rates.png", title)
+        # training cost: the training forward computes every channel and masks (dense + SPMs)
+        own_stage = {
+            "name": "sanp",
+            "epochs": self.epochs,
+            "samples": learnt["samples"],
+            "macs_per_sample": dense_macs + net.spm_macs(),
+            "wall_s": learnt["wall_s"],
+            "top1": ev["top1"],
+            "cached": bool(learnt["cached"]),
+        }
+        net.eval()
+        return PruneResult(model=net, spec=spec, extras=extras, own_stage=own_stage)
+
+    # ------------------------------------------------------------------ training (cached)
+    def identity(self, net: SANPNet, ctx: PruneContext) -> dict[str, Any]:
+        data = ctx.data
+        return {
+            "source": ctx.source_id,
+            "seed": ctx.seed,
+            "input_shape": list(ctx.input_shape),
+            "spec": net.spec,
+            "data": {"name": data.name, "train_size": len(data.train)},
+            "ratio": self.ratio,
+            "settings": self.settings(),
+        }
+
+    def cached_training(self, net: SANPNet, ctx: PruneContext, dense_macs: int) -> dict:
+        """Train (or load from ``<cache_dir>/sanp/<source>-<digest>``) backbone + SPMs into ``net``;
+        checkpointed every epoch in the run directory (else the cache entry)."""
+        work = Path(ctx.work_dir) if ctx.work_dir is not None else None
+        if ctx.cache_dir is None or ctx.source_id is None:
+            return {**self.train(net, ctx, work, dense_macs), "cached": False}
+        entry_dir = Path(ctx.cache_dir) / "sanp" / f"{ctx.source_id}-{digest(self.identity(net, ctx))}"
+
+        def load(entry: Path) -> dict:
+            state = load_checkpoint(entry / "sanp.pt", map_location=ctx.device)
+            net.load_state_dict(state["model"])
+            return {**state["result"], "cached": entry.name}
+
+        def build_entry(entry: Path) -> dict:
+            result = self.train(net, ctx, work if work is not None else entry, dense_macs)
+            save_checkpoint(entry / "sanp.pt", {"model": net.state_dict(), "spec": net.spec, "result": result})
+            write_json(entry / "identity.json", self.identity(net, ctx))
+            return {**result, "cached": False}
+
+        result, hit = cached(
+            entry_dir, load=load, build=build_entry, files=("sanp.pt",), say=ctx.say, what="cached SANP"
+        )
+        if hit and not ctx.quiet:
+            ctx.say(f"SANP: cached ({entry_dir.name})")
+        return result
+
+    def train(self, net: SANPNet, ctx: PruneContext, work: Path | None, dense_macs: int) -> dict:
+        data, device = ctx.data, torch.device(ctx.device)
+        net.to(device)
+        gate_params = list(net.gates.parameters())
+        base_params = list(net.base.parameters())
+        opt = torch.optim.SGD(
+            [
+                {"params": base_params, "weight_decay": self.weight_decay},
+                {"params": gate_params, "weight_decay": self.gate_weight_decay},
+            ],
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+        )
+        terms = net.cost_terms(tuple(ctx.input_shape))
+        target = 1.0 - self.ratio
+        ckpt = work / "ckpt_sanp.pt" if work is not None else None
+        tag = digest(self.identity(net, ctx))
+        state = load_or_quarantine(ckpt, ctx.say, map_location=device, what="SANP checkpoint") if ckpt else None
+        if state is not None and state.get("identity") != tag:
+            ctx.say("SANP: ignoring a checkpoint of different settings in the run directory")
+            state = None
+        history: list[dict] = []
+        start, seen, wall_before = 0, 0, 0.0
+        if state is not None:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            history, start, seen, wall_before = state["history"], state["epoch"], state["seen"], state["wall_s"]
+            torch.set_rng_state(state["rng"].cpu())
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+            if not ctx.quiet:
+                ctx.say(f"SANP: resumed after epoch {start}/{self.epochs}")
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(start, self.epochs):
+                t_epoch = time.perf_counter()
+                lr = self.lr_at(epoch)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+                sums = torch.zeros(5, device=device)  # CE, cost, ratio, correct, count (sample-weighted)
+                net.train()
+                for images, labels in data.train_batches(self.batch_size, generator):
+                    if labels.shape[0] < 2:  # the SPMs' BN needs two samples
+                        continue
+                    images, labels = images.to(device), labels.to(device)
+                    logits = net(images)
+                    ce = F.cross_entropy(logits, labels)
+                    ratio = net.macs_from_masks(net.last_masks, terms).mean() / dense_macs
+                    cost = cost_loss(ratio, target, self.cost_loss)
+                    loss = ce + self.cost_weight * cost
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    n = float(labels.shape[0])
+                    with torch.no_grad():
+                        correct = (logits.argmax(1) == labels).sum().float()
+                        sums += torch.stack(
+                            [ce.detach() * n, cost.detach() * n, ratio.detach() * n, correct, ce.new_tensor(n)]
+                        )
+                    seen += int(labels.shape[0])
+                ev = dynamic_evaluate(net, data, self.test_batch_size, device, tuple(ctx.input_shape))
+                s = sums.tolist()
+                count = max(1.0, s[4])
+                row = {
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "ce": s[0] / count,
+                    "cost": s[1] / count,
+                    "train_macs_ratio": s[2] / count,
+                    "train_top1": 100.0 * s[3] / count,
+                    "test_top1": ev["top1"],
+                    "test_macs_ratio": float(ev["macs"].double().mean()) / dense_macs,
+                    "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                }
+                history.append(row)
+                if ckpt is not None:
+                    save_checkpoint(
+                        ckpt,
+                        {
+                            "identity": tag,
+                            "model": net.state_dict(),
+                            "opt": opt.state_dict(),
+                            "history": history,
+                            "epoch": epoch + 1,
+                            "seen": seen,
+                            "wall_s": wall_before + time.perf_counter() - t0,
+                            "rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        },
+                    )
+                if not ctx.quiet:
+                    ctx.say(
+                        f"SANP: epoch {epoch + 1}/{self.epochs} CE {row['ce']:.3f} MACs ratio train "
+                        f"{row['train_macs_ratio']:.3f} test {row['test_macs_ratio']:.3f} (target {target:.3f}) "
+                        f"test top-1 {row['test_top1']:.2f}%"
+                    )
+        finally:
+            net.eval()
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+        return {
+            "history": history,
+            "epochs": self.epochs,
+            "samples": seen,
+            "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+        }
