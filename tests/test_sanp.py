@@ -246,7 +246,8 @@ def test_prune_end_to_end_resnet20_cached(tmp_path: Path) -> None:
     )
 
 
-def test_prune_vgg_and_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate_optimizer", ["sgd", "adam"])
+def test_prune_vgg_and_resumes_from_the_epoch_checkpoint(tmp_path: Path, gate_optimizer: str) -> None:
     class Killed(Exception):
         pass
 
@@ -256,7 +257,15 @@ def test_prune_vgg_and_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None
 
     torch.manual_seed(0)
     dense = build(default_spec("vgg_cifar", **SMALL_VGG))
-    method = SANP(ratio=0.4, epochs=2, batch_size=16, lr=0.01, relaxation="sigmoid_st", cost_loss="hinge")
+    method = SANP(
+        ratio=0.4,
+        epochs=2,
+        batch_size=16,
+        lr=0.01,
+        relaxation="sigmoid_st",
+        cost_loss="hinge",
+        gate_optimizer=gate_optimizer,
+    )
     with pytest.raises(Killed):
         method.prune(dense, _ctx(tmp_path, "run", cache=False, side=16, quiet=False, say=dies_after_epoch_1))
     assert (tmp_path / "run" / "ckpt_sanp.pt").exists()
@@ -285,6 +294,8 @@ def test_prune_vgg_and_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None
         ({"temperature": 0}, "method.temperature"),
         ({"lr_schedule": "poly"}, "method.lr_schedule"),
         ({"reduction": 0}, "method.reduction"),
+        ({"gate_optimizer": "rmsprop"}, "method.gate_optimizer"),
+        ({"gate_lr": 0}, "method.gate_lr"),
     ],
 )
 def test_bad_config_values_name_the_key(kw: dict, key: str) -> None:
