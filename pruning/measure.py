@@ -78,25 +78,40 @@ def measure_latency_pair(
     batch_size: int,
     warmup: int = 3,
     repeats: int = 10,
+    inputs: torch.Tensor | None = None,
 ) -> dict:
     """Dense vs pruned latency measured side by side: after ``warmup`` untimed passes of each,
     ``repeats`` rounds that time one dense and one pruned forward pass back to back (the order
     alternating), so load from other processes hits both alike and the ratio stays meaningful
-    on a shared machine. Medians, minima and the speedup (dense median / pruned median)."""
+    on a shared machine. Medians, minima and the speedup (dense median / pruned median).
+    ``inputs``: real images (N, *input_shape); round r times batch r of them (cycled), the same
+    for both nets, so a dynamic network's per-sample decisions are those of real data (random
+    inputs otherwise)."""
     import copy
     import statistics
     import time
 
     device = torch.device(device)
     nets = [copy.deepcopy(m).to(device).eval() for m in (dense, pruned)]
-    x = torch.randn(batch_size, *input_shape, device=device)
+    if inputs is not None and len(inputs):
+        pool = inputs.to(device)
+
+        def batch(r: int) -> torch.Tensor:
+            return pool[(r * batch_size + torch.arange(batch_size)) % len(pool)]
+    else:
+        x = torch.randn(batch_size, *input_shape, device=device)
+
+        def batch(r: int) -> torch.Tensor:
+            return x
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for net in nets:
-        for _ in range(warmup):
-            net(x)
+        for w in range(warmup):
+            net(batch(w))
     sync()
     times: list[list[float]] = [[], []]
     for r in range(repeats):
+        x = batch(r)
         for i in (0, 1) if r % 2 == 0 else (1, 0):
             t0 = time.perf_counter()
             nets[i](x)
@@ -111,4 +126,5 @@ def measure_latency_pair(
         "pruned_min_ms": min(times[1]),
         "repeats": repeats,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "inputs": "test images" if inputs is not None and len(inputs) else "random",
     }

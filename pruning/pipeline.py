@@ -342,7 +342,9 @@ class Run:
         _record_sizes(self.metrics, pruned, masks, self.input_shape, cost)
         self.metrics.latency = {
             name: LatencyRecord.from_dict(name, rec)
-            for name, rec in measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt).items()
+            for name, rec in measure_latencies(
+                dense, pruned, self.input_shape, self.cfg, self.rt, inputs=self._latency_inputs()
+            ).items()
         }
         self.metrics.extras = extras
         own = dict(state.get("own_stage") or {})
@@ -353,6 +355,19 @@ class Run:
             self.metrics.stages[str(own.get("name", "method"))] = record
         self.save()
         return pruned, masks
+
+    def _latency_inputs(self) -> torch.Tensor | None:
+        """Real test images for the latency measurement (a dynamic network decides per sample):
+        up to 640, the first test batches."""
+        lat = self.cfg.get("latency") or {}
+        need = max([int(b) for b in lat.get("cpu_batch_sizes", [1, 64])] + [1]) * int(lat.get("repeats", 10))
+        images, count = [], 0
+        for batch, _ in self.data.test_batches(256):
+            images.append(batch.cpu())
+            count += len(batch)
+            if count >= min(need, 640):
+                break
+        return torch.cat(images)[: min(need, 640)] if images else None
 
     def second_stage(self, dense: torch.nn.Module, pruned: torch.nn.Module, masks: dict | None) -> None:
         """finetune keeps the pruned weights; scratch_e / scratch_b re-initialise the pruned spec

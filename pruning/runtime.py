@@ -66,9 +66,15 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 def measure_latencies(
-    dense: torch.nn.Module, pruned: torch.nn.Module, input_shape: tuple[int, ...], cfg: dict, rt: Runtime
+    dense: torch.nn.Module,
+    pruned: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    cfg: dict,
+    rt: Runtime,
+    inputs: torch.Tensor | None = None,
 ) -> dict:
-    """Median latency of dense vs pruned, per setting: CPU at each batch size, CUDA at one."""
+    """Median latency of dense vs pruned, per setting: CPU at each batch size, CUDA at one;
+    ``inputs``: real test images to time on (``measure_latency_pair``)."""
     lat_cfg = cfg.get("latency") or {}
     if not lat_cfg.get("enabled", True) or not rt.dist.is_main:
         return {}
@@ -79,5 +85,5 @@ def measure_latencies(
     for device, batch in settings:
         kw = {"warmup": int(lat_cfg.get("warmup", 3)), "repeats": int(lat_cfg.get("repeats", 10))}
         name = f"{'cpu' if device == 'cpu' else 'cuda'}_b{batch}"
-        out[name] = measure_latency_pair(dense, pruned, input_shape, device, batch, **kw)
+        out[name] = measure_latency_pair(dense, pruned, input_shape, device, batch, inputs=inputs, **kw)
     return out
