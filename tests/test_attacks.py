@@ -264,3 +264,17 @@ def test_anp_through_the_pipeline_and_its_paper_table(tmp_path):
     assert record["memory_ours_mean"] == 100.0 and record["wb_ours_mean"] == pytest.approx(
         std["evaluations"]["pgd2"]["top1"], abs=1e-3
     )
+
+
+def test_attack_presets_and_robustness_leave_run_directories_unchanged(tmp_path):
+    """The data's `adversarial` block and robustness=... change no run directory (existing
+    commands still resume / skip their runs); adversarial training does."""
+    from pruning.config import run_subdir
+
+    base = plain_cfg(["data=cifar10", "model=resnet20"], tmp_path)
+    evaluated = plain_cfg(["data=cifar10", "model=resnet20", "robustness=pgd"], tmp_path)
+    no_preset = plain_cfg(["data=cifar10", "model=resnet20"], tmp_path)
+    del no_preset["data"]["adversarial"]
+    trained = plain_cfg(["data=cifar10", "model=resnet20", "adv_train=pgd"], tmp_path)
+    assert run_subdir(base) == run_subdir(evaluated) == run_subdir(no_preset)
+    assert run_subdir(trained) != run_subdir(base) and "+pgd/" in run_subdir(trained)

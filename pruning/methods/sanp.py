@@ -334,6 +334,7 @@ class SANP(Method):
                 "achieved_reduction_pct": achieved,
                 "gap_pct": achieved - 100.0 * self.ratio,  # > 0: cheaper than asked
             },
+            "requested_flops_reduction": 100.0 * self.ratio,  # the report's "requested" column (as TAS)
             "dynamic_top1": ev["top1"],
             "keep_rates": record,
             "gated_layers": len(net.sites),
