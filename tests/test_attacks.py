@@ -149,6 +149,7 @@ def test_robust_evaluate_is_seeded_and_black_box_uses_the_source():
 
 
 # ----------------------------------------------------------------------------- pipeline integration
+@pytest.mark.integration  # two pipeline runs + attacks (~15 s): the slower tier
 def test_robustness_recorded_and_added_to_a_finished_run(tmp_path):
     cfg = plain_cfg([*QUICK_DIGITS, "robustness=pgd", "robustness.steps=3", "robustness.black_box=false"], tmp_path)
     m = run_pipeline(cfg)
@@ -165,6 +166,7 @@ def test_robustness_recorded_and_added_to_a_finished_run(tmp_path):
     assert m2["evaluations"]["pgd3"]["n"] == 50  # settings changed (subset): re-measured
 
 
+@pytest.mark.integration  # three adversarially trained pipeline runs: the slower tier
 def test_adversarial_training_dense_and_second_stage(tmp_path):
     at = run_pipeline(plain_cfg([*QUICK_DIGITS, "method=none", "adv_train=pgd", "adv_train.steps=2"], tmp_path))
     std = run_pipeline(plain_cfg([*QUICK_DIGITS, "method=none"], tmp_path))

@@ -48,7 +48,7 @@ def prune_exp(args: list[str], results: Path) -> subprocess.CompletedProcess:
     "args,expected",
     [
         (["-m", "experiment=rethinkng_l1_cifar10"], "experiment='rethinkng_l1_cifar10' is not an option"),
-        (["table_row=l1_vgg16_Z"], "valid options: l1_resnet110_A"),
+        (["table_row=l1_vgg16_Z"], "l1_resnet110_A, l1_resnet110_B"),
         (["-m", "model=resnet20,resnet57"], "model='resnet57' is not an option"),
         (["hydra/launcher=slurm"], "valid options: basic"),
         (["schedule.batch_size=0"], "schedule.batch_size=0 must be >= 1"),

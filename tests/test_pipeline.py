@@ -29,6 +29,7 @@ def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
         "variant": None,
         "ratio": 0.5,
         "finetune": "finetune",
+        "adv_train": "none",
         "seed": 0,
     }
     assert set(m["stages"]) == {"pretrain", "prune", "finetune"}
