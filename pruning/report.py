@@ -665,7 +665,8 @@ def _paper_cell(
         )
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
-    texts = [ours_text] if kind in ("speedup", "robust") else [paper.format(kind) if paper else "", ours_text]
+    ours_only = kind in ("speedup", "robust") or spec.get("paper_values") is False
+    texts = [ours_text] if ours_only else [paper.format(kind) if paper else "", ours_text]
     record: dict[str, Any] = {
         f"{key}_paper_mean": paper.mean if paper else None,
         f"{key}_paper_std": paper.std if paper else None,
@@ -674,7 +675,7 @@ def _paper_cell(
         f"{key}_ours_std": _rounded(ours.std),
         f"{key}_ours_n": ours.n,
     }
-    if kind in DELTA_KINDS:
+    if kind in DELTA_KINDS and not ours_only:
         texts.append("" if delta is None else f"{delta:+.3f}" if kind == "value" else f"{delta:+.2f}")
         record[f"{key}_delta"] = _rounded(delta)
     record[f"{key}_command"] = command
@@ -706,6 +707,8 @@ def build_paper_table(
         sub_labels = {"speedup": ["ours"], "robust": ["ours"]}.get(
             column["kind"], ["paper", "ours", "Δ"] if column["kind"] in DELTA_KINDS else ["paper", "ours"]
         )
+        if spec.get("paper_values") is False:  # a table without paper values: ours only
+            sub_labels = ["ours"]
         header_groups.append((column["label"], sub_labels))
 
     rows, records = [], []
@@ -727,9 +730,10 @@ def build_paper_table(
 
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
+    delta_note = "" if spec.get("paper_values") is False else " Δ = ours mean − paper mean."
     caption = (
         f"{spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}; ours: mean±std over seeds "
-        f"(n = number of seeds). Δ = ours mean − paper mean. FLOPs↓ / Params↓: reduction "
+        f"(n = number of seeds).{delta_note} FLOPs↓ / Params↓: reduction "
         f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
         f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
         f"An empty 'ours' cell shows the command that "
