@@ -690,4 +690,4 @@ def _add_cost(record: StageRecord, macs_per_sample: int | None, train_size: int,
         return
     record.samples = int(record.epochs) * train_size
     record.macs_per_sample = int(macs_per_sample) * int(passes)
-    record.train_macs = float(record.samples) * float(macs_per_sample)
+    record.train_macs = float(record.samples) * float(record.macs_per_sample)

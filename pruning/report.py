@@ -231,7 +231,15 @@ def robustness_columns(runs: pd.DataFrame) -> list[dict[str, Any]]:
     ]
     labels = {"robust_top1_wb": "WB PGD", "robust_top1_bb": "BB PGD", "vulnerability_wb": "WB vuln"}
     return [
-        {"key": f"auto_{c}", "label": labels[c], "kind": "robust", "metric": c, "command": "", "auto": True}
+        {
+            "key": f"auto_{c}",
+            "label": labels[c],
+            "kind": "robust",
+            "metric": c,
+            "command": "",
+            "auto": True,
+            "decimals": 3 if c.startswith("vulnerability") else 2,
+        }
         for c in present
     ]
 
@@ -649,7 +657,7 @@ def _paper_cell(
         ours_text: str = CommandText(command)
     else:
         ours_text = (
-            format_mean_std(ours)
+            format_mean_std(ours, decimals=int(column.get("decimals", 2)))
             if kind in ("accuracy", "percent", "robust")
             else format_mean_std(ours, decimals=3)
             if kind == "value"
@@ -743,7 +751,8 @@ def build_paper_table(
     footnotes += [
         f"n/i ({row['name']}): {row['not_implemented']}" for row in spec["rows"] if row.get("not_implemented")
     ]
-    footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}", _source_footnote(sources)]
+    footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}"]
+    footnotes += [_source_footnote(sources)] if sources else []
     subtitle = group.describe() if group is not None else "no done runs yet · commands use the paper's budget"
     return ReportTable(
         spec["name"],

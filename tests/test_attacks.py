@@ -175,6 +175,7 @@ def test_adversarial_training_dense_and_second_stage(tmp_path):
     assert at["stages"]["pretrain"]["baseline_id"] != std["stages"]["pretrain"]["baseline_id"]
     # PGD-AT costs 1 + steps passes per sample
     assert at["stages"]["pretrain"]["macs_per_sample"] == 3 * std["stages"]["pretrain"]["macs_per_sample"]
+    assert at["stages"]["pretrain"]["train_macs"] == 3 * std["stages"]["pretrain"]["train_macs"]
     second = run_pipeline(plain_cfg([*QUICK_DIGITS, "adv_train=pgd_second", "adv_train.steps=2"], tmp_path))
     assert second["stages"]["pretrain"]["baseline_id"] == std["stages"]["pretrain"]["baseline_id"]  # standard dense
     assert second["stages"]["finetune"]["macs_per_sample"] == 3 * second["flops_pruned"]
