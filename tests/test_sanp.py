@@ -334,3 +334,17 @@ def test_method_config_composes(tmp_path: Path) -> None:
     method = SANP(**{k: v for k, v in cfg["method"].items() if k not in ("_target_", "name")})
     assert method.ratio == 0.5 and method.cost_loss == "squared" and method.relaxation == "gumbel_st"
     assert method.tag() == "r0.5"
+
+
+def test_sanp_through_the_pipeline_records_cost_per_sample(fake_cifar, tmp_path: Path) -> None:
+    """prune-exp method=sanp: the run's MACs are the measured mean per test sample (SPMs
+    included), with p5 / p95; latency is timed on real test images; the second stage is none."""
+    from tests.conftest import pipeline_cfg, run_pipeline
+
+    m = run_pipeline(pipeline_cfg(fake_cifar, tmp_path, "method=sanp", "method.epochs=1", "method.batch_size=50"))
+    cost = m["cost_per_sample"]
+    assert m["status"] == "done" and m["key"]["finetune"] == "none" and "sanp" in m["stages"]
+    assert m["flops_pruned"] == round(cost["mean"]) and cost["p5"] <= cost["mean"] <= cost["p95"]
+    assert cost["samples"] == 60 and cost["dense"] == m["flops_dense"]  # the whole (fake) test set
+    assert m["latency"]["cpu_b1"]["inputs"] == "test images"
+    assert (Path(m["run_dir"]) / "sanp_keep_rates.png").exists()
