@@ -787,6 +787,8 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
             "Final top-1",
         )
     ]
+    robust = [c for c in ("robust_top1_wb", "robust_top1_bb") if c in runs and runs[c].notna().any()]
+    header_groups += [({"robust_top1_wb": "WB PGD top-1", "robust_top1_bb": "BB PGD top-1"}[c], []) for c in robust]
     rows, records = [], []
     if not runs.empty:
         runs = runs.assign(method_label=method_labels(runs))
@@ -812,6 +814,7 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
                     stage_epochs,
                     format_mean_std(unpruned),
                     format_mean_std(final),
+                    *(format_mean_std(mean_std(cell_runs[c])) or "—" for c in robust),  # robustness=pgd runs only
                 ]
             )
             records.append(
@@ -832,6 +835,7 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
                     "final_mean": _rounded(final.mean),
                     "final_std": _rounded(final.std),
                     "final_n": final.n,
+                    **{f"{c}_mean": _rounded(mean_std(cell_runs[c]).mean) for c in robust},
                     **_group_record(group),
                 }
             )
@@ -840,6 +844,13 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
         f"{ACCURACY_NOTE}; mean±std over seeds (n = number of seeds). Runs with a "
         f"uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`."
     )
+    attacks = sorted({a for a in runs.get("robust_attack", pd.Series(dtype=object)).dropna()}) if robust else []
+    if attacks:
+        caption += (
+            " WB / BB PGD top-1: robust accuracy (%) under white-box / black-box (transferred from a separately "
+            "trained standard net) attack, for the runs evaluated with robustness=pgd (— otherwise): "
+            f"{'; '.join(attacks)}."
+        )
     subtitle = group.describe() if group is not None else "no done uniform-ratio runs yet"
     table = ReportTable(
         spec["name"], group, spec["title"], subtitle, caption, header_groups, rows, pd.DataFrame.from_records(records)

@@ -281,3 +281,17 @@ def test_attack_presets_and_robustness_leave_run_directories_unchanged(tmp_path)
     trained = plain_cfg(["data=cifar10", "model=resnet20", "adv_train=pgd"], tmp_path)
     assert run_subdir(base) == run_subdir(evaluated) == run_subdir(no_preset)
     assert run_subdir(trained) != run_subdir(base) and "+pgd/" in run_subdir(trained)
+
+
+def test_sweep_tables_show_robust_accuracy_of_evaluated_runs(tmp_path):
+    from pruning.report import build_tables, load_runs, load_specs, render_markdown
+
+    evaluated = ["robustness=pgd", "robustness.steps=2", "robustness.black_box=false"]
+    run_pipeline(plain_cfg([*QUICK_DIGITS, *evaluated], tmp_path))
+    run_pipeline(plain_cfg([*QUICK_DIGITS, "method.ratio=0.3"], tmp_path))  # not evaluated: "—"
+    (table,) = build_tables(load_specs()["sweep"], load_runs(tmp_path))
+    text = render_markdown(table)
+    assert "WB PGD top-1" in table.headers and "BB PGD top-1" not in table.headers
+    assert "L∞ PGD-2 eps 0.1 step 0.01" in text
+    cells = {row[3]: row[-1] for row in table.rows}  # ratio -> WB PGD cell
+    assert cells["0.3"] == "—" and "(n=1)" in cells["0.5"]
