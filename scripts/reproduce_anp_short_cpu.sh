@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Short-budget CPU evidence for ANP-VS (issue 12): LeNet-5-Caffe, Standard / BP / AT / ANP-VS,
 # 3 seeds, on the 5k MNIST sample and on Fashion-MNIST (first 4,000 training images), PGD-40
-# evaluation (conf/experiment/anp_evidence_cpu.yaml). ~30 min per dataset on 2 CPU cores.
+# evaluation (conf/experiment/anp_evidence_cpu.yaml). Measured: 47 min (MNIST) and 52 min
+# (Fashion-MNIST) on 2 CPU cores that other jobs shared; less on idle cores.
 #
 #   bash scripts/reproduce_anp_short_cpu.sh ../shared/data      # holds mnist-5k/ and fashion-mnist/
 set -euo pipefail
