@@ -207,8 +207,10 @@ def run_subdir(cfg: dict) -> str:
     key = run_key(cfg, method)
     identity = {k: cfg[k] for k in ("data", "model", "method", "finetune", "schedule", "seed")}
     # the data's attack presets (``adversarial``) change nothing unless adv_train uses them (then
-    # counted below, resolved) or a robustness evaluation does (recorded with the evaluation)
-    identity["data"] = {k: v for k, v in cfg["data"].items() if k != "adversarial"}
+    # counted below, resolved) or a robustness evaluation does (recorded with the evaluation); where
+    # the files live (``root``) changes nothing either: the same data from another folder or machine
+    # is the same run (metrics.json records the data's fingerprint)
+    identity["data"] = {k: v for k, v in cfg["data"].items() if k not in ("adversarial", "root")}
     if key["adv_train"] != "none":  # only then: existing commands keep their directories
         identity["adv_train"] = cfg["adv_train"]
     # schedule keys added to the YAML later count only when not at their default, so existing

@@ -279,7 +279,8 @@ def test_attack_presets_and_robustness_leave_run_directories_unchanged(tmp_path)
     no_preset = plain_cfg(["data=cifar10", "model=resnet20"], tmp_path)
     del no_preset["data"]["adversarial"]
     trained = plain_cfg(["data=cifar10", "model=resnet20", "adv_train=pgd"], tmp_path)
-    assert run_subdir(base) == run_subdir(evaluated) == run_subdir(no_preset)
+    elsewhere = plain_cfg(["data=cifar10", "model=resnet20", "data.root=/another/folder"], tmp_path)
+    assert run_subdir(base) == run_subdir(evaluated) == run_subdir(no_preset) == run_subdir(elsewhere)
     assert run_subdir(trained) != run_subdir(base) and "+pgd/" in run_subdir(trained)
 
 
