@@ -47,8 +47,39 @@ def make_method(method_cfg: dict) -> Method:
 def model_spec(model_cfg: dict, data_cfg: dict) -> dict:
     kwargs = {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS}
     kwargs.setdefault("num_classes", data_cfg["num_classes"])
-    kwargs.setdefault("in_channels", data_cfg["in_channels"])
+    if "in_channels" in data_cfg:  # image data (a language model's input is token ids)
+        kwargs.setdefault("in_channels", data_cfg["in_channels"])
     return default_spec(model_cfg["arch"], **kwargs)
+
+
+def is_text(data_cfg: dict) -> bool:
+    from pruning.data import TEXT_KINDS
+
+    return data_cfg.get("kind", data_cfg["name"]) in TEXT_KINDS
+
+
+def data_input_shape(data_cfg: dict) -> tuple[int, ...]:
+    """One input's shape from the data config: (C, H, W) images; (1,) one token of text."""
+    if is_text(data_cfg):
+        return (1,)
+    return (int(data_cfg["in_channels"]), int(data_cfg["image_size"]), int(data_cfg["image_size"]))
+
+
+def check_task(model_cfg: dict, data_cfg: dict) -> None:
+    """A language model needs a text corpus and an image model needs images."""
+    from pruning.models import family
+
+    lm = getattr(family(model_cfg["arch"]), "TASK", "classification") == "language_model"
+    if lm and not is_text(data_cfg):
+        raise PruneLabError(
+            f"model={model_cfg['name']} is a character language model; data={data_cfg['name']} is images. "
+            "Fix: data=enwik8 or data=text_corpus data.path=FILE"
+        )
+    if is_text(data_cfg) and not lm:
+        raise PruneLabError(
+            f"data={data_cfg['name']} is a text corpus; model={model_cfg['name']} is an image model. "
+            "Fix: model=sru | sru_small | transformer_xl | transformer_xl_small"
+        )
 
 
 def pretrain_schedule(cfg: dict) -> Schedule:
@@ -66,6 +97,9 @@ def pretrain_schedule(cfg: dict) -> Schedule:
         lr_schedule=str(s.get("lr_schedule", "step")),
         warmup_epochs=int(s.get("warmup_epochs", 0)),
         optimizer=str(s.get("optimizer", "sgd")),
+        grad_clip=float(s.get("grad_clip", 0.0) or 0.0),
+        warmup_steps=int(s.get("warmup_steps", 0) or 0),
+        per_step=bool(s.get("per_step", False)),
     )
 
 
@@ -82,6 +116,7 @@ def policy_schedule(cfg: dict, flops_dense: int, flops_pruned: int) -> Schedule:
                 "milestones": list(policy.get("milestones") or []),
                 "lr_schedule": str(policy.get("lr_schedule", "step")),
                 "warmup_epochs": int(policy.get("warmup_epochs", 0)),
+                "warmup_steps": int(policy.get("warmup_steps", 0)),
             }
         )
     if policy["name"] == "scratch_e":
@@ -108,11 +143,25 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     check_values(cfg, needs_pretrain=method.needs_pretrained or not method.prunes)
     adversarial_training(cfg)
     robustness_settings(cfg)
+    check_task(cfg["model"], cfg["data"])
+    recipe = str(cfg["schedule"].get("name", ""))
+    if cfg["model"].get("arch") == "transformer_xl" and not recipe.startswith("txl"):
+        own = "transformer_xl_small" if "small" in str(cfg["model"]["name"]) else "transformer_xl"
+        raise PruneLabError(
+            f"model={cfg['model']['name']} trains with the Transformer-XL recipe (Adam, per-step cosine, clip 0.25, "
+            f"its tgt_len windows), not schedule {recipe!r}. Fix: add schedule={own}"
+        )
+    if is_text(cfg["data"]) and not method.language_models:
+        raise PruneLabError(
+            f"method={cfg['method']['name']} prunes convolutional channels or filters; it has no meaning for the "
+            f"language model model={cfg['model']['name']}. Fix: method=magnitude (unstructured), method=none (dense)"
+            " or method=flop"
+        )
     spec = model_spec(cfg["model"], cfg["data"])
     method.validate(cfg["model"]["name"], spec)
     spec = method.dense_spec(spec)
     data_cfg = cfg["data"]
-    input_shape = (int(data_cfg["in_channels"]), int(data_cfg["image_size"]), int(data_cfg["image_size"]))
+    input_shape = data_input_shape(data_cfg)
     check_model_fits_data(cfg["model"]["name"], spec, data_cfg["name"], input_shape)
     if not cfg.get("dry_run"):  # a dry run reads no data
         datasets.check_available(data_cfg)

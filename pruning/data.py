@@ -32,21 +32,14 @@ Integrity is checked by shape and count; the official md5 sums are compared and 
 re-encoded copy, such as the JPEG copy of CIFAR used on machines without internet, loads but is
 labelled as not official).
 
-Room for language models: ``TokenStreamData`` (not implemented yet)
--------------------------------------------------------------------
-A byte-level corpus (enwik8; the pydocs stand-in) will be a ``Data`` subclass whose splits are
-contiguous uint8 streams (one 1-D tensor each, kept on the device like ``ImageData``):
-
-* ``train_batches`` cuts the stream into ``batch_size`` contiguous lanes and yields BPTT windows
-  ``x = lane[t : t + bptt]``, ``y = lane[t + 1 : t + 1 + bptt]`` (both (B, bptt) int64); the epoch
-  generator draws the start offset; under DDP each rank takes its own lanes.
-* ``test_batches`` walks the test stream in order with the same windows, so bits per character
-  is exact; ``sample_inputs`` returns windows; ``input_shape`` is ``(bptt,)``; ``vocab_size`` (256)
-  takes the place of ``num_classes``; ``task = "language_model"``.
-* ``split_train`` cuts the stream contiguously at ``fraction`` (overriding the sample-indexed
-  split here); ``to``, ``label``, ``fingerprint`` (of the bytes) and ``info`` are inherited.
-* The loops in train.py already take the device explicitly; the pipeline picks the metric by
-  ``data.task`` (top-1/top-5 for "classification", bits per character for "language_model").
+Language models: ``pruning.text_data.TextData``
+-----------------------------------------------
+A byte-level corpus (enwik8; any file through ``data=text_corpus``) is a ``Data`` subclass whose
+splits are contiguous uint8 streams (train / valid / test): ``train_batches`` cuts the stream into
+``batch_size`` contiguous lanes and yields BPTT windows in order (x (B, T), y (B*T,) int64);
+``test_batches`` walks the valid or test stream the same way, so bits per character is exact;
+``input_shape`` is ``(1,)`` (MACs per character); ``task = "language_model"``. ``load`` below
+dispatches to it; the loops in train.py pick the metric by ``data.task``.
 """
 
 from __future__ import annotations
@@ -577,6 +570,11 @@ def load_digits_data(test_fraction: float = 0.2) -> ImageData:
 def check_available(cfg: dict) -> None:
     """Fail before any training if a dataset is neither present nor going to be downloaded."""
     kind = cfg.get("kind", cfg["name"])
+    if kind in TEXT_KINDS:
+        from pruning import text_data
+
+        text_data.check_available(cfg)
+        return
     if kind == "imagenet":
         check_imagenet(cfg)
     if kind in CIFAR and not cfg.get("download"):
@@ -592,12 +590,17 @@ def check_available(cfg: dict) -> None:
             raise PruneLabError(_missing_idx_message(kind, root, missing))
 
 
-KINDS = (*CIFAR, *IDX, "digits", "imagenet")
+TEXT_KINDS = ("enwik8", "text_corpus")
+KINDS = (*CIFAR, *IDX, "digits", "imagenet", *TEXT_KINDS)
 
 
-def load(cfg: dict) -> ClassificationData:
+def load(cfg: dict) -> Data:
     """Load the dataset a ``data`` config names (plain dict from conf/data/*.yaml)."""
     kind = cfg.get("kind", cfg["name"])
+    if kind in TEXT_KINDS:
+        from pruning.text_data import load_text
+
+        return load_text(cfg)
     if kind == "imagenet":
         return load_imagenet(cfg)
     files = dict(

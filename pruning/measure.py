@@ -21,8 +21,10 @@ def count_params(model: nn.Module, masks: dict[str, torch.Tensor] | None = None)
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:
-    """Multiply-accumulates of one forward pass on one input of shape (C, H, W). With
-    ``nonzero``, only multiplications by non-zero weights count (unstructured sparsity)."""
+    """Multiply-accumulates of one forward pass on one input of shape (C, H, W), or of one token
+    (shape (1,), a model with ``input_dtype = torch.long``: MACs per character). A Linear layer
+    counts once per row it is applied to. With ``nonzero``, only multiplications by non-zero
+    weights count (unstructured sparsity)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp, out):
@@ -34,9 +36,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
             kh, kw = m.kernel_size
             total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
 
-    def linear_hook(m: nn.Linear, _inp, out):
+    def linear_hook(m: nn.Linear, _inp, out):  # per row: a sequence model applies it to every token
         nonlocal total
-        total += int((m.weight != 0).sum()) if nonzero else m.in_features * m.out_features
+        rows = out.numel() // m.out_features
+        total += rows * (int((m.weight != 0).sum()) if nonzero else m.in_features * m.out_features)
 
     handles = []
     for m in model.modules():
@@ -48,7 +51,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
     model.eval()
     device = next(model.parameters()).device
     try:
-        model(torch.zeros(1, *input_shape, device=device))
+        model(torch.zeros(1, *input_shape, device=device, dtype=getattr(model, "input_dtype", torch.float32)))
     finally:
         for h in handles:
             h.remove()

@@ -41,6 +41,7 @@ from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public 
     MODEL_KEYS,
     POLICIES,
     adversarial_training,
+    data_input_shape,
     make_method,
     model_spec,
     policy_schedule,
@@ -209,7 +210,7 @@ class Run:
 
     # ------------------------------------------------------------------------- stages
     def load_data(self) -> None:
-        self.data = datasets.load(self.cfg["data"]).to(self.rt.device)
+        self.data = load_data(self.cfg, self.rt.device)
         self.input_shape = self.data.input_shape
         self.metrics.data = {"name": self.data.name, **self.data.info}
         if "/" in str(self.data.info.get("source", "")):  # a path: no machine's absolute checkout path
@@ -249,6 +250,8 @@ class Run:
                     "top1",
                     "top1_best",
                     "top5",
+                    "bpc",
+                    "bpc_valid",
                     "epochs",
                     "wall_s",
                     "cached",
@@ -292,6 +295,8 @@ class Run:
         m.params_reduction, m.flops_reduction, m.flops_speedup = 0.0, 0.0, 1.0
         pre = m.stages["pretrain"]
         m.final = {"top1": pre.top1, "top1_best": pre.top1_best, "top5": pre.top5}
+        if pre.bpc is not None:
+            m.final.update(bpc=pre.bpc, bpc_valid=pre.bpc_valid)
         return self.finish()
 
     def prune(self, dense: torch.nn.Module) -> tuple[torch.nn.Module, dict | None]:
@@ -335,7 +340,10 @@ class Run:
             pruned, self.data, pretrain_schedule(self.cfg).test_batch_size, dist=self.rt.dist, device=self.data.device
         )
         self.metrics.stages["prune"] = StageRecord(
-            top1=after["top1"], top5=after["top5"], wall_s=round(time.perf_counter() - t0, 2)
+            top1=after["top1"],
+            top5=after["top5"],
+            wall_s=round(time.perf_counter() - t0, 2),
+            bpc_valid=after.get("bpc"),
         )
         extras = dict(state.get("extras") or {})
         cost = extras.pop("cost_per_sample", None)  # a dynamic network: MACs per test sample (mean, p5, p95)
@@ -418,7 +426,10 @@ class Run:
 
     def finish(self) -> dict:
         """Save the final network (``final.pt``: what robustness evaluations of a finished run
-        load), run the robustness evaluations asked for, mark the run done."""
+        load), run the robustness evaluations asked for, mark the run done. A language model's
+        final bits per character are measured here with the official protocol (``final_lm_eval``)."""
+        if getattr(self.data, "task", "") == "language_model" and "bpc" not in self.metrics.final:
+            self.metrics.final.update(final_lm_eval(self.final_model, self.data, self.rt))
         if self.rt.dist.is_main:
             save_checkpoint(
                 self.run_dir / "final.pt",
@@ -497,7 +508,7 @@ class Run:
                 "re-run it with rerun=true to evaluate its robustness"
             )
         self.metrics = RunMetrics.from_dict(finished)
-        self.data = datasets.load(self.cfg["data"]).to(self.rt.device)
+        self.data = load_data(self.cfg, self.rt.device)
         state = load_checkpoint(path, map_location=self.rt.device)
         model = build(state["spec"]).to(self.rt.device)
         model.load_state_dict(state["model"])
@@ -509,7 +520,7 @@ class Run:
         """Architectures and counts only: dense and pruned specs, params, FLOPs; no data, no
         training (weights are random, so no accuracy is recorded)."""
         cfg, m = self.cfg, self.metrics
-        input_shape = (int(cfg["data"]["in_channels"]), int(cfg["data"]["image_size"]), int(cfg["data"]["image_size"]))
+        input_shape = data_input_shape(cfg["data"])
         torch.manual_seed(self.seed)
         dense = build(self.spec)
         m.params_dense, m.flops_dense, m.spec_dense = count_params(dense), count_macs(dense, input_shape), self.spec
@@ -529,6 +540,19 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- helpers of the stages
+def load_data(cfg: dict, device: str):
+    """The run's data on its device. A text corpus takes its BPTT windows from the schedule when
+    the recipe sets them (``schedule.bptt`` / ``schedule.eval_bptt``: SRU's unroll 256,
+    Transformer-XL's tgt_len 512 / eval_tgt_len 128), else from the data config."""
+    data = datasets.load(cfg["data"])
+    if getattr(data, "task", "") == "language_model":
+        s = cfg["schedule"]
+        bptt = int(s.get("bptt") or data.bptt)
+        data = data._replace(bptt=bptt, eval_bptt=int(s.get("eval_bptt") or (s.get("bptt") and bptt) or data.eval_bptt))
+        data.info.update(bptt=data.bptt, eval_bptt=data.eval_bptt, final_eval_batch_size=data.final_eval_batch_size)
+    return data.to(device)
+
+
 def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
     """The dense baseline's cache id: a hash of exactly what determines it."""
     identity = {
@@ -543,6 +567,10 @@ def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
         "seed": int(cfg["seed"]),
         "method_pretrain": method.pretrain_extras(),
     }
+    if getattr(data, "task", "") == "language_model":  # the windows train and evaluate the model too
+        identity["data"].update(
+            bptt=data.bptt, eval_bptt=data.eval_bptt, final_eval_batch_size=data.final_eval_batch_size
+        )
     adversary = adversarial_training(cfg, "pretrain")
     if adversary is not None:  # only then: standard baselines keep their ids
         identity["adv_train"] = {
@@ -597,6 +625,8 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
             adversary=adversarial_training(cfg, "pretrain"),
         )
         info = {**stage, "baseline_id": entry.name}
+        if getattr(data, "task", "") == "language_model":  # the dense model's bpc, official protocol
+            info.update(final_lm_eval(model, data, rt))
         if rt.dist.is_main:
             save_checkpoint(entry / "baseline.pt", {"model": model.state_dict(), "spec": spec})
             write_json(entry / "info.json", info)
@@ -615,6 +645,17 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
     if hit:
         rt.say(f"[green]dense baseline: cached[/] ({directory.name}, top-1 {info['top1']:.2f}%)")
     return model.to(rt.device), {**info, "cached": hit}
+
+
+def final_lm_eval(model: torch.nn.Module, data, rt: Runtime) -> dict:
+    """Bits per character of a language model on the validation and test splits as the official
+    code reports them at the end (FLOP's train_enwik8.py: ``create_batches(dev_, 1)``: one lane,
+    ``data.final_eval_batch_size``), and the next-character top-1 on test."""
+    batch = int(data.final_eval_batch_size)
+    valid = evaluate(model, data.with_eval_split("valid"), batch, dist=rt.dist, device=data.device)
+    test = evaluate(model, data.with_eval_split("test"), batch, dist=rt.dist, device=data.device)
+    rt.say(f"[green]bits per character:[/] valid {valid['bpc']:.4f}, test {test['bpc']:.4f} (eval batch {batch})")
+    return {"bpc": test["bpc"], "bpc_valid": valid["bpc"], "top1": test["top1"], "top5": test["top5"]}
 
 
 def known_architecture(

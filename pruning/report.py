@@ -164,6 +164,9 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
         final_top1=final.get("top1_best"),
         final_top1_last=final.get("top1"),
         final_top5=final.get("top5"),
+        final_bpc=final.get("bpc"),  # language models: bits per character (test; valid), dense baseline's
+        final_bpc_valid=final.get("bpc_valid"),
+        unpruned_bpc=pretrain.bpc,
         run_dir=str(path.parent),
     )
     for name in (

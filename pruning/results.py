@@ -65,6 +65,8 @@ class StageRecord:
     top1: float | None = None
     top1_best: float | None = None
     top5: float | None = None
+    bpc: float | None = None  # language models: bits per character (test split, the final protocol)
+    bpc_valid: float | None = None  # ... on the validation split
     epochs: int | None = None
     wall_s: float | None = None
     epoch_s_median: float | None = None

@@ -55,6 +55,9 @@ class Schedule:
     lr_schedule: str = "step"  # step | cosine
     warmup_epochs: int = 0  # linear warm-up epochs (part of ``epochs``)
     optimizer: str = "sgd"  # sgd (momentum, nesterov) | adam (L2 weight decay in the gradient, as TF's l2 loss)
+    grad_clip: float = 0.0  # > 0: clip the gradient's global L2 norm (the language-model recipes)
+    warmup_steps: int = 0  # lr_schedule noam: the warm-up in optimiser steps
+    per_step: bool = False  # set the lr every optimiser step (noam always; cosine over all steps)
 
     def lr_at(self, epoch: int) -> float:
         """Warm-up: lr * (epoch + 1) / (warmup + 1) for the first ``warmup_epochs`` epochs.
@@ -71,12 +74,37 @@ class Schedule:
         steps = sum(epoch >= max(1, int(f * self.epochs)) for f in self.milestones)
         return self.lr * self.gamma**steps
 
+    def lr_at_step(self, step: int, total_steps: int) -> float:
+        """The lr of optimiser step ``step`` (1-based) of ``total_steps``, for per-step schedules.
+        noam (FLOP's train_enwik8.py): lr * min(sqrt(w / step), step / w), w = warmup_steps, i.e.
+        the official ``args.lr * min(1/sqrt(it), it/w^1.5) / sqrt(n_d)`` with ``lr`` its peak
+        (SRU enwik8: 2 / sqrt(16000 * 3056) = 2.86e-4 at step 16,000). cosine (Transformer-XL's
+        CosineAnnealingLR over max_step, after an optional linear warm-up of warmup_steps):
+        lr/2 * (1 + cos(pi * t)); step: constant lr."""
+        w = self.warmup_steps
+        if self.lr_schedule == "noam":
+            if w <= 0:
+                raise PruneLabError("schedule.lr_schedule=noam needs schedule.warmup_steps > 0")
+            return self.lr * min(math.sqrt(w / step), step / w)
+        if w > 0 and step <= w:
+            return self.lr * step / w
+        if self.lr_schedule == "cosine":
+            t = (step - w) / max(1, total_steps - w)
+            return 0.5 * self.lr * (1 + math.cos(math.pi * min(1.0, t)))
+        return self.lr
+
+    @property
+    def stepwise(self) -> bool:
+        return self.per_step or self.lr_schedule == "noam"
+
     def identity(self) -> dict:
         """The fields that determine training, for cache keys: the fields added after the
         cache existed (lr_schedule, warmup_epochs) only when they differ from their defaults,
         so every existing config keeps its baseline key."""
         out = dict(self.__dict__)
-        for name, default in (("lr_schedule", "step"), ("warmup_epochs", 0), ("optimizer", "sgd")):
+        defaults = (("lr_schedule", "step"), ("warmup_epochs", 0), ("optimizer", "sgd"))
+        defaults += (("grad_clip", 0.0), ("warmup_steps", 0), ("per_step", False))
+        for name, default in defaults:
             if out[name] == default:
                 del out[name]
         return out
@@ -173,6 +201,8 @@ def train_one_epoch(
     kd: dict | None = None,
     device: torch.device | str | None = None,
     adversary: dict | None = None,
+    step_lr: Callable[[int], float] | None = None,
+    grad_clip: float = 0.0,
 ) -> dict:
     """One epoch of the engine path. ``forward`` is the (compiled / DDP-wrapped) module to call;
     ``model`` the plain module whose parameters are masked and hooked. With ``teacher`` and
@@ -180,15 +210,23 @@ def train_one_epoch(
     no gradient). ``device``: where the batches and metrics live (None: ``data.device``).
     ``adversary`` ({"attack": pruning.attacks.AttackSpec, "clean_weight": w}): PGD adversarial
     training; each batch is attacked on ``model`` (eval mode while attacking) and the loss is
-    (w * CE(x) + CE(x_adv)) / (w + 1); the train accuracy is then the adversarial one."""
+    (w * CE(x) + CE(x_adv)) / (w + 1); the train accuracy is then the adversarial one.
+    ``step_lr(step)``: the lr of this epoch's step ``step`` (1-based), set before it (per-step
+    schedules); ``grad_clip`` > 0: clip the gradient norm. A stateful model (a language model that
+    carries its hidden state / memory from batch to batch: ``reset_state``) starts the epoch empty."""
     forward = forward or model
     model.train()
+    reset_state(model)
     device = torch.device(device) if device is not None else data.device
     loss_sum = torch.zeros((), device=device)  # accumulate on device: no per-step host sync
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = torch.zeros((), device=device, dtype=torch.long)
-    total_steps = math.ceil(len(data.train) // dist.world_size / batch_size)
+    total_steps = num_train_batches(data, batch_size, dist.world_size)
     for step, (images, labels) in enumerate(data.train_batches(batch_size, generator, dist.rank, dist.world_size)):
+        if step_lr is not None:
+            lr = step_lr(step + 1)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         clean_weight = 1.0
         if adversary is not None:
             from pruning.attacks import perturb
@@ -220,6 +258,8 @@ def train_one_epoch(
         loss.backward()
         if grad_hook is not None:
             grad_hook(model)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         apply_masks(model, masks)
         loss_sum += loss.detach().float() * labels.shape[0]
@@ -240,8 +280,11 @@ def evaluate(
     dist: DistInfo = SINGLE,
     device: torch.device | str | None = None,
 ) -> dict:
-    """Test loss, top-1, top-5 (%) over ``data.test_batches``; ``device`` as in train_one_epoch."""
+    """Test loss, top-1, top-5 (%) over ``data.test_batches``; ``device`` as in train_one_epoch.
+    A language model (``data.task``): the loss is nats per character, ``bpc`` bits per character,
+    top-1 the next-character accuracy; its state starts empty."""
     model.eval()
+    reset_state(model)
     device = torch.device(device) if device is not None else data.device
     totals = torch.zeros(4, device=device)  # loss, top-1, top-5, count
     for images, labels in data.test_batches(batch_size, dist.rank, dist.world_size):
@@ -254,7 +297,25 @@ def evaluate(
         totals[3] += labels.shape[0]
     totals = all_reduce_sum(totals, dist).tolist()
     n = totals[3]
-    return {"top1": 100.0 * totals[1] / n, "top5": 100.0 * totals[2] / n, "test_loss": totals[0] / n}
+    out = {"top1": 100.0 * totals[1] / n, "top5": 100.0 * totals[2] / n, "test_loss": totals[0] / n}
+    if getattr(data, "task", "") == "language_model":
+        out["bpc"] = totals[0] / n / math.log(2.0)
+    return out
+
+
+def reset_state(model: nn.Module) -> None:
+    """Empty the carried state of a stateful model (a language model's hidden state / memory)."""
+    for m in model.modules():
+        if hasattr(m, "reset_state") and callable(m.reset_state):
+            m.reset_state()
+            return
+
+
+def num_train_batches(data, batch_size: int, world_size: int = 1) -> int:
+    """Optimiser steps in one epoch (``data.num_train_batches`` where the data defines it)."""
+    if hasattr(data, "num_train_batches"):
+        return int(data.num_train_batches(batch_size, world_size))
+    return math.ceil(len(data.train) // world_size / batch_size)
 
 
 def plain_train_one_epoch(
@@ -375,11 +436,19 @@ def run_stage(
 
         for epoch in range(start_epoch, schedule.epochs):
             t_epoch = time.perf_counter()
-            lr = schedule.lr_at(epoch)
+            total_steps = num_train_batches(data, schedule.batch_size, dist.world_size)
+            step_lr = None
+            if schedule.stepwise:  # noam / per-step cosine: global step = epoch * steps + step
+
+                def step_lr(step: int, epoch: int = epoch, total_steps: int = total_steps) -> float:
+                    return schedule.lr_at_step(epoch * total_steps + step, schedule.epochs * total_steps)
+
+                lr = step_lr(1)
+            else:
+                lr = schedule.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            total_steps = math.ceil(len(data.train) // dist.world_size / schedule.batch_size)
             progress.reset(steps_task, total=total_steps, info=f"lr {lr:.4g}")
             first_step_done: list[float] = []
 
@@ -405,6 +474,8 @@ def run_stage(
                 kd=kd,
                 device=device,
                 adversary=adversary,
+                step_lr=step_lr,
+                grad_clip=schedule.grad_clip,
             )
             t_train_end = time.perf_counter()
             test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
@@ -441,7 +512,11 @@ def run_stage(
             progress.update(
                 epochs_task,
                 completed=epoch + 1,
-                info=f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%",
+                info=(
+                    f"loss {row['train_loss']:.3f} valid {row['bpc']:.3f} bpc"
+                    if "bpc" in row
+                    else f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%"
+                ),
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, steady_s)
@@ -449,7 +524,9 @@ def run_stage(
         final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
         return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0, **peak_memory_mb(device)}
     last = history[-1]
+    lm = {"bpc": last["bpc"], "bpc_best": min(h["bpc"] for h in history)} if "bpc" in last else {}
     return {
+        **lm,
         "top1": last["top1"],
         "top1_best": max(h["top1"] for h in history),
         "top5": last["top5"],

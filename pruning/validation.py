@@ -16,7 +16,7 @@ import torch
 
 from pruning import PruneLabError
 
-LR_SCHEDULES = ("step", "cosine")
+LR_SCHEDULES = ("step", "cosine", "noam")
 
 
 def _get(cfg: dict, dotted: str) -> Any:
@@ -98,6 +98,16 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
     optimizer = _get(cfg, "schedule.optimizer")
     if optimizer is not None and optimizer not in ("sgd", "adam"):
         raise PruneLabError(f"{s}.optimizer={optimizer!r} is not an optimizer; use sgd or adam")
+    for key in (f"{s}.warmup_steps", "finetune.warmup_steps"):
+        if _get(cfg, key) is not None:
+            as_int(_get(cfg, key), key, 0)
+    if _get(cfg, f"{s}.lr_schedule") == "noam" and not _get(cfg, f"{s}.warmup_steps"):
+        raise PruneLabError(f"{s}.lr_schedule=noam needs {s}.warmup_steps > 0 (FLOP's SRU recipe: 16000)")
+    if _get(cfg, f"{s}.grad_clip") is not None:
+        as_float(_get(cfg, f"{s}.grad_clip"), f"{s}.grad_clip", 0.0, hint="0 turns clipping off")
+    for key in (f"{s}.bptt", f"{s}.eval_bptt", "data.bptt", "data.eval_bptt", "data.final_eval_batch_size"):
+        if _get(cfg, key) is not None:
+            as_int(_get(cfg, key), key, 1)
     for key in (f"{s}.warmup_epochs", "finetune.warmup_epochs"):
         if _get(cfg, key) is not None:
             as_int(_get(cfg, key), key, 0)
@@ -115,7 +125,7 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
             subset,
             "data.train_subset",
             1,
-            "it is the number of training images used; data.train_subset=null uses them all",
+            "it is the number of training images (bytes of a text corpus) used; data.train_subset=null uses them all",
         )
     lat = cfg.get("latency") or {}
     for b in lat.get("cpu_batch_sizes") or []:
@@ -151,7 +161,7 @@ def check_model_fits_data(model_name: str, spec: dict, data_name: str, input_sha
     try:
         with _skip_weight_init(), torch.no_grad():
             model = build(spec).eval()
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, dtype=getattr(model, "input_dtype", torch.float32)))
     except PruneLabError:
         raise
     except (RuntimeError, ValueError, IndexError) as e:

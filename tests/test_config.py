@@ -31,12 +31,22 @@ GROUP_CASES = [
 
 def _valid_overrides(group: str, option: str) -> list[str]:
     """A combination in which the option makes sense (models need matching data)."""
+    if group == "model" and option.startswith("sru"):
+        return [f"model={option}", "data=enwik8", "method=magnitude"]
+    if group == "model" and option.startswith("transformer_xl"):
+        return [f"model={option}", "data=enwik8", "method=magnitude", f"schedule={option}"]
     if group == "model" and option.startswith("densenet"):  # channel selections only: slimming prunes them
         return [f"model={option}", "data=cifar10", "method=network_slimming", "method.ratio=0.3"]
     if group == "model" and option != "vgg_small":
         return [f"model={option}", "data=cifar10", "method.ratio=0.3"]
+    if group == "data" and option in ("enwik8", "text_corpus"):  # text: a language model
+        return [f"data={option}", "model=sru_small", "method=magnitude", "data.path=pyproject.toml"]
     if group == "data" and option != "digits":
         return [f"data={option}", "model=resnet20"]
+    if group == "schedule" and option in ("enwik8", "text_corpus"):
+        return [f"schedule={option}", "data=enwik8", "model=sru_small", "method=magnitude"]
+    if group == "schedule" and option.startswith("transformer_xl"):
+        return [f"schedule={option}", "data=enwik8", f"model={option}", "method=magnitude"]
     if group == "method" and option == "tas":  # TAS searches ResNets only
         return ["method=tas", "model=resnet20", "data=cifar10"]
     if group == "method" and option == "anp":  # ANP-VS: its own models (mask sites)

@@ -64,6 +64,7 @@ class Method:
     prunes = True  # False for the dense-only baseline
     data_free_architecture = False  # True: the pruned widths do not depend on the trained weights
     needs_pretrained = True  # False: the method starts from random weights (no dense pretraining)
+    language_models = False  # True: it also prunes the character language models (SRU, Transformer-XL)
 
     def key(self) -> dict[str, Any]:
         return {"variant": None, "ratio": None}

@@ -11,6 +11,12 @@ Pruning" (Liu et al., ICLR 2019, cifar/weight-level).
    fine-tuning and scratch training, so pruned weights stay exactly zero.
 5. Size and FLOPs count non-zero weights only; for scratch training the conv weights are
    re-drawn with He init scaled to each layer's remaining fan-in, then masked.
+
+Language models (SRU, Transformer-XL): the pruned weights are the matrices of the recurrent /
+attention layers (``model.prunable_linears()``: every nn.Linear inside the SRU or the Transformer
+layers; embedding and output layer kept), one global threshold as above; this is the one-shot
+form of the unstructured baseline FLOP compares with (its AGP prunes all ``model.rnn``
+parameters gradually). Scratch training keeps the model's own initialisation, masked.
 """
 
 from __future__ import annotations
@@ -29,9 +35,17 @@ def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights magnitude pruning ranks: a language model's layer matrices, else every conv's."""
+    if hasattr(model, "prunable_linears"):
+        return {f"{name}.weight": m.weight for name, m in model.prunable_linears()}
+    return conv_weights(model)
+
+
 class Magnitude(Method):
     name = "magnitude"
     data_free_architecture = False  # the sparsity pattern depends on the trained weights
+    language_models = True
 
     def __init__(self, ratio: float = 0.5, **_: Any):
         self.ratio = check_ratio(ratio)
@@ -41,7 +55,7 @@ class Magnitude(Method):
 
     @torch.no_grad()
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
-        weights = conv_weights(model)
+        weights = prunable_weights(model)
         magnitudes = torch.cat([w.abs().flatten() for w in weights.values()])
         k = int(magnitudes.numel() * self.ratio)
         threshold = magnitudes.kthvalue(k).values if k > 0 else magnitudes.new_tensor(-1.0)
@@ -61,7 +75,12 @@ class Magnitude(Method):
     @torch.no_grad()
     def scratch_init(self, model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None:
         """He-normal init with the fan-in each conv keeps after masking (cifar_B.py's rule:
-        std = sqrt(2 / (kept weights / in_channels)))."""
+        std = sqrt(2 / (kept weights / in_channels))). A language model keeps its own
+        initialisation (the pipeline masks it)."""
+        if hasattr(model, "prunable_linears"):
+            for name, w in prunable_weights(model).items():
+                w.mul_(masks[name])
+            return
         for name, w in conv_weights(model).items():
             mask = masks[name]
             fan = max(float(mask.sum()) / w.shape[1], 1.0)

@@ -8,3 +8,4 @@ from pruning.methods.base import Method
 class NoPruning(Method):
     name = "none"
     prunes = False
+    language_models = True

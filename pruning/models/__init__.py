@@ -82,6 +82,8 @@ def _families() -> dict[str, Any]:
     fams["lenet"] = importlib.import_module("pruning.models.lenet")  # ANP-VS LeNet-5-Caffe (MNIST)
     fams["vgg_anp"] = importlib.import_module("pruning.models.vgg_anp")  # ANP-VS VGG-16 (CIFAR)
     fams["sanp"] = importlib.import_module("pruning.models.sanp")  # SANP: per-sample gated nets
+    fams["sru_lm"] = importlib.import_module("pruning.models.sru_lm")  # character LMs (FLOP): SRU
+    fams["transformer_xl"] = importlib.import_module("pruning.models.transformer_xl")  # and Transformer-XL
     return fams
 
 
