@@ -50,12 +50,17 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    reset = getattr(model, "reset_state", None)  # a language model: count one token with no carried state
+    if callable(reset):
+        reset()
     try:
         model(torch.zeros(1, *input_shape, device=device, dtype=getattr(model, "input_dtype", torch.float32)))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+        if callable(reset):
+            reset()
     return int(total)
 
 

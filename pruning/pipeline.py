@@ -347,13 +347,20 @@ class Run:
         )
         extras = dict(state.get("extras") or {})
         cost = extras.pop("cost_per_sample", None)  # a dynamic network: MACs per test sample (mean, p5, p95)
+        self.metrics.sparsity = extras.pop("sparsity", None)  # a sparsity target: {"target", "achieved", "of"}
         _record_sizes(self.metrics, pruned, masks, self.input_shape, cost)
-        self.metrics.latency = {
-            name: LatencyRecord.from_dict(name, rec)
-            for name, rec in measure_latencies(
-                dense, pruned, self.input_shape, self.cfg, self.rt, inputs=self._latency_inputs()
-            ).items()
-        }
+        inputs = self._latency_inputs()
+        timings = measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt, inputs=inputs)
+        if getattr(self.data, "task", "") == "language_model" and inputs is not None:
+            for name, rec in timings.items():  # a call reads batch x window characters (the state carried)
+                tokens = int(name.rsplit("_b", 1)[1]) * int(inputs.shape[1])
+                rec.update(
+                    inputs="test text windows",
+                    tokens_per_call=tokens,
+                    dense_tokens_per_s=round(tokens / rec["dense_ms"] * 1000.0, 1),
+                    pruned_tokens_per_s=round(tokens / rec["pruned_ms"] * 1000.0, 1),
+                )
+        self.metrics.latency = {name: LatencyRecord.from_dict(name, rec) for name, rec in timings.items()}
         self.metrics.extras = extras
         own = dict(state.get("own_stage") or {})
         if own:  # the method's own training stage (a search, gate learning): recorded with its cost

@@ -105,6 +105,11 @@ RUN_COLUMNS = (
     "cost_mean",
     "cost_p5",
     "cost_p95",
+    "final_bpc",
+    "final_bpc_valid",
+    "unpruned_bpc",
+    "sparsity_target",
+    "sparsity_achieved",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
@@ -193,6 +198,11 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
         record.setdefault(name, value)
     record["train_macs_total"] = metrics.training_macs()  # every stage's samples x forward MACs
     record.update(robustness_fields(metrics))
+    sparsity = metrics.sparsity or {}  # a method with a sparsity target (FLOP, AGP): target / achieved, in %
+    record.update(
+        sparsity_target=None if sparsity.get("target") is None else 100.0 * sparsity["target"],
+        sparsity_achieved=None if sparsity.get("achieved") is None else 100.0 * sparsity["achieved"],
+    )
     cost = metrics.cost_per_sample or {}  # dynamic networks: MACs per test sample
     record.update(cost_mean=cost.get("mean"), cost_p5=cost.get("p5"), cost_p95=cost.get("p95"))
     for name in ("paper_memory_pct", "paper_flops_speedup", "paper_unit_sparsity", "masked_top1"):
@@ -651,11 +661,17 @@ def _paper_cell(
             "; ".join(m or "none recorded" for m in mixed),
         )
     ours = mean_std(cell_runs[column["metric"]])
+    done = cell_runs[cell_runs["status"] == "done"] if "status" in cell_runs else cell_runs
+    ran = len(done) > 0  # the row's runs finished without this metric (a dense row has no speed-up): "—"
     command = (
-        "" if ours.n or column.get("auto") or row.get("not_implemented") else cell_command(spec, row, column, group)
+        ""
+        if ours.n or ran or column.get("auto") or row.get("not_implemented")
+        else cell_command(spec, row, column, group)
     )
     if ours.n == 0 and row.get("not_implemented"):
         ours_text = "n/i"  # the reason is a footnote
+    elif ours.n == 0 and ran:
+        ours_text = "—"
     elif ours.n == 0:
         ours_text: str = CommandText(command)
     else:

@@ -13,12 +13,52 @@ def _acc(stage: dict | None, key: str = "top1") -> str:
     return "—" if not stage or stage.get(key) is None else f"{stage[key]:.2f}"
 
 
+def _bpc(stage: dict | None, key: str) -> str:
+    return "—" if not stage or stage.get(key) is None else f"{stage[key]:.3f}"
+
+
+def lm_summary_table(metrics: dict, title: str) -> Table:
+    """A language model's run: bits per character (validation during training; the final valid /
+    test numbers with the official one-lane evaluation), params, MACs per character."""
+    final = metrics.get("final") or {}
+    caption = f"bits per character · status: {metrics['status']} · {metrics.get('run_dir', '')}"
+    if final.get("bpc") is not None:
+        caption = f"final (one lane): valid {final['bpc_valid']:.4f} bpc, test {final['bpc']:.4f} bpc\n" + caption
+    table = Table(title=title, caption=caption)
+    for col in ("model", "valid bpc", "test bpc", "params", "MACs/char", "params↓", "MACs↓", "epochs"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    stages = metrics.get("stages", {})
+    pre = stages.get("pretrain")
+    table.add_row(
+        "dense",
+        _bpc(pre, "bpc_valid"),
+        _bpc(pre, "bpc"),
+        _m(metrics.get("params_dense")),
+        _m(metrics.get("flops_dense")),
+        "",
+        "",
+        str(pre.get("epochs", "")) if pre else "",
+    )
+    if "params_pruned" in metrics and stages.get("prune"):
+        red = (f"{metrics['params_reduction']:.1f}%", f"{metrics['flops_reduction']:.1f}%")
+        sizes = (_m(metrics["params_pruned"]), _m(metrics["flops_pruned"]))
+        table.add_row("pruned", _bpc(stages.get("prune"), "bpc_valid"), "", *sizes, *red, "")
+        policy = metrics["key"]["finetune"]
+        if policy != "none":
+            epochs = str(metrics.get("budget", {}).get("stage_epochs", ""))
+            table.add_row(f"+{policy}", _bpc(stages.get(policy), "bpc_valid"), "", *sizes, *red, epochs)
+    return table
+
+
 def summary_table(metrics: dict) -> Table:
     key = metrics["key"]
     tag = key.get("variant") or (f"ratio {key['ratio']:g}" if key.get("ratio") is not None else "dense")
     adv = key.get("adv_train", "none")
     title = f"{key['method']} · {key['model']} · {key['data']} · {tag} · {key['finetune']}"
     title += (f" · adv_train={adv}" if adv != "none" else "") + f" · seed {key['seed']}"
+    pretrain = metrics.get("stages", {}).get("pretrain") or {}
+    if pretrain.get("bpc") is not None or "bpc" in (metrics.get("final") or {}):
+        return lm_summary_table(metrics, title)
     caption = f"accuracy in % · status: {metrics['status']} · {metrics.get('run_dir', '')}"
     for name, ev in (metrics.get("evaluations") or {}).items():
         if "top1" in ev:

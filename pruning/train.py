@@ -524,7 +524,8 @@ def run_stage(
         final = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
         return {**final, "top1_best": final["top1"], "epochs": 0, "wall_s": 0.0, **peak_memory_mb(device)}
     last = history[-1]
-    lm = {"bpc": last["bpc"], "bpc_best": min(h["bpc"] for h in history)} if "bpc" in last else {}
+    # a language model's per-epoch evaluation reads the validation split (the test bpc is measured once, at the end)
+    lm = {"bpc_valid": last["bpc"], "bpc_valid_best": min(h["bpc"] for h in history)} if "bpc" in last else {}
     return {
         **lm,
         "top1": last["top1"],
