@@ -35,8 +35,9 @@ lint: $(STAMP)          ## ruff: lint rules (line length 120 included) and forma
 report: $(STAMP)        ## regenerate every table under results/tables from the runs under results/
 	$(VENV)/bin/prune-report
 
-bench: $(STAMP)         ## training speed (engine vs plain loop) + dense/pruned latency -> results/benchmarks/
+bench: $(STAMP)         ## training speed (engine vs plain loop) + dense/pruned latency + LM tokens/s -> results/benchmarks/
 	$(PY) scripts/bench_train.py --data-root $(CIFAR10_DIR) --data-label "$(CIFAR10_LABEL)" $(BENCH_ARGS)
+	$(PY) scripts/bench_lm.py $(BENCH_LM_ARGS)
 
 $(CIFAR10_DIR)/cifar-10-batches-py/test_batch:
 	$(PY) ../shared/data/cifar10/prepare.py $(CIFAR10_DIR)
