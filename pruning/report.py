@@ -442,6 +442,11 @@ def _check_spec(name: str, spec: Any, path: Path) -> dict[str, Any]:
             for required in ("name", "unpruned_name", "filter"):
                 if required not in row:
                     raise fail(f"row {row.get('name')!r} lacks {required!r}")
+        plot = spec.get("plot")
+        if plot is not None and (
+            not isinstance(plot, dict) or plot.get("x") not in RUN_COLUMNS or plot.get("y") not in RUN_COLUMNS
+        ):
+            raise fail("plot needs x and y that are run columns, e.g. {x: params_pruned, y: final_bpc}")
     return {**spec, "name": name, "kind": kind}
 
 
@@ -773,7 +778,7 @@ def build_paper_table(
     footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}"]
     footnotes += [_source_footnote(sources)] if sources else []
     subtitle = group.describe() if group is not None else "no done runs yet · commands use the paper's budget"
-    return ReportTable(
+    table = ReportTable(
         spec["name"],
         group,
         spec["title"],
@@ -784,6 +789,54 @@ def build_paper_table(
         pd.DataFrame.from_records(records),
         footnotes,
     )
+    if spec.get("plot") and runs is not None and len(runs):
+        table.figure = build_row_figure(spec, runs, f"{spec['title']}\n{subtitle}")
+    return table
+
+
+def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) -> Any:
+    """A paper table's rows as points, ``spec["plot"]``: {x, y: run columns, xlabel, ylabel,
+    xscale}: one marker per row (mean over seeds, std error bars on y), one colour per model,
+    the legend below the axes (never over the points)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    plot = spec["plot"]
+    figure = Figure(figsize=(7.0, 4.6))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    models = sorted({row["unpruned_name"] for row in spec["rows"]})
+    markers = "osD^vP*X"
+    drawn = 0
+    for i, row in enumerate(spec["rows"]):
+        cell = _cell_runs(spec, row, {"metric": plot["y"]}, runs)
+        x, y = mean_std(cell[plot["x"]]), mean_std(cell[plot["y"]])
+        if not (x.n and y.n):
+            continue
+        color = f"C{models.index(row['unpruned_name']) % 10}"
+        axes.errorbar(
+            [x.mean],
+            [y.mean],
+            yerr=[y.std or 0.0],
+            color=color,
+            marker=markers[i % len(markers)],
+            capsize=3,
+            linestyle="none",
+            label=f"{row['name']} (n={y.n})",
+        )
+        drawn += 1
+    if plot.get("xscale"):
+        axes.set_xscale(plot["xscale"])
+    axes.set_xlabel(plot.get("xlabel", plot["x"]))
+    axes.set_ylabel(plot.get("ylabel", plot["y"]))
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    handles, labels = axes.get_legend_handles_labels()
+    labels = ["\n".join(textwrap.wrap(label, 95)) for label in labels]
+    figure.set_size_inches(8.0, 4.6 + 0.16 * sum(label.count("\n") + 1 for label in labels))
+    if drawn:
+        axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    return figure
 
 
 def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
