@@ -49,6 +49,8 @@ def _valid_overrides(group: str, option: str) -> list[str]:
         return [f"schedule={option}", "data=enwik8", f"model={option}", "method=magnitude"]
     if group == "method" and option == "tas":  # TAS searches ResNets only
         return ["method=tas", "model=resnet20", "data=cifar10"]
+    if group == "method" and option in ("flop", "agp"):  # language-model methods
+        return [f"method={option}", "model=sru_small", "data=enwik8"]
     if group == "method" and option == "anp":  # ANP-VS: its own models (mask sites)
         return ["method=anp", "model=lenet5_caffe", "data=mnist"]
     if group == "finetune" and option == "none":

@@ -64,7 +64,11 @@ embedding 42,025 + SRU 33,872,704 + output 626,685; the prunable Linear weights 
 Channel groups: none. FLOP prunes ranks of factorised matrices (and layer 1's inputs), not channels
 coupled through BN/convs, so structured CNN methods do not apply; ``channel_groups`` returns [].
 A pruned network is expressed by the spec: a per-layer ``n_proj`` list (ranks of layers 2..depth)
-and ``n_e`` (inputs of layer 1 = embedding width).
+and ``n_e`` (inputs of layer 1 = embedding width). FLOP's mask over layer 1's inputs removes
+embedding columns together with the U-projection's columns: layer 1's skip term is U3 (k = 4,
+n_e != n_d), so the embedding feeds nothing else and slicing both is exact. The optional key
+``layer1_matrices`` (3 or 4) keeps k = 4 when a pruned n_e happens to equal n_d; absent, k follows
+SRUCell.num_matrices (4 if n_e != n_d else 3).
 
     {"arch": "sru_lm", "num_classes": 205, "n_e": 205, "n_d": 3056, "depth": 6,
      "n_proj": [512, 512, 512, 512, 512], "dropout": 0.1, "highway_bias": -3.0, "rescale": false}
@@ -128,12 +132,23 @@ def _num_matrices(n_in: int, n_d: int) -> int:
     return 4 if n_in != n_d else 3
 
 
+def layer1_matrices(spec: dict) -> int:
+    """k of layer 1: the spec's ``layer1_matrices`` (a pruned n_e that equals n_d keeps its U3 skip
+    term), else SRUCell's rule. k = 3 (identity skip) needs n_e == n_d."""
+    k = spec.get("layer1_matrices")
+    if k is None:
+        return _num_matrices(spec["n_e"], spec["n_d"])
+    if k not in (3, 4) or (k == 3 and spec["n_e"] != spec["n_d"]):
+        raise PruneLabError(f"sru_lm layer1_matrices={k!r}: use 4, or 3 when n_e == n_d (identity skip term)")
+    return int(k)
+
+
 def macs_per_token(spec: dict) -> int:
     """Multiply-accumulates per character of every Linear (1 per weight; biases, the elementwise
     recurrence and the embedding lookup are free): layer 1 n_e*k*n_d, layer l n_d*r + r*3*n_d,
     output n_d*V."""
     n_d, n_e = spec["n_d"], spec["n_e"]
-    macs = n_e * _num_matrices(n_e, n_d) * n_d
+    macs = n_e * layer1_matrices(spec) * n_d
     macs += sum(n_d * r + r * 3 * n_d for r in spec["n_proj"])
     return int(macs + n_d * spec["num_classes"])
 
@@ -219,11 +234,20 @@ class ProjectedLinear(nn.Module):
 class SRULayer(nn.Module):
     """One SRUCell (sru/modules.py) with a custom U module ``transform`` (official ``custom_m``)."""
 
-    def __init__(self, transform: nn.Module, n_in: int, n_d: int, dropout: float, highway_bias: float, scale_x: float):
+    def __init__(
+        self,
+        transform: nn.Module,
+        n_in: int,
+        n_d: int,
+        dropout: float,
+        highway_bias: float,
+        scale_x: float,
+        k: int | None = None,
+    ):
         super().__init__()
         self.transform = transform
         self.n_in, self.n_d = n_in, n_d
-        self.k = _num_matrices(n_in, n_d)
+        self.k = _num_matrices(n_in, n_d) if k is None else k  # k: a pruned layer 1 keeps its U3 skip term
         self.dropout = dropout
         self.highway_bias = highway_bias
         self.scale_x = scale_x  # 1.0 unless rescale; used only when k == 3 (ops.py)
@@ -267,10 +291,19 @@ class SRULanguageModel(nn.Module):
         # construction order = the official order of random draws (see the module docstring)
         self.drop = nn.Dropout(p)
         self.embedding = nn.Embedding(vocab, n_e)
-        transforms = [nn.Linear(n_e, n_d * _num_matrices(n_e, n_d), bias=False)]  # CustomLinear
+        k1 = layer1_matrices(spec)
+        transforms = [nn.Linear(n_e, n_d * k1, bias=False)]  # CustomLinear
         transforms += [ProjectedLinear(n_d, n_d * 3, r) for r in spec["n_proj"]]
         self.layers = nn.ModuleList(
-            SRULayer(m, n_e if i == 0 else n_d, n_d, p if i + 1 != depth else 0.0, spec["highway_bias"], scale_x)
+            SRULayer(
+                m,
+                n_e if i == 0 else n_d,
+                n_d,
+                p if i + 1 != depth else 0.0,
+                spec["highway_bias"],
+                scale_x,
+                k1 if i == 0 else None,
+            )
             for i, m in enumerate(transforms)
         )
         for layer in self.layers:

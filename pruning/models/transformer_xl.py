@@ -47,6 +47,12 @@ lengths the data pipeline should cut; the model itself accepts any T.
 Every weight matrix multiply is an ``nn.Linear`` (MAC hooks see them; FLOP factorises the ones in
 ``prunable_linears()``). ``channel_groups`` is empty: the structured CNN methods do not apply.
 
+A factorised (FLOP-pruned) network is the same spec plus ``ranks``: {linear name: r}, e.g.
+``{"layers.0.attn.qkv_net": 97, ...}``; each named Linear(in, out) becomes ``FactorisedLinear``:
+Linear(in, r, bias=False) -> Linear(r, out, bias as the original) (flop.ProjectedLinear; r = 0 leaves
+the bias). Built fresh (scratch training), it is initialised as FLOP's train.py ``weights_init``
+initialises a ProjectedLinear: linear1 N(0, 0.02), linear2 Xavier-uniform, bias 0.
+
     {"arch": "transformer_xl", "num_classes": 204, "n_layer": 12, "d_model": 512, "n_head": 8,
      "d_head": 64, "d_inner": 2048, "dropout": 0.1, "dropatt": 0.0, "tie_weight": true,
      "tgt_len": 512, "mem_len": 512, "clamp_len": -1, "same_length": false,
@@ -56,6 +62,7 @@ Every weight matrix multiply is an ``nn.Linear`` (MAC hooks see them; FLOP facto
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -133,6 +140,47 @@ def _check(spec: dict) -> None:
     for key in ("dropout", "dropatt"):
         if not 0.0 <= spec[key] < 1.0:
             raise PruneLabError(f"transformer_xl: {key} must be in [0, 1)")
+    shapes = linear_shapes(spec)
+    for name, rank in (spec.get("ranks") or {}).items():
+        if name not in shapes:
+            raise PruneLabError(f"transformer_xl ranks: {name!r} is not a layer Linear (e.g. layers.0.attn.qkv_net)")
+        if int(rank) != rank or rank < 0:
+            raise PruneLabError(f"transformer_xl ranks[{name!r}] = {rank!r} must be an integer >= 0")
+
+
+def linear_shapes(spec: dict) -> dict[str, tuple[int, int, bool]]:
+    """(in_features, out_features, bias) of every Linear inside the layers, by module path."""
+    d, hd, inner = spec["d_model"], spec["n_head"] * spec["d_head"], spec["d_inner"]
+    one = {
+        "attn.qkv_net": (d, 3 * hd, False),
+        "attn.r_net": (d, hd, False),
+        "attn.o_net": (hd, d, False),
+        "ff.fc1": (d, inner, True),
+        "ff.fc2": (inner, d, True),
+    }
+    return {f"layers.{i}.{name}": shape for i in range(spec["n_layer"]) for name, shape in one.items()}
+
+
+def linear_weight_counts(spec: dict) -> dict[str, int]:
+    """Weights (no biases) of every layer Linear: in*out, or (in + out)*r where ``ranks`` factorises it."""
+    ranks = spec.get("ranks") or {}
+    return {
+        name: (i + o) * int(ranks[name]) if name in ranks else i * o for name, (i, o, _) in linear_shapes(spec).items()
+    }
+
+
+class FactorisedLinear(nn.Module):
+    """Linear(in, out) as ``linear2(linear1(x))``: in -> rank without bias, rank -> out with the original's
+    bias (flop.ProjectedLinear; the layout FLOP's pruned Transformer-XL keeps)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.linear1 = nn.Linear(in_features, rank, bias=False)
+        self.linear2 = nn.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.linear1(x))  # (..., in) -> (..., rank) -> (..., out)
 
 
 def rel_shift(scores: torch.Tensor) -> torch.Tensor:
@@ -262,6 +310,14 @@ class TransformerXL(nn.Module):
         self.r_r_bias = nn.Parameter(torch.empty(spec["n_head"], spec["d_head"]))
         self.drop = nn.Dropout(spec["dropout"])
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(self.n_layer))
+        for name, rank in (spec.get("ranks") or {}).items():  # FLOP's factorised layers
+            parent_name, _, child = name.rpartition(".")
+            parent, dense = self.get_submodule(parent_name), self.get_submodule(name)
+            setattr(
+                parent,
+                child,
+                FactorisedLinear(dense.in_features, dense.out_features, int(rank), dense.bias is not None),
+            )
         self.out_layer = nn.Linear(d, vocab)
         self._settings = {
             True: (spec["mem_len"], spec["clamp_len"], spec["same_length"]),
@@ -273,8 +329,19 @@ class TransformerXL(nn.Module):
         self._memory: dict[bool, list[torch.Tensor] | None] = {True: None, False: None}
 
     def _init_weights(self) -> None:
+        factorised = [m for m in self.modules() if isinstance(m, FactorisedLinear)]
+        inside = {id(c) for m in factorised for c in (m.linear1, m.linear2)}
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if id(m) in inside:
+                continue
+            if isinstance(m, FactorisedLinear):  # FLOP train.py weights_init for a ProjectedLinear
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a rank-0 factor: "Initializing zero-element tensors"
+                    nn.init.normal_(m.linear1.weight, 0.0, INIT_STD)
+                    nn.init.xavier_uniform_(m.linear2.weight)
+                if m.linear2.bias is not None:
+                    nn.init.zeros_(m.linear2.bias)
+            elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, INIT_STD)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -354,17 +421,13 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
 
 
 # ---- counting -----------------------------------------------------------------------------------
-def _layer_linear_weights(spec: dict) -> int:
-    d, hd = spec["d_model"], spec["n_head"] * spec["d_head"]
-    return 3 * hd * d + hd * d + d * hd + 2 * d * spec["d_inner"]  # qkv, o, r, fc1 + fc2
-
-
 def num_params(spec: dict) -> int:
-    """Exact parameter count, the tied embedding / output matrix once."""
+    """Exact parameter count, the tied embedding / output matrix once (``ranks``: factorised Linears)."""
     d, hd, vocab = spec["d_model"], spec["n_head"] * spec["d_head"], spec["num_classes"]
-    per_layer = _layer_linear_weights(spec) + spec["d_inner"] + d + 2 * 2 * d  # + FF biases + 2 LayerNorms
+    per_layer = spec["d_inner"] + d + 2 * 2 * d  # FF biases + 2 LayerNorms
     embeddings = vocab * d * (1 if spec["tie_weight"] else 2) + vocab  # + output bias
-    return spec["n_layer"] * per_layer + 2 * hd + embeddings  # + r_w_bias, r_r_bias
+    linear = sum(linear_weight_counts(spec).values())
+    return linear + spec["n_layer"] * per_layer + 2 * hd + embeddings  # + r_w_bias, r_r_bias
 
 
 def macs_per_token(spec: dict, context_len: int) -> dict[str, int]:
@@ -377,7 +440,7 @@ def macs_per_token(spec: dict, context_len: int) -> dict[str, int]:
                and layer (the dense computation scores every key; the causal mask saves nothing).
     The embedding lookup, biases, LayerNorm and softmax are not counted. ``macs_per_window`` gives
     what this implementation actually computes for a window, K/V of the memory recomputed."""
-    linear = spec["n_layer"] * _layer_linear_weights(spec) + spec["d_model"] * spec["num_classes"]
+    linear = sum(linear_weight_counts(spec).values()) + spec["d_model"] * spec["num_classes"]
     attention = spec["n_layer"] * 3 * spec["n_head"] * spec["d_head"] * int(context_len)
     return {"linear": int(linear), "attention": int(attention), "total": int(linear + attention)}
 
@@ -387,7 +450,10 @@ def macs_per_window(spec: dict, batch: int, qlen: int, mlen: int) -> dict[str, i
     all mlen + qlen rows (as in the official code), r_net once on mlen + qlen positions shared by the
     batch, o_net / FF / output on the qlen rows; attention as in ``macs_per_token``."""
     d, hd, klen = spec["d_model"], spec["n_head"] * spec["d_head"], mlen + qlen
-    per_layer = batch * klen * 3 * hd * d + klen * d * hd + batch * qlen * (hd * d + 2 * d * spec["d_inner"])
-    linear = spec["n_layer"] * per_layer + batch * qlen * d * spec["num_classes"]
+    rows = {"attn.qkv_net": batch * klen, "attn.r_net": klen}  # the rest: batch * qlen rows
+    linear = sum(
+        rows.get(name.split(".", 2)[2], batch * qlen) * weights for name, weights in linear_weight_counts(spec).items()
+    )
+    linear += batch * qlen * d * spec["num_classes"]
     attention = spec["n_layer"] * batch * qlen * klen * 3 * hd
     return {"linear": int(linear), "attention": int(attention), "total": int(linear + attention)}
