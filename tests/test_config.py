@@ -39,8 +39,10 @@ def _valid_overrides(group: str, option: str) -> list[str]:
         return [f"model={option}", "data=cifar10", "method=network_slimming", "method.ratio=0.3"]
     if group == "model" and option != "vgg_small":
         return [f"model={option}", "data=cifar10", "method.ratio=0.3"]
-    if group == "data" and option in ("enwik8", "text_corpus"):  # text: a language model
-        return [f"data={option}", "model=sru_small", "method=magnitude", "data.path=pyproject.toml"]
+    if group == "data" and option == "enwik8":  # text: a language model
+        return ["data=enwik8", "model=sru_small", "method=magnitude"]
+    if group == "data" and option == "text_corpus":
+        return ["data=text_corpus", "model=sru_small", "method=magnitude", "data.path=pyproject.toml"]
     if group == "data" and option != "digits":
         return [f"data={option}", "model=resnet20"]
     if group == "schedule" and option in ("enwik8", "text_corpus"):
@@ -55,8 +57,13 @@ def _valid_overrides(group: str, option: str) -> list[str]:
         return ["method=anp", "model=lenet5_caffe", "data=mnist"]
     if group == "finetune" and option == "none":
         return ["finetune=none"]
+    text = ["data=text_corpus", "data.path=pyproject.toml"]  # any file: validation checks it exists
+    if group == "table_row" and option.startswith(("lm_", "flop_", "agp_")):
+        return [f"table_row={option}", *text]
     if group == "table_row":
         return [f"table_row={option}", "data=cifar10"]
+    if group == "experiment" and option.startswith(("lm_", "flop_")):
+        return [f"experiment={option}", "data.path=pyproject.toml"]
     if group == "experiment":
         return [f"experiment={option}"]
     return [f"{group}={option}"]
