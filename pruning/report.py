@@ -199,6 +199,10 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
     record["train_macs_total"] = metrics.training_macs()  # every stage's samples x forward MACs
     record.update(robustness_fields(metrics))
     sparsity = metrics.sparsity or {}  # a method with a sparsity target (FLOP, AGP): target / achieved, in %
+    if sparsity.get("target") is not None:  # the row filter's sparsity (runs whose settings predate it)
+        record.setdefault("sparsity", sparsity["target"])
+        if key.method == "agp":
+            record.setdefault("mode", key.variant)
     record.update(
         sparsity_target=None if sparsity.get("target") is None else 100.0 * sparsity["target"],
         sparsity_achieved=None if sparsity.get("achieved") is None else 100.0 * sparsity["achieved"],

@@ -58,11 +58,13 @@ def _valid_overrides(group: str, option: str) -> list[str]:
     if group == "finetune" and option == "none":
         return ["finetune=none"]
     text = ["data=text_corpus", "data.path=pyproject.toml"]  # any file: validation checks it exists
-    if group == "table_row" and option.startswith(("lm_", "flop_", "agp_")):
+    if group == "table_row" and option.startswith(("lm_cpu", "flop_cpu", "agp_cpu")):
         return [f"table_row={option}", *text]
+    if group == "table_row" and option.startswith(("flop_", "agp_")):  # enwik8 rows: the row picks the data
+        return [f"table_row={option}"]
     if group == "table_row":
         return [f"table_row={option}", "data=cifar10"]
-    if group == "experiment" and option.startswith(("lm_", "flop_")):
+    if group == "experiment" and option.startswith(("lm_", "flop_evidence")):
         return [f"experiment={option}", "data.path=pyproject.toml"]
     if group == "experiment":
         return [f"experiment={option}"]

@@ -254,6 +254,8 @@ class AGP(Method):
 
     def settings(self) -> dict[str, Any]:
         return {
+            "sparsity": self.sparsity,  # also the key's ratio: table rows filter on sparsity / mode
+            "mode": self.mode,
             "epochs": self.epochs,
             "initial_sparsity": self.initial_sparsity,
             "frequency": self.frequency,

@@ -396,6 +396,7 @@ class FLOP(Method):
 
     def settings(self) -> dict[str, Any]:
         return {
+            "sparsity": self.sparsity,  # also the key's ratio: table rows filter on sparsity
             "epochs": self.epochs,
             **{k: v for k, v in self.options.items()},
             "init_std": self.init_std,
