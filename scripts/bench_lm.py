@@ -42,6 +42,7 @@ from tabulate import tabulate
 from pruning.methods.base import PruneContext
 from pruning.methods.magnitude import Magnitude
 from pruning.models import build, default_spec
+from pruning.train import apply_masks
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 205  # enwik8's (FLOP's np.unique); speed barely depends on it
@@ -61,7 +62,7 @@ def structured_half(spec: dict) -> dict | None:
     if spec["arch"] == "transformer_xl":
         from pruning.models import transformer_xl
 
-        if not hasattr(transformer_xl, "linear_shapes") or "ranks" not in transformer_xl.default_spec():
+        if not hasattr(transformer_xl, "linear_shapes"):
             return None
         ranks = {}
         for name, (fan_in, fan_out, _bias) in transformer_xl.linear_shapes(spec).items():
@@ -71,16 +72,17 @@ def structured_half(spec: dict) -> dict | None:
     return None
 
 
-def variants(name: str, device: torch.device) -> list[tuple[str, torch.nn.Module]]:
+def variants(name: str, device: torch.device) -> list[tuple[str, torch.nn.Module, dict | None]]:
+    """(name, model, masks): masks are re-applied after every optimiser step, as in training."""
     torch.manual_seed(0)
     spec = model_spec(name)
     dense = build(spec).to(device)
-    out = [("dense", dense)]
-    masked = Magnitude(ratio=0.5).prune(copy.deepcopy(dense), PruneContext(device=str(device))).model
-    out.append(("magnitude 50%", masked.to(device)))
+    out = [("dense", dense, None)]
+    result = Magnitude(ratio=0.5).prune(copy.deepcopy(dense), PruneContext(device=str(device)))
+    out.append(("magnitude 50%", result.model.to(device), {k: v.to(device) for k, v in result.masks.items()}))
     half = structured_half(spec)
     if half is not None:
-        out.append(("structured 50%", build(half).to(device)))
+        out.append(("structured 50%", build(half).to(device), None))
     return out
 
 
@@ -89,7 +91,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_round(model, optimizer, x, y, steps: int, device) -> float:
+def train_round(model, optimizer, x, y, steps: int, device, masks=None) -> float:
     model.train()
     sync(device)
     t0 = time.perf_counter()
@@ -98,6 +100,7 @@ def train_round(model, optimizer, x, y, steps: int, device) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        apply_masks(model, masks)
     sync(device)
     return (time.perf_counter() - t0) / steps
 
@@ -120,20 +123,20 @@ def bench(name: str, args, device: torch.device) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, VOCAB, (args.batch, args.bptt), generator=g).to(device)
     y = torch.randint(0, VOCAB, (args.batch * args.bptt,), generator=g).to(device)
-    optims = [torch.optim.Adam(m.parameters(), lr=1e-4) for _, m in nets]
-    for (_, m), opt in zip(nets, optims, strict=True):  # warm-up: allocator, kernels, state shapes
-        train_round(m, opt, x, y, args.warmup, device)
+    optims = [torch.optim.Adam(m.parameters(), lr=1e-4) for _, m, _ in nets]
+    for (_, m, masks), opt in zip(nets, optims, strict=True):  # warm-up: allocator, kernels, state shapes
+        train_round(m, opt, x, y, args.warmup, device, masks)
         generate_round(m, 4, device)
     train_s: list[list[float]] = [[] for _ in nets]
     gen_s: list[list[float]] = [[] for _ in nets]
     for r in range(args.rounds):
         order = range(len(nets)) if r % 2 == 0 else reversed(range(len(nets)))
         for i in order:
-            train_s[i].append(train_round(nets[i][1], optims[i], x, y, args.steps, device))
+            train_s[i].append(train_round(nets[i][1], optims[i], x, y, args.steps, device, nets[i][2]))
             gen_s[i].append(generate_round(nets[i][1], args.gen_tokens, device))
     rows = []
     base_train, base_gen = statistics.median(train_s[0]), statistics.median(gen_s[0])
-    for (variant, m), ts, gs in zip(nets, train_s, gen_s, strict=True):
+    for (variant, m, _), ts, gs in zip(nets, train_s, gen_s, strict=True):
         t, gtime = statistics.median(ts), statistics.median(gs)
         params = sum(int((p != 0).sum()) for p in m.parameters())
         rows.append(
