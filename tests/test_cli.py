@@ -99,3 +99,18 @@ def test_cifar_run_by_subprocess(fake_cifar, tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     (m,) = metrics_files(tmp_path)
     assert m["key"]["finetune"] == "scratch_b" and (tmp_path / m["run_dir"] / ".hydra" / "config.yaml").exists()
+
+
+def test_help_describes_the_projects_groups_and_lists_every_option(tmp_path) -> None:
+    """prune-exp --help is the project's text (issue 16): every option of every user-facing group is
+    listed, and the report / paper spec folders are not offered as groups."""
+    from conftest import CONF_DIR, prune_exp
+
+    out = prune_exp(["--help"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "is powered by Hydra" not in text and "== Groups (group=option) ==" in text
+    for group in ("data", "model", "method", "finetune", "schedule", "adv_train", "robustness", "engine", "experiment"):
+        for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+            assert option in text, f"prune-exp --help does not list {group}={option} (conf/config.yaml hydra.help)"
+    assert "report:" not in text and "paper:" not in text
