@@ -11,7 +11,9 @@ read, not copied (shared/reference/papers-pfs-anp-sanp-flop.md section 4 lists t
    L = L_LM + l1 (s_hat - t) + l2 (s_hat - t)^2, s_hat = 1 - E[size] / prunable size, the target
    t = sparsity * min(1, step / prune_warmup); l1, l2 start at 0 and are trained by gradient ascent.
 3. The valid bpc is measured every ``eval_every`` steps and at each epoch's end; the best one is kept
-   only if the hard sparsity of the eval masks is > sparsity - ``accept_margin`` (0.02).
+   only if the hard sparsity of the eval masks is > sparsity - ``accept_margin`` (0.02); with
+   ``accept_upper`` (not official) also only if it is <= sparsity + accept_upper, so a short run whose
+   sparsity overshoots the target keeps a state within the band (the official runs settle over ~100 epochs).
 4. The kept network's zero components are removed and its eval-mask values folded into Q: a smaller
    dense network (``PruneResult.spec``) that computes exactly what the masked network computed in eval.
 5. Its spec is the matched-size architecture for scratch-E/B (finetune=scratch_e|scratch_b).
@@ -347,6 +349,8 @@ class FLOP(Method):
         eval_every: int | None = None,
         accept_margin: float = 0.02,
         rank: str = "balanced",
+        mask_lr_scale: float = 1.0,
+        accept_upper: float | None = None,
         **_: Any,
     ):
         self.sparsity = number(
@@ -389,6 +393,14 @@ class FLOP(Method):
         self.init_std = number("method.init_std", init_std, float, lambda v: v >= 0, ">= 0 (official 0.01)")
         self.accept_margin = number("method.accept_margin", accept_margin, float, lambda v: v >= 0, ">= 0 (0.02)")
         self.rank = choice("method.rank", rank, RANK_RULES)
+        self.accept_upper = (
+            None
+            if accept_upper is None
+            else number("method.accept_upper", accept_upper, float, lambda v: v >= 0, ">= 0, or null (official)")
+        )
+        self.mask_lr_scale = number(
+            "method.mask_lr_scale", mask_lr_scale, float, lambda v: v > 0, "> 0 (official: 1, the model's lr)"
+        )
 
     # ------------------------------------------------------------------ identity
     def key(self) -> dict[str, Any]:
@@ -402,6 +414,8 @@ class FLOP(Method):
             "init_std": self.init_std,
             "accept_margin": self.accept_margin,
             "rank": self.rank,
+            **({"mask_lr_scale": self.mask_lr_scale} if self.mask_lr_scale != 1.0 else {}),  # official runs: absent
+            **({"accept_upper": self.accept_upper} if self.accept_upper is not None else {}),
         }
 
     def validate(self, model_name: str, spec: dict) -> None:
@@ -548,7 +562,8 @@ class FLOP(Method):
             opt_hc = torch.optim.Adam(hc_params, lr=1.0, weight_decay=0.0)
             clipped = model_params
         else:  # one Adam over model.parameters(), log_alpha included (enwik8_tf/train.py)
-            opt_model = torch.optim.Adam(model_params + hc_params, lr=1.0, weight_decay=recipe["weight_decay"])
+            groups = [{"params": model_params, "scale": 1.0}, {"params": hc_params, "scale": self.mask_lr_scale}]
+            opt_model = torch.optim.Adam(groups, lr=1.0, weight_decay=recipe["weight_decay"])
             opt_hc = None
             clipped = model_params + hc_params
         opt_lambda = torch.optim.Adam([lambdas], lr=1.0, weight_decay=0.0, maximize=True)
@@ -559,12 +574,13 @@ class FLOP(Method):
         final_target = self.sparsity
 
         def set_lrs(step: int) -> None:
-            for group in opt_model.param_groups:
-                group["lr"] = model_lr(recipe, step, total_steps)
+            for group in opt_model.param_groups:  # TXL: log_alpha's group at mask_lr_scale x the lr
+                group["lr"] = model_lr(recipe, step, total_steps) * group.get("scale", 1.0)
             if opt_hc is not None:  # the official first step uses prune_lr, then the model's factor
                 factor = recipe["prune_lr"] if step == 1 else recipe["lr"]
-                for group in opt_hc.param_groups:
-                    group["lr"] = factor * noam(step, recipe["warmup_steps"]) / math.sqrt(recipe["n_d"])
+                for group in opt_hc.param_groups:  # mask_lr_scale: 1 officially (short budgets: more)
+                    lr = factor * noam(step, recipe["warmup_steps"]) / math.sqrt(recipe["n_d"])
+                    group["lr"] = lr * self.mask_lr_scale
             for group in opt_lambda.param_groups:
                 group["lr"] = lambda_lr(recipe, step)
 
@@ -604,6 +620,8 @@ class FLOP(Method):
             restore_state(net, carried)
             net.train()
             accept = ev["bpc"] < best["bpc"] and hard > final_target - self.accept_margin
+            if self.accept_upper is not None:  # two-sided: also no sparser than target + accept_upper
+                accept = accept and hard <= final_target + self.accept_upper
             if accept:
                 best.update(
                     bpc=ev["bpc"],
