@@ -176,8 +176,9 @@ def plot_keep_rates(record: dict, path: Path, title: str) -> None:
     top.set_ylabel("kept fraction of channels")
     top.set_xticks(xs, layers, rotation=90, fontsize=7)
     top.set_xlim(-0.6, len(layers) - 0.4)
-    top.legend(fontsize=7, loc="lower right", framealpha=0.9)
-    top.set_title(title, fontsize=9)
+    # the legend sits above the axes, never over a bar
+    top.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    top.set_title(title, fontsize=9, pad=22)
     if len(rows):
         dev = heat - overall[None, :]  # how each class departs from the layer's mean keep rate
         lim = max(0.01, float(np.abs(dev).max()))
