@@ -311,6 +311,7 @@ def _check_result(result, dense_spec: dict) -> None:
     assert result.spec["arch"] == dense_spec["arch"]
 
 
+@pytest.mark.integration
 def test_sru_run_reaches_the_target_sparsity_and_is_cached(tmp_path: Path) -> None:
     dense = sru()
     method = FLOP(sparsity=0.5, epochs=10, batch_size=8, eval_batch_size=8, lr=2.0, warmup_steps=20, prune_lr=1.0)
@@ -334,6 +335,7 @@ def test_sru_run_reaches_the_target_sparsity_and_is_cached(tmp_path: Path) -> No
     assert hit.extras["flop_cached"] and hit.extras["sparsity"] == sparsity and hit.spec == result.spec
 
 
+@pytest.mark.integration
 def test_transformer_xl_run_reaches_the_target_sparsity(tmp_path: Path) -> None:
     dense = transformer()
     method = FLOP(

@@ -53,6 +53,7 @@ def lm_cfg(tmp_path, *extra: str) -> dict:
     return plain_cfg(["data=text_corpus", f"data.path={corpus}", *model, *QUICK, *rest], tmp_path / "results")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model", [TINY_SRU, TINY_TXL], ids=["sru", "transformer_xl"])
 def test_dense_and_magnitude_runs_record_bits_per_character(tmp_path, model):
     dense = run_pipeline(lm_cfg(tmp_path, *model, "method=none"))
@@ -68,6 +69,7 @@ def test_dense_and_magnitude_runs_record_bits_per_character(tmp_path, model):
     assert pruned["stages"]["pretrain"]["cached"] is True  # the dense baseline is shared
 
 
+@pytest.mark.integration
 def test_training_lowers_bits_per_character(tmp_path):
     """An untrained model is near log2(256) = 8 bits; 3 short epochs on a 6-word corpus get far below."""
     metrics = run_pipeline(lm_cfg(tmp_path, *TINY_SRU, "method=none", "schedule.epochs=3", "schedule.lr=0.01"))
@@ -89,6 +91,7 @@ def test_language_model_on_images_is_refused(tmp_path):
         validate(cfg)
 
 
+@pytest.mark.integration
 def test_cli_missing_corpus_exits_2_with_the_path(tmp_path):
     out = prune_exp(["data=text_corpus", f"data.path={tmp_path}/nope.txt", *TINY_SRU, "method=none"], tmp_path)
     assert out.returncode == 2 and "nope.txt" in out.stderr and "Traceback" not in out.stderr

@@ -336,6 +336,7 @@ def test_method_config_composes(tmp_path: Path) -> None:
     assert method.tag() == "r0.5"
 
 
+@pytest.mark.integration
 def test_sanp_through_the_pipeline_records_cost_per_sample(fake_cifar, tmp_path: Path) -> None:
     """prune-exp method=sanp: the run's MACs are the measured mean per test sample (SPMs
     included), with p5 / p95; latency is timed on real test images; the second stage is none."""
