@@ -1024,6 +1024,8 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTabl
     """One table per budget group with runs for ``spec``; the empty table when there are none."""
     done = runs[runs["status"] == "done"] if "status" in runs else runs
     sweep = spec["kind"] == "ratio_sweep"
+    if sweep and "final_bpc" in done:  # the sweep plots top-1: language-model runs have their own tables
+        done = done[done["final_bpc"].isna()]
 
     def build(used: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
         # architecture-only cells may come from dry runs too (counts do not depend on training)
