@@ -53,7 +53,9 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from rich.console import Console
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
@@ -121,16 +123,13 @@ SPEC_KINDS = ("paper_table", "ratio_sweep")
 # (paper / ours); robust: ours only, mean±std (the robustness columns appended to any table)
 COLUMN_KINDS = ("accuracy", "reduction", "speedup", "count", "percent", "value", "times", "robust")
 DELTA_KINDS = ("accuracy", "percent", "value")
+SEEDED_KINDS = ("accuracy", "percent", "value", "robust", "times")  # averaged over seeds: the row's n
 
 ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper reports it"
 UNVERIFIED_MARK = "†"
 UNVERIFIED_FOOTNOTE = "† recalled value, not yet checked against the paper (shared/reference/papers.md)"
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "·": r"$\cdot$", "−": "-"}
 FINETUNE_STYLES = {"finetune": ("o", "-"), "scratch_e": ("s", ":"), "scratch_b": ("^", "-.")}
-
-
-class CommandText(str):
-    """A cell that holds the command filling it (markdown renders it as code)."""
 
 
 # --------------------------------------------------------------------------- loading runs
@@ -275,12 +274,46 @@ def measured_speedups(metrics: RunMetrics) -> dict[str, Any]:
     ``measured_speedup_gpu``, and the headline ``measured_speedup`` (GPU when the run had one,
     else the largest CPU batch; ``measured_setting`` says which)."""
     out: dict[str, Any] = {name: None for name in SPEEDUP_COLUMNS if name != "flops_speedup"}
+    noise: dict[str, tuple[float, float] | None] = {}
     for name, rec in sorted(metrics.latency.items()):
         column = "measured_speedup_gpu" if not rec.device.startswith("cpu") else f"measured_speedup_{name}"
-        out.setdefault(column, rec.speedup)
-        out[column] = out[column] if out[column] is not None else rec.speedup
+        if out.get(column) is None:
+            out[column], noise[column] = rec.speedup, speedup_noise(rec)
     headline, setting = metrics.measured_speedup()
-    return {**out, "measured_speedup": headline, "measured_setting": setting}
+    out.update(measured_speedup=headline, measured_setting=setting)
+    headline_column = next((c for c, v in out.items() if c.startswith("measured_speedup_") and v == headline), None)
+    noise["measured_speedup"] = noise.get(headline_column) if headline is not None else None
+    for column, band in noise.items():  # <column>_lo / _hi: the timing-noise band of the speed-up
+        out[f"{column}_lo"], out[f"{column}_hi"] = band if band is not None else (None, None)
+    return out
+
+
+def speedup_noise(record: Any) -> tuple[float, float] | None:
+    """The timing-noise band of one measured speed-up: the interquartile range of the per-round
+    dense/pruned ratios (``speedup_p25`` / ``speedup_p75``, recorded since the timings are paired);
+    for older records the ratio of the minima against the ratio of the medians. None when neither
+    is recorded."""
+    extra = record.extra or {}
+    if extra.get("speedup_p25") is not None and extra.get("speedup_p75") is not None:
+        return float(extra["speedup_p25"]), float(extra["speedup_p75"])
+    dense_min, pruned_min = extra.get("dense_min_ms"), extra.get("pruned_min_ms")
+    if dense_min and pruned_min:
+        by_minima = dense_min / pruned_min
+        return min(by_minima, record.speedup), max(by_minima, record.speedup)
+    return None
+
+
+def within_noise(speedups: pd.Series, lows: pd.Series | None, highs: pd.Series | None) -> bool:
+    """A measured speed-up is within the timing noise when its noise band (mean over the runs of
+    each run's band) holds 1.0, or when 1.0 is within one std of the mean over seeds."""
+    value = mean_std(speedups)
+    if value.mean is None:
+        return False
+    if value.std is not None and abs(value.mean - 1.0) <= value.std:
+        return True
+    low = mean_std(lows if lows is not None else []).mean
+    high = mean_std(highs if highs is not None else []).mean
+    return low is not None and high is not None and low <= 1.0 <= high
 
 
 def load_runs(results_root: str | Path) -> pd.DataFrame:
@@ -499,10 +532,20 @@ class ReportTable:
     records: pd.DataFrame
     footnotes: list[str] = field(default_factory=list)
     figure: Any = None  # a matplotlib Figure (sweeps), written as <file_stem>.png
+    commands: list[str] = field(default_factory=list)  # c1, c2, ...: the commands that fill empty cells
+    key_columns: int = 1  # leading columns (the row's name) repeated in every part of a split table
+    legend: str = ""  # the cell notation (the caption's first sentence): what the terminal shows of the caption
+    command: str = ""  # the command that fills the whole table
 
     @property
     def file_stem(self) -> str:
         return self.spec_name if self.group is None else f"{self.spec_name}__{self.group.slug}"
+
+    def by_row(self) -> dict[str, dict[str, str]]:
+        """The cells by row name (the last key column) and header, e.g.
+        ``table.by_row()["ResNet-56-A"]["Fine-tuned"]``."""
+        name = self.key_columns - 1
+        return {row[name]: dict(zip(self.headers, row, strict=True)) for row in self.rows}
 
     @property
     def headers(self) -> list[str]:
@@ -521,7 +564,7 @@ class PaperValue:
     verified: bool
     source: str
 
-    def format(self, kind: str) -> str:
+    def format(self, kind: str, with_std: bool = True) -> str:
         mark = "" if self.verified else UNVERIFIED_MARK
         if kind == "reduction":
             return f"{self.mean:.1f}%{mark}"
@@ -531,7 +574,7 @@ class PaperValue:
             return f"{self.mean:.3f}{mark}"
         if kind == "times":
             return f"{self.mean:.2f}×{mark}"
-        std = "" if self.std is None else f"±{self.std:.2f}"
+        std = "" if self.std is None or not with_std else f"±{self.std:.2f}"
         return f"{self.mean:.2f}{std}{mark}"
 
 
@@ -646,14 +689,53 @@ def _source_footnote(sources: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Cell:
+    """One paper-table cell before layout: our value, the paper's, the delta, the seed count, the
+    command that fills it while it has no run, and whether a measured speed-up is within noise."""
+
+    ours: str = ""
+    paper: str = ""
+    delta: str = ""
+    n: int = 0
+    command: str = ""
+    noisy: bool = False
+
+    def text(self, row_n: int | None, command_ref: str = "") -> str:
+        """``ours (paper, Δ)`` in one cell, e.g. ``93.41±0.12 (93.14, +0.27)``; ``[c3] (93.14)``
+        while not run (c3: the command listed below the table); ``n=k`` when this cell's seed
+        count differs from the row's; ``≈`` before a speed-up within the timing noise."""
+        ours = f"[{command_ref}]" if command_ref else self.ours
+        if self.noisy and ours:
+            ours = f"≈{ours}"
+        if self.n and row_n is not None and self.n != row_n:
+            ours += f" n={self.n}"
+        extra = ", ".join(part for part in (self.paper, self.delta) if part)
+        return f"{ours} ({extra})" if extra and ours else extra or ours
+
+
+def _ours_text(ours: MeanStd, kind: str, decimals: int) -> str:
+    if kind in ("accuracy", "percent", "robust"):
+        return format_mean_std(ours, decimals=decimals, with_n=False)
+    if kind == "value":
+        return format_mean_std(ours, decimals=3, with_n=False)
+    if kind == "times":
+        return f"{format_mean_std(ours, with_n=False)}×"
+    if kind == "speedup":
+        return f"{ours.mean:.2f}×"
+    if kind == "count":
+        return format_count(ours.mean)
+    return _reduction_text(ours)
+
+
 def _paper_cell(
     spec: Mapping[str, Any],
     row: Mapping[str, Any],
     column: Mapping[str, Any],
     runs: pd.DataFrame,
     group: BudgetGroup | None,
-) -> tuple[list[str], dict[str, Any], PaperValue | None]:
-    """One column of one row: its text cells (paper, ours[, Δ]) and its CSV fields."""
+) -> tuple[Cell, dict[str, Any], PaperValue | None]:
+    """One column of one row: its cell (ours, paper, Δ) and its CSV fields."""
     key, kind = column["key"], column["kind"]
     paper = _paper_value(row, column)
     cell_runs = _cell_runs(spec, row, column, runs)
@@ -661,15 +743,18 @@ def _paper_cell(
         log.warning("prune-report: %s / %s has several runs of one seed; averaging all", row["name"], column["label"])
     mixed = sorted(set(cell_runs["settings"].fillna("")))
     if len(mixed) > 1:
+        sets = [set(_parse_settings(m)) for m in mixed]
+        common = set.intersection(*sets)
         log.warning(
             "prune-report: %s, row %r, column %r averages runs made with different method "
             "settings (%s); add the setting (sparsity / mode) to the row's filter in the spec",
             spec.get("name"),
             row.get("name"),
             column.get("key"),
-            "; ".join(m or "none recorded" for m in mixed),
+            " vs ".join(", ".join(sorted(items - common)) or "none recorded" for items in sets),
         )
-    ours = mean_std(cell_runs[column["metric"]])
+    metric = column["metric"]
+    ours = mean_std(cell_runs[metric])
     done = cell_runs[cell_runs["status"] == "done"] if "status" in cell_runs else cell_runs
     ran = len(done) > 0  # the row's runs finished without this metric (a dense row has no speed-up): "—"
     command = (
@@ -677,32 +762,22 @@ def _paper_cell(
         if ours.n or ran or column.get("auto") or row.get("not_implemented")
         else cell_command(spec, row, column, group)
     )
+    cell = Cell(command=command, n=ours.n if kind in SEEDED_KINDS else 0)
     if ours.n == 0 and row.get("not_implemented"):
-        ours_text = "n/i"  # the reason is a footnote
+        cell.ours = "n/i"  # the reason is a footnote
     elif ours.n == 0 and ran:
-        ours_text = "—"
-    elif ours.n == 0:
-        ours_text: str = CommandText(command)
-    else:
-        ours_text = (
-            format_mean_std(ours, decimals=int(column.get("decimals", 2)))
-            if kind in ("accuracy", "percent", "robust")
-            else format_mean_std(ours, decimals=3)
-            if kind == "value"
-            else f"{ours.mean:.2f}×"
-            if kind == "times" and ours.n == 1
-            else f"{format_mean_std(ours, with_n=False)}×"
-            if kind == "times"
-            else f"{ours.mean:.2f}×"
-            if kind == "speedup"
-            else format_count(ours.mean)
-            if kind == "count"
-            else _reduction_text(ours)
-        )
+        cell.ours = "—"
+    elif ours.n:
+        cell.ours = _ours_text(ours, kind, int(column.get("decimals", 2)))
+    if ours.n and metric.startswith("measured_speedup"):
+        cell.noisy = within_noise(cell_runs[metric], cell_runs.get(f"{metric}_lo"), cell_runs.get(f"{metric}_hi"))
     delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
 
     ours_only = kind in ("speedup", "robust") or spec.get("paper_values") is False
-    texts = [ours_text] if ours_only else [paper.format(kind) if paper else "", ours_text]
+    if not ours_only and paper is not None:
+        cell.paper = paper.format(kind, with_std=False)
+        if kind in DELTA_KINDS and delta is not None:
+            cell.delta = f"{delta:+.3f}" if kind == "value" else f"{delta:+.2f}"
     record: dict[str, Any] = {
         f"{key}_paper_mean": paper.mean if paper else None,
         f"{key}_paper_std": paper.std if paper else None,
@@ -712,11 +787,57 @@ def _paper_cell(
         f"{key}_ours_n": ours.n,
     }
     if kind in DELTA_KINDS and not ours_only:
-        texts.append("" if delta is None else f"{delta:+.3f}" if kind == "value" else f"{delta:+.2f}")
         record[f"{key}_delta"] = _rounded(delta)
+    if metric.startswith("measured_speedup"):
+        record[f"{key}_within_noise"] = cell.noisy if ours.n else None
     record[f"{key}_command"] = command
     record[f"{key}_paper_source"] = paper.source if paper else ""
-    return texts, record, paper
+    return cell, record, paper
+
+
+def _row_n(cells: Sequence[Cell]) -> int | None:
+    """A row's seed count: the most any of its cells has (a cell with fewer says so); None
+    without runs."""
+    return max((cell.n for cell in cells if cell.n), default=None)
+
+
+class CommandList:
+    """The commands that fill a table's empty cells, numbered once each (c1, c2, ...)."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def ref(self, command: str) -> str:
+        if not command:
+            return ""
+        if command not in self.commands:
+            self.commands.append(command)
+        return f"c{self.commands.index(command) + 1}"
+
+
+def cell_legend(rows: Sequence[Sequence[str]], with_paper: bool, with_n: bool) -> str:
+    """The caption line that explains the cell notation, naming only the marks the table uses."""
+    text = "\n".join(" | ".join(row) for row in rows)
+    parts = [
+        "Cells: ours mean±std over the row's n seeds (paper, Δ = ours − paper)"
+        if with_paper
+        else "Cells: ours mean±std over the row's n seeds"
+        if with_n
+        else "Cells: ours"
+    ]
+    if UNVERIFIED_MARK in text:
+        parts.append(f"{UNVERIFIED_MARK} paper value not yet checked against the paper")
+    if re.search(r"\[c\d+\]", text):
+        parts.append("[cN] not run yet: command cN below fills it")
+    if "—" in text:
+        parts.append("— the runs did not record this metric")
+    if "≈" in text:
+        parts.append("≈ measured speed-up within the timing noise (its IQR band or the seeds' std holds 1.0×)")
+    if " n=" in text:
+        parts.append("n=k: this cell's seed count where it differs from the row's")
+    if "n/i" in text:
+        parts.append("n/i: not implemented (footnote)")
+    return "; ".join(parts) + "."
 
 
 def build_paper_table(
@@ -738,42 +859,54 @@ def build_paper_table(
                 "itself) and black-box (BB: transferred from a separately trained standard network); vulnerability: "
                 f"mean |clean - adversarial| latent feature (ANP-VS); attack: {'; '.join(attacks)}."
             )
-    header_groups: list[tuple[str, list[str]]] = [("Model", []), ("Pruned model", [])]
-    for column in spec["columns"]:
-        sub_labels = {"speedup": ["ours"], "robust": ["ours"]}.get(
-            column["kind"], ["paper", "ours", "Δ"] if column["kind"] in DELTA_KINDS else ["paper", "ours"]
-        )
-        if spec.get("paper_values") is False:  # a table without paper values: ours only
-            sub_labels = ["ours"]
-        header_groups.append((column["label"], sub_labels))
 
-    rows, records = [], []
+    cell_rows: list[list[Cell]] = []
+    records = []
     sources: dict[str, list[str]] = {}  # source -> the cells it supplies
     any_unverified = False
     for row in spec["rows"]:
-        cells: list[str] = [row["unpruned_name"], row["name"]]
         record: dict[str, Any] = {"model": row["unpruned_name"], "pruned_model": row["name"], **_group_record(group)}
+        cells = []
         for column in spec["columns"]:
             source = arch_runs if arch_runs is not None and column["metric"] in ARCHITECTURE_METRICS else runs
-            texts, fields, paper = _paper_cell(spec, row, column, source, group)
-            cells += texts
+            cell, fields, paper = _paper_cell(spec, row, column, source, group)
+            cells.append(cell)
             record.update(fields)
             if paper is not None:
                 any_unverified |= not paper.verified
                 sources.setdefault(paper.source, []).append(f"{row['name']} {column['label']}")
-        rows.append(cells)
+        cell_rows.append(cells)
         records.append(record)
+
+    # one "Model" column only where it tells something the row name does not
+    models = [row["unpruned_name"] for row in spec["rows"]]
+    one_model = len(set(models)) == 1
+    show_model = (
+        not one_model
+        and not all(row["name"].startswith(row["unpruned_name"]) for row in spec["rows"])
+        and max(display_width(model) for model in models) <= MAX_MODEL_COLUMN  # else the row's name says enough
+    )
+    commands = CommandList()
+    rows = []
+    for row, cells in zip(spec["rows"], cell_rows, strict=True):
+        row_n = _row_n(cells)
+        texts = [row["unpruned_name"]] if show_model else []
+        texts += [row["name"], "" if row_n is None else str(row_n)]
+        texts += [cell.text(row_n, commands.ref(cell.command)) for cell in cells]
+        rows.append(texts)
+    key_labels = ["Model", "Pruned model"] if show_model else ["Pruned model"]
+    header_groups = [(label, []) for label in [*key_labels, "n"]]
+    header_groups += [(column["label"], []) for column in spec["columns"]]
 
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
-    delta_note = "" if spec.get("paper_values") is False else " Δ = ours mean − paper mean."
+    with_paper = spec.get("paper_values") is not False
+    legend = cell_legend(rows, with_paper, True)
     caption = (
-        f"{spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}; ours: mean±std over seeds "
-        f"(n = number of seeds).{delta_note} FLOPs↓ / Params↓: reduction "
-        f"of the pruned vs the dense model; Speedup: dense/pruned MACs and measured "
-        f"latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
-        f"An empty 'ours' cell shows the command that "
-        f"fills it; the whole table: `{table_command}`.{robust_note}{_budget_caption(spec, group)}"
+        f"{legend} {spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}. "
+        "FLOPs↓ / Params↓: reduction of the pruned vs the dense model; speed-ups: dense/pruned MACs and measured "
+        "latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
+        f"The whole table: `{table_command}`.{robust_note}{_budget_caption(spec, group)}"
     )
     footnotes = [UNVERIFIED_FOOTNOTE] if any_unverified else []
     footnotes += [
@@ -782,6 +915,8 @@ def build_paper_table(
     footnotes += [f"Paper: {' '.join(str(spec.get('citation', '')).split())}"]
     footnotes += [_source_footnote(sources)] if sources else []
     subtitle = group.describe() if group is not None else "no done runs yet · commands use the paper's budget"
+    if one_model and not all(row["name"].startswith(models[0]) for row in spec["rows"]):
+        subtitle += f" · model: {models[0]}"
     table = ReportTable(
         spec["name"],
         group,
@@ -792,6 +927,10 @@ def build_paper_table(
         rows,
         pd.DataFrame.from_records(records),
         footnotes,
+        commands=commands.commands,
+        key_columns=len(key_labels),
+        legend=legend,
+        command=table_command,
     )
     if spec.get("plot") and runs is not None and len(runs):
         table.figure = build_row_figure(spec, runs, f"{spec['title']}\n{subtitle}")
@@ -845,26 +984,24 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
 
 def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
     """Uniform-ratio runs of one budget group: ratio → reductions, unpruned and final top-1."""
-    header_groups: list[tuple[str, list[str]]] = [
-        (label, [])
-        for label in (
-            "Model",
-            "Method",
-            "Fine-tune",
-            "Ratio",
-            "FLOPs↓",
-            "Params↓",
-            "FLOPs×",
-            "Measured× CPU b1",
-            "Measured× CPU b64",
-            "Measured× GPU",
-            "2nd-stage epochs",
-            "Unpruned top-1",
-            "Final top-1",
-        )
+    labels = [
+        "Model",
+        "Method",
+        "Fine-tune",
+        "Ratio",
+        "n",
+        "FLOPs↓",
+        "Params↓",
+        "FLOPs×",
+        "Measured× CPU b1",
+        "Measured× CPU b64",
+        "Measured× GPU",
+        "2nd-stage ep",
+        "Unpruned top-1",
+        "Final top-1",
     ]
     robust = [c for c in ("robust_top1_wb", "robust_top1_bb") if c in runs and runs[c].notna().any()]
-    header_groups += [({"robust_top1_wb": "WB PGD top-1", "robust_top1_bb": "BB PGD top-1"}[c], []) for c in robust]
+    labels += [{"robust_top1_wb": "WB PGD top-1", "robust_top1_bb": "BB PGD top-1"}[c] for c in robust]
     rows, records = [], []
     if not runs.empty:
         runs = runs.assign(method_label=method_labels(runs))
@@ -878,19 +1015,28 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
             final = mean_std(cell_runs["final_top1"])
             stage_epochs = "/".join(str(e) for e in sorted(set(cell_runs["stage_epochs"].dropna().astype(int))))
             speedups = {name: mean_std(cell_runs[name]) for name in SPEEDUP_COLUMNS}
+            noisy = {
+                name: within_noise(cell_runs[name], cell_runs.get(f"{name}_lo"), cell_runs.get(f"{name}_hi"))
+                for name in SPEEDUP_COLUMNS
+                if name != "flops_speedup"
+            }
+            unpruned_text = format_mean_std(unpruned, with_n=False)
+            if unpruned.n and unpruned.n != final.n:
+                unpruned_text += f" n={unpruned.n}"
             rows.append(
                 [
                     model,
                     label,
                     finetune,
                     f"{ratio:g}",
+                    str(final.n),
                     _reduction_text(flops) if flops.n else "",
                     _reduction_text(params) if params.n else "",
-                    *(f"{v.mean:.2f}×" if v.n else "—" for v in speedups.values()),
+                    *(f"{'≈' if noisy.get(name) else ''}{v.mean:.2f}×" if v.n else "—" for name, v in speedups.items()),
                     stage_epochs,
-                    format_mean_std(unpruned),
-                    format_mean_std(final),
-                    *(format_mean_std(mean_std(cell_runs[c])) or "—" for c in robust),  # robustness=pgd runs only
+                    unpruned_text,
+                    format_mean_std(final, with_n=False),
+                    *(format_mean_std(mean_std(cell_runs[c]), with_n=False) or "—" for c in robust),
                 ]
             )
             records.append(
@@ -904,6 +1050,7 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
                     "flops_reduction": _rounded(flops.mean),
                     "params_reduction": _rounded(params.mean),
                     **{name: _rounded(v.mean) for name, v in speedups.items()},
+                    **{f"{name}_within_noise": noisy[name] if speedups[name].n else None for name in noisy},
                     "stage_epochs": stage_epochs,
                     "unpruned_mean": _rounded(unpruned.mean),
                     "unpruned_std": _rounded(unpruned.std),
@@ -915,10 +1062,17 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
                     **_group_record(group),
                 }
             )
+    # a measured column no run has is left out (GPU on a CPU-only machine)
+    keep = [i for i, label in enumerate(labels) if not label.startswith("Measured") or any(r[i] != "—" for r in rows)]
+    if not rows:
+        keep = [i for i, label in enumerate(labels) if not label.startswith("Measured")]
+    header_groups = [(labels[i], []) for i in keep]
+    rows = [[row[i] for i in keep] for row in rows]
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
+    legend = cell_legend(rows, False, True).replace("Cells: ours", "Cells: ours (top-1 %)")
     caption = (
-        f"{ACCURACY_NOTE}; mean±std over seeds (n = number of seeds). Runs with a "
-        f"uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`."
+        f"{legend} {ACCURACY_NOTE}. "
+        f"Runs with a uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`."
     )
     attacks = sorted({a for a in runs.get("robust_attack", pd.Series(dtype=object)).dropna()}) if robust else []
     if attacks:
@@ -929,8 +1083,26 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
         )
     subtitle = group.describe() if group is not None else "no done uniform-ratio runs yet"
     table = ReportTable(
-        spec["name"], group, spec["title"], subtitle, caption, header_groups, rows, pd.DataFrame.from_records(records)
+        spec["name"],
+        group,
+        spec["title"],
+        subtitle,
+        caption,
+        header_groups,
+        rows,
+        pd.DataFrame.from_records(records),
+        key_columns=4,
+        legend=legend,
+        command=table_command,
     )
+    shared = shared_settings(runs) if not runs.empty else {}
+    long_shared = {
+        m: text for m, text in shared.items() if len(_parse_settings(text)) > 2 or m in varying_methods(runs)
+    }
+    if long_shared:
+        table.footnotes.append(
+            "Settings every run of a method shares: " + "; ".join(f"{m}: {t}" for m, t in long_shared.items())
+        )
     if group is not None and not runs.empty:
         budget_lines = group.describe().replace(" · ", "\n")
         table.figure = build_sweep_figure(runs, f"{spec['title']}\n{budget_lines}")
@@ -938,14 +1110,44 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
     return table
 
 
+def _parse_settings(text: Any) -> list[str]:
+    """``settings_text``'s ``"a=1, b=x"`` back into its ``name=value`` items."""
+    return re.split(r", (?=[A-Za-z_][A-Za-z0-9_]*=)", text) if isinstance(text, str) and text else []
+
+
+def varying_methods(runs: pd.DataFrame) -> set[str]:
+    """Methods whose runs differ in their settings."""
+    return {method for method, settings in runs.groupby("method")["settings"] if len(set(settings)) > 1}
+
+
+def shared_settings(runs: pd.DataFrame) -> dict[str, str]:
+    """Per method: the settings every one of its runs in ``runs`` has alike (listed once below a
+    table instead of in every label)."""
+    out = {}
+    for method, settings in runs.groupby("method", sort=True)["settings"]:
+        sets = [set(_parse_settings(text)) for text in settings]
+        common = set.intersection(*sets) if sets else set()
+        if common:
+            out[method] = ", ".join(sorted(common))
+    return out
+
+
 def method_labels(runs: pd.DataFrame) -> list[str]:
-    """Per run: the method, its variant when set (TAS: kd / nokd) and its settings, e.g.
-    ``network_slimming (sparsity=0.0001)``, ``tas nokd``: runs with different labels are never
-    averaged together."""
+    """Per run: the method, its variant when set (TAS: kd / nokd) and the settings in which its
+    runs differ, e.g. ``network_slimming (sparsity=0.0001)``, ``tas nokd``: runs with different
+    labels are never averaged together. Settings all runs of a method share are left out of the
+    label (``shared_settings``)."""
+    shared = {method: set(_parse_settings(text)) for method, text in shared_settings(runs).items()}
+    varying = varying_methods(runs)
     labels = []
     for method, variant, settings in zip(runs["method"], runs["variant"], runs["settings"], strict=True):
         label = method if variant is None or pd.isna(variant) else f"{method} {variant}"
-        labels.append(f"{label} ({settings})" if isinstance(settings, str) and settings else label)
+        items = _parse_settings(settings)
+        if method in varying:
+            items = [item for item in items if item not in shared.get(method, set())]
+        elif len(items) > 2:  # many settings, all alike: listed once below the table
+            items = []
+        labels.append(f"{label} ({', '.join(items)})" if items else label)
     return labels
 
 
@@ -1027,9 +1229,13 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTabl
     if sweep and "final_bpc" in done:  # the sweep plots top-1: language-model runs have their own tables
         done = done[done["final_bpc"].isna()]
 
+    dry = runs[runs["status"] == "dry_run"] if "status" in runs else runs.iloc[0:0]
+
     def build(used: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
-        # architecture-only cells may come from dry runs too (counts do not depend on training)
-        return build_sweep_table(spec, used, group) if sweep else build_paper_table(spec, used, group, runs)
+        # architecture-only cells may come from dry runs too (counts do not depend on training);
+        # done runs count only in their own budget group (a trained method's counts may differ)
+        arch = pd.concat([used, dry]) if len(dry) else used
+        return build_sweep_table(spec, used, group) if sweep else build_paper_table(spec, used, group, arch)
 
     tables = []
     for group, group_runs in split_by_budget(done):
@@ -1044,37 +1250,148 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTabl
 # --------------------------------------------------------------------------- rendering
 
 
+MAX_MODEL_COLUMN = 24  # a wider "Model" column is left out (the row's name tells the model too)
+TERMINAL_WIDTH = 120  # a table part (its raw markdown, its terminal rendering) fits this many columns
+LATEX_TEXT_WIDTH_PT = 397.0  # a paper's text width (NeurIPS / ICLR: 5.5 in); each LaTeX part fits it
+LATEX_PT_PER_CHAR = 4.6  # \footnotesize (8 pt Computer Modern): digits 4.25 pt, a little room for capitals
+LATEX_COLUMN_PT = 8.0  # 2 \tabcolsep (4 pt each)
+
+
+def display_width(text: Any) -> int:
+    """Terminal columns a cell takes (±, ×, Δ... take one each)."""
+    return cell_len(str(text))
+
+
+def column_parts(widths: Sequence[float], key_columns: int, budget: float, overhead: float) -> list[list[int]]:
+    """Split a table's columns into parts that each fit ``budget``: every part repeats the
+    ``key_columns`` leading columns (the row's name) and takes as many of the following columns,
+    in order, as fit (at least one). ``overhead``: what each column adds (separators, padding)."""
+    keys = list(range(min(key_columns, len(widths))))
+    key_width = sum(widths[i] + overhead for i in keys)
+    parts: list[list[int]] = []
+    current: list[int] = []
+    used = key_width
+    for i in range(len(keys), len(widths)):
+        width = widths[i] + overhead
+        if current and used + width > budget:
+            parts.append(keys + current)
+            current, used = [], key_width
+        current.append(i)
+        used += width
+    parts.append(keys + current)
+    return parts
+
+
+def _column_widths(table: ReportTable) -> list[int]:
+    columns = list(zip(table.headers, *table.rows, strict=True)) if table.rows else [(h,) for h in table.headers]
+    return [max(display_width(cell) for cell in column) for column in columns]
+
+
+def markdown_parts(table: ReportTable, width: int = TERMINAL_WIDTH) -> list[list[int]]:
+    """Column parts whose GitHub-markdown lines fit ``width`` characters (``| a | b |``;
+    tabulate makes a column at least its header + 2 wide)."""
+    widths = [max(w, display_width(h) + 2) for w, h in zip(_column_widths(table), table.headers, strict=True)]
+    return column_parts(widths, table.key_columns, width - 1, 3)
+
+
+def latex_parts(table: ReportTable) -> list[list[int]]:
+    """Column parts whose LaTeX tabular fits ``LATEX_TEXT_WIDTH_PT`` at \\footnotesize."""
+    widths = [w * LATEX_PT_PER_CHAR for w in _column_widths(table)]
+    return column_parts(widths, table.key_columns, LATEX_TEXT_WIDTH_PT, LATEX_COLUMN_PT)
+
+
+def _wrap(text: str, width: int = TERMINAL_WIDTH) -> str:
+    """Prose wrapped to ``width`` (markdown joins the lines of a paragraph again)."""
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) if line else "" for line in text.splitlines())
+
+
 def _markdown_cell(cell: str) -> str:
-    text = str(cell).replace("|", r"\|")
-    return f"`{text}`" if isinstance(cell, CommandText) and text else text
+    return str(cell).replace("|", r"\|")
 
 
 def render_markdown(table: ReportTable) -> str:
-    """Title, data/budget line, caption, the table (GitHub markdown) and its footnotes."""
-    body = tabulate(
-        [[_markdown_cell(c) for c in row] for row in table.rows],
-        headers=table.headers,
-        tablefmt="github",
-        disable_numparse=True,
-    )
-    parts = [f"# {table.title}", table.subtitle, table.caption, body, *table.footnotes]
-    return "\n\n".join(parts) + "\n"
+    """Title, data/budget line, caption, the table (GitHub markdown; split into parts of at most
+    120 columns, each repeating the row's name), the numbered commands that fill its empty cells,
+    and its footnotes."""
+    bodies = []
+    parts = markdown_parts(table)
+    for number, part in enumerate(parts, start=1):
+        body = tabulate(
+            [[_markdown_cell(row[i]) for i in part] for row in table.rows],
+            headers=[table.headers[i] for i in part],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+        bodies.append(body if len(parts) == 1 else f"Part {number} of {len(parts)}\n\n{body}")
+    sections = [f"# {table.title}", _wrap(table.subtitle), _wrap(table.caption), *bodies]
+    if table.commands:
+        lines = [f"- c{i}: `{command}`" for i, command in enumerate(table.commands, start=1)]
+        sections.append("Commands that fill the empty cells:\n\n" + "\n".join(lines))
+    sections += [note if note.startswith("![") else _wrap(note) for note in table.footnotes]
+    return "\n\n".join(sections) + "\n"
+
+
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "---",
+    "≈": r"$\approx$",
+    "×": r"$\times$",
+    "−": "-",
+    "–": "--",
+    "`": "",
+    "→": r"$\rightarrow$",
+    **{symbol: latex for symbol, latex in LATEX_SYMBOLS.items() if symbol != "−"},
+}
+_LATEX_PATTERN = re.compile("|".join(re.escape(symbol) for symbol in LATEX_SPECIALS))
+
+
+def latex_escape(text: Any) -> str:
+    """Plain text as LaTeX: special characters escaped, ±, ×, Δ, ↓, †, ≈... as math symbols."""
+    return _LATEX_PATTERN.sub(lambda m: LATEX_SPECIALS[m.group(0)], str(text))
 
 
 def render_latex(table: ReportTable) -> str:
-    """A booktabs tabular; title, budget, caption and footnotes as leading/trailing comments."""
-    body = tabulate(table.rows, headers=table.headers, tablefmt="latex_booktabs", disable_numparse=True)
-    for symbol, latex in LATEX_SYMBOLS.items():
-        body = body.replace(symbol, latex)
+    """A complete ``table`` float (booktabs, \\footnotesize) that fits a paper's text width
+    (5.5 in): a wide table is split into stacked tabulars, each repeating the row's name. The
+    caption names the data, the budget and the cell notation; the commands and footnotes follow
+    as comments."""
 
     def comment(lines: Iterable[str]) -> list[str]:
         return [f"% {line}" for text in lines for line in str(text).splitlines()]
 
-    head = [
-        "% generated by prune-report; needs \\usepackage{booktabs}",
-        *comment([table.title, table.subtitle, table.caption]),
+    out = [
+        "% generated by prune-report; needs \\usepackage{booktabs}; fits a 5.5 in text width at \\footnotesize",
+        "\\begin{table}[htbp]",
+        "\\centering",
+        "\\footnotesize",
+        "\\setlength{\\tabcolsep}{4pt}",
+        f"\\caption{{{latex_escape(table.title)}. {latex_escape(table.subtitle)}. {latex_escape(table.caption)}}}",
+        f"\\label{{tab:{table.file_stem}}}",
     ]
-    return "\n".join([*head, body, *comment(table.footnotes)]) + "\n"
+    for number, part in enumerate(latex_parts(table)):
+        if number:
+            out.append("\\par\\medskip")
+        spec = "".join("l" if i < table.key_columns else "r" for i in part)
+        out += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+        out.append(" & ".join(latex_escape(table.headers[i]) for i in part) + " \\\\")
+        out.append("\\midrule")
+        out += [" & ".join(latex_escape(row[i]) for i in part) + " \\\\" for row in table.rows]
+        out += ["\\bottomrule", "\\end{tabular}"]
+    out.append("\\end{table}")
+    if table.commands:
+        out += comment(["Commands that fill the empty cells:"])
+        out += comment(f"c{i}: {command}" for i, command in enumerate(table.commands, start=1))
+    out += comment(table.footnotes)
+    return "\n".join(out) + "\n"
 
 
 def render_csv(table: ReportTable) -> str:
@@ -1082,30 +1399,27 @@ def render_csv(table: ReportTable) -> str:
     return table.records.to_csv(index=False)
 
 
-def render_rich(table: ReportTable) -> Table:
-    """A rich table for the terminal; paper/ours/Δ share one cell per column group."""
-    notes = [note for note in table.footnotes if note.startswith(UNVERIFIED_MARK)]
-    rich_table = Table(
-        title=Text(f"{table.title}\n{table.subtitle}"),
-        show_lines=True,
-        caption=Text("\n".join([table.caption, *notes])),
-    )
-    for label, _ in table.header_groups:
-        rich_table.add_column(label, overflow="fold")
-    for row in table.rows:
-        cells, position = [], 0
-        for _, sub_labels in table.header_groups:
-            if not sub_labels:
-                cells.append(Text(str(row[position])))
-                position += 1
-                continue
-            values = row[position : position + len(sub_labels)]
-            position += len(sub_labels)
-            cells.append(
-                Text("\n".join(f"{sub}: {value}" for sub, value in zip(sub_labels, values, strict=True) if value))
-            )
-        rich_table.add_row(*cells)
-    return rich_table
+def render_rich(table: ReportTable, width: int = TERMINAL_WIDTH) -> Group:
+    """The table for a terminal ``width`` columns wide: title, data/budget, the table (split into
+    parts that fit, each repeating the row's name), the cell legend and the numbered commands."""
+    widths = _column_widths(table)
+    parts = column_parts(widths, table.key_columns, width - 1, 3)
+    renderables: list[Any] = [Text(f"{table.title}", style="bold"), Text(table.subtitle, style="dim")]
+    for part in parts:
+        rich_table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for i in part:
+            rich_table.add_column(table.headers[i], justify="left" if i < table.key_columns else "right")
+        for row in table.rows:
+            rich_table.add_row(*(Text(str(row[i])) for i in part))
+        renderables.append(rich_table)
+    renderables.append(Text(f"{table.legend} The whole table: {table.command}", style="dim"))
+    if table.commands:
+        renderables.append(Text("Commands that fill the empty cells:"))
+        renderables += [Text(f"  c{i}: {command}") for i, command in enumerate(table.commands, start=1)]
+    notes = [note for note in table.footnotes if note.startswith((UNVERIFIED_MARK, "n/i"))]
+    renderables += [Text(note, style="dim") for note in notes]
+    renderables.append(Text(""))
+    return Group(*renderables)
 
 
 # --------------------------------------------------------------------------- writing
@@ -1165,6 +1479,12 @@ def generate_reports(
         tables = build_tables(specs[name], runs)
         if console is not None:
             for table in tables:
-                console.print(render_rich(table))
+                if table.group is None:  # no runs yet: one line, the file has the commands
+                    console.print(
+                        Text(f"{table.title}: no runs yet (fill it: {table.command}; ", style="dim")
+                        + Text(f"{table.file_stem}.md lists every cell's command)", style="dim")
+                    )
+                else:
+                    console.print(render_rich(table, width=min(console.width, TERMINAL_WIDTH)))
         written += write_tables(tables, out_dir, formats)
     return written

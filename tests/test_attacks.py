@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -258,10 +259,13 @@ def test_anp_through_the_pipeline_and_its_paper_table(tmp_path):
     spec = load_specs()["anp_mnist"]
     (table,) = build_tables(spec, load_runs(tmp_path))
     text = render_markdown(table)
-    rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| LeNet")}
-    assert "(n=1)" in rows["Standard"] and "(n=1)" in rows["AT (PGD, Madry)"] and "(n=1)" in rows["ANP-VS"]
-    assert "prune-exp -m table_row=anp_mnist_bp" in rows["BP (Bayesian pruning, no AT)"]
-    assert "n/i" in rows["ADMM"] and "Ye et al. 2019" in text
+    rows = table.by_row()
+    assert rows["Standard"]["n"] == rows["AT (PGD, Madry)"]["n"] == rows["ANP-VS"]["n"] == "1"
+    bp = rows["BP (Bayesian pruning, no AT)"]["Clean"]  # not run: "[cN] (paper)", command N below the table
+    number = int(bp.split("]")[0].removeprefix("[c"))
+    assert table.commands[number - 1].startswith("prune-exp -m table_row=anp_mnist_bp")
+    assert f"- c{number}: `prune-exp -m table_row=anp_mnist_bp" in text
+    assert rows["ADMM"]["Clean"].startswith("n/i") and "Ye et al. 2019" in text
     assert "L∞ PGD-2 eps 0.3 step 0.01" in text  # the attack is in the caption
     record = table.records.set_index("pruned_model").loc["Standard"]
     assert record["memory_ours_mean"] == 100.0 and record["wb_ours_mean"] == pytest.approx(
@@ -295,4 +299,4 @@ def test_sweep_tables_show_robust_accuracy_of_evaluated_runs(tmp_path):
     assert "WB PGD top-1" in table.headers and "BB PGD top-1" not in table.headers
     assert "L∞ PGD-2 eps 0.1 step 0.01" in text
     cells = {row[3]: row[-1] for row in table.rows}  # ratio -> WB PGD cell
-    assert cells["0.3"] == "—" and "(n=1)" in cells["0.5"]
+    assert cells["0.3"] == "—" and re.fullmatch(r"\d+\.\d\d", cells["0.5"])

@@ -223,7 +223,7 @@ def test_budget_groups_are_never_averaged_together(results: Path, specs) -> None
     tables = tables_by_stem(specs["rethinking_l1_cifar10"], runs)
     assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}", f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"}
     official = render_markdown(tables[f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"])
-    assert "93.05 (n=1)" in official and "92.30±0.28" not in official
+    assert "93.05 (92.97†, +0.08)" in official and "92.30±0.28" not in official
     assert "schedule.epochs" not in official  # the paper's budget needs no overrides
 
 
@@ -278,7 +278,8 @@ def test_latex_and_placeholder_files(results: Path, tmp_path: Path) -> None:
 
     generate_reports(results, out, spec_dir=SPEC_DIR)
     latex = (out / f"rethinking_l1_cifar10__{JPEG_SLUG}.tex").read_text()
-    assert r"\toprule" in latex and r"92.30$\pm$0.28 (n=2)" in latex
+    assert r"\toprule" in latex and r"92.30$\pm$0.28 (92.97$^\dagger$, -0.67)" in latex
+    assert latex.count(r"\begin{table}") == 1 and r"\footnotesize" in latex
     assert not (out / "rethinking_l1_cifar10.md").exists()  # replaced by the group tables
 
 
@@ -329,7 +330,7 @@ def test_sweep_table_and_plot(results: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / f"sweep__{JPEG_SLUG}.md").read_text()
     assert JPEG_LABEL in markdown and "pretrain 3 ep" in markdown
-    assert "36.0%" in markdown and "91.20±0.28 (n=2)" in markdown
+    assert "36.0%" in markdown and "91.20±0.28" in markdown
     sweep = pd.read_csv(out / f"sweep__{JPEG_SLUG}.csv")
     first = sweep.iloc[0]
     assert (first["ratio"], first["final_n"]) == (0.2, 2)
@@ -431,7 +432,7 @@ def test_a_paper_cell_mixing_method_settings_is_warned_about(tmp_path: Path, cap
         )
     with caplog.at_level(logging.WARNING):
         generate_reports(root, tmp_path / "tables", names=["rethinking_l1_cifar10"], spec_dir=SPEC_DIR)
-    assert "different method settings (none recorded; mode=layerwise)" in caplog.text
+    assert "different method settings (none recorded vs mode=layerwise)" in caplog.text
 
 
 def test_migration_script_adds_method_settings_from_the_runs_config(tmp_path: Path) -> None:

@@ -531,10 +531,10 @@ def test_tas_report_shows_drop_flops_count_and_requested_vs_achieved(tmp_path: P
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     table = build_tables(load_specs()["tas_cifar"], load_runs(tmp_path))[0]
-    row = dict(zip(table.headers, table.rows[0], strict=True))
-    assert row["Drop ours"] == "2.50 (n=1)" and row["Drop paper"] == "0.00†"
-    assert row["FLOPs ours"] == "2.15E7" and row["FLOPs paper"] == "2.24E7†"
-    assert row["FLOPs↓ requested ours"] == "45.0%" and row["FLOPs↓ achieved ours"] == "47.0%"
+    row = table.by_row()["ResNet-20 TAS (C10)"]
+    assert row["n"] == "1" and row["Drop"] == "2.50 (0.00†, +2.50)"
+    assert row["FLOPs"] == "2.15E7 (2.24E7†)"
+    assert row["FLOPs↓ requested"].startswith("45.0% (") and row["FLOPs↓ achieved"].startswith("47.0% (")
 
 
 def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
