@@ -64,6 +64,14 @@ from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, wri
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult
 from pruning.models import channel_groups, family
+from pruning.run_plots import (
+    draw_safely,
+    layer_figure_width,
+    legend_outside,
+    new_figure,
+    save_figure,
+    set_layer_ticks,
+)
 from pruning.surgery import shrink
 from pruning.train import evaluate
 
@@ -475,6 +483,115 @@ def paper_numbers(spec: dict, n_active: list[int], side: int | None = None) -> d
     }
 
 
+# ----------------------------------------------------------------------------- the picture
+def masks_title(variant: str, arch: Any, data: Any, masked_top1: float | None, removed_top1: float | None) -> str:
+    """The title of ``anp_masks.png`` (also used by ``scripts/replot_run_figures.py``)."""
+    top1 = [f"masked top-1 {masked_top1:.2f}%" if masked_top1 is not None else None]
+    top1.append(f"after removal {removed_top1:.2f}%" if removed_top1 is not None else None)
+    return f"ANP ({variant}) {arch} on {data}" + "".join(f", {s}" for s in top1 if s)
+
+
+def plot_masks(record: dict, path: Path, title: str, threshold: float | None = None) -> Any:
+    """``anp_masks.png`` from an ``anp_masks.json`` record: per mask site (named on the x axis) the
+    units kept (E[pi] > threshold) against the dense count, the distribution of E[pi] on a log scale
+    with the removal threshold, and (when recorded) the unit sparsity and masked top-1 per epoch.
+    Returns the Figure."""
+    import numpy as np
+
+    threshold = float(record.get("threshold", 1e-3) if threshold is None else threshold)
+    sites = [tuple(s) for s in record["sites"]]
+    expected = [np.asarray(e, dtype=float) for e in record["expected_pi"]]
+    names = [f"{module} ({kind})" for module, kind, _ in sites]
+    dense = np.array([int(units) for _, _, units in sites])
+    kept = np.array([int((e > threshold).sum()) for e in expected])
+    history = record.get("history") or []
+    n_rows = 3 if history else 2
+    figure = new_figure(layer_figure_width(len(sites), per_layer=0.5, lo=8.0), 10.0 if history else 7.0)
+    axes = figure.subplots(n_rows, 1, gridspec_kw={"height_ratios": [2, 2.4, 1.6][:n_rows]})
+    top, mid = axes[0], axes[1]
+    xs = np.arange(len(sites))
+    top.bar(xs, np.ones(len(sites)), color="lightgray", label="dense (100%)")
+    top.bar(xs, kept / dense, color="C0", label=f"kept: E[π] > {threshold:g}")
+    for x, (k, d) in enumerate(zip(kept, dense, strict=True)):
+        top.annotate(
+            f"{k}/{d}\n({100 * (1 - k / d):.1f}% pruned)",
+            (x, 1.0),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8 if len(sites) <= 12 else 6,
+        )
+    top.set_ylim(0, 1.3)
+    top.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    top.set_ylabel("kept fraction of units")
+    set_layer_ticks(top, names)
+    total = 100 * (1 - kept.sum() / dense.sum())
+    top.set_title(
+        f"units kept per mask site: {kept.sum()}/{dense.sum()} in all ({total:.1f}% of the units pruned)", fontsize=9
+    )
+    legend_outside(top)
+
+    floor = max(1e-8, min(threshold / 10, min((float(e.min()) for e in expected if e.size), default=1.0) / 2))
+    rng = np.random.default_rng(0)
+    mid.boxplot(
+        [np.clip(e, floor, None) for e in expected],
+        positions=xs,
+        widths=0.6,
+        showfliers=False,
+        medianprops={"color": "C1"},
+    )
+    for x, e in zip(xs, expected, strict=True):
+        show = e if e.size <= 2000 else rng.choice(e, 2000, replace=False)
+        mid.scatter(
+            x + rng.uniform(-0.25, 0.25, show.size),
+            np.clip(show, floor, None),
+            s=3,
+            alpha=0.3,
+            color="C0",
+            linewidths=0,
+        )
+    mid.axhline(threshold, color="C3", ls="--", lw=1.0, label=f"removal threshold {threshold:g}")
+    mid.plot([], [], color="C1", label="median")
+    mid.scatter([], [], s=12, color="C0", alpha=0.6, label="one unit")
+    mid.set_yscale("log")
+    mid.set_ylim(floor / 1.5, 1.5)
+    mid.set_ylabel("E[π] (test-time mask)")
+    set_layer_ticks(mid, names)
+    mid.set_xlabel("mask site (module, masked side)")
+    near = sum(int(((e > threshold) & (e <= 5 * threshold)).sum()) for e in expected)
+    mid.set_title(
+        f"E[π] per unit (units at or below the threshold are removed; {near} kept units lie within 5x of it)",
+        fontsize=9,
+    )
+    legend_outside(mid)
+
+    if history:
+        bottom = axes[2]
+        epochs = [h["epoch"] for h in history]
+        if all("units_active" in h for h in history):
+            sparsity = [100 * (1 - sum(h["units_active"]) / dense.sum()) for h in history]
+            bottom.plot(epochs, sparsity, "o-", color="C0", label="units pruned (%)")
+            upper = max(1.0, 1.15 * max(sparsity))
+            bottom.set_ylim(-0.04 * upper, upper)
+        bottom.set_ylabel("units pruned (%)")
+        bottom.set_xlabel("epoch")
+        bottom.set_xticks(epochs if len(epochs) <= 20 else epochs[:: -(-len(epochs) // 20)])
+        lines, labels = bottom.get_legend_handles_labels()
+        if all("masked_top1" in h for h in history):
+            twin = bottom.twinx()
+            twin.plot(epochs, [h["masked_top1"] for h in history], "s--", color="C2", label="masked top-1 (%)")
+            twin.set_ylabel("masked top-1 (%)")
+            more = twin.get_legend_handles_labels()
+            lines, labels = lines + more[0], labels + more[1]
+        bottom.set_title("per training epoch", fontsize=9)
+        bottom.legend(
+            lines, labels, loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0.0, fontsize=8, frameon=False
+        )
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure
+
+
 # ----------------------------------------------------------------------------- the method
 def _fraction_list(value: Any, what: str) -> list[float]:
     try:
@@ -685,13 +802,21 @@ class ANP(Method):
             "anp_cached": learnt["cached"],
         }
         if ctx.work_dir is not None:
-            write_json(
-                Path(ctx.work_dir) / "anp_masks.json",
-                {
-                    "sites": [list(s) for s in masks.sites],
-                    "expected_pi": [[round(float(v), 6) for v in e] for e in expected],
-                    "history": learnt["history"],
-                },
+            record = {
+                "variant": self.variant,
+                "threshold": self.threshold,
+                "sites": [list(s) for s in masks.sites],
+                "expected_pi": [[round(float(v), 6) for v in e] for e in expected],
+                "history": learnt["history"],
+            }
+            write_json(Path(ctx.work_dir) / "anp_masks.json", record)
+            draw_safely(
+                plot_masks,
+                record,
+                Path(ctx.work_dir) / "anp_masks.png",
+                masks_title(self.variant, model.spec.get("arch"), ctx.data.name, learnt["masked_top1"], removed_top1),
+                say=ctx.say,
+                what="anp_masks.png",
             )
         # Training cost: forward MACs of the (dense, masked) network times the forward passes per
         # training sample: clean + adversarial + one per PGD step (ANP), 1 (BP). Backward passes are

@@ -53,6 +53,15 @@ from pruning.measure import count_macs
 from pruning.methods import pfs_imagenet
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build, channel_groups, default_spec
+from pruning.run_plots import (
+    draw_safely,
+    layer_figure_width,
+    legend_outside,
+    new_figure,
+    save_figure,
+    set_layer_ticks,
+    short_layer_name,
+)
 from pruning.train import evaluate
 
 SUPPORTED = (
@@ -499,12 +508,21 @@ class PFS(Method):
                 "layers": layers,
             }
             write_json(Path(ctx.work_dir) / "pfs_gates.json", record)
-            plot_gates(
+            draw_safely(
+                plot_gates,
                 layers,
                 Path(ctx.work_dir) / "pfs_gates.png",
-                f"PFS gates ({net_name(dense)}, e={self.expansion}, s={self.sparsity_level:g}, "
-                f"{learnt['epochs']} gate epochs, kept from epoch {learnt['saved_epoch']})\n"
-                f"target {100 * self.ratio:.1f}% FLOPs removed, achieved {100 * achieved:.2f}%",
+                gates_title(
+                    net_name(dense),
+                    self.expansion,
+                    self.sparsity_level,
+                    learnt["epochs"],
+                    learnt["saved_epoch"],
+                    self.ratio,
+                    achieved,
+                ),
+                say=ctx.say,
+                what="pfs_gates.png",
             )
         extras = {
             "requested_flops_reduction": 100.0 * self.ratio,
@@ -730,41 +748,69 @@ def _dense_width(dense: dict, path: tuple) -> int | None:
     return int(node) if isinstance(node, int) else None
 
 
-def plot_gates(layers: list[dict], path: Path, title: str) -> None:
-    """Per gated layer: the distribution of its learnt gates (box + points) and its widths
-    (expanded net, default-width net, kept at this ratio)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def gates_title(
+    net: str, expansion: int, sparsity_level: float, epochs: int, saved_epoch: Any, ratio: float, achieved: float
+) -> str:
+    """The title of ``pfs_gates.png`` (also used by ``scripts/replot_run_figures.py``)."""
+    kept = (
+        "the last epoch's gates: no epoch met the save rule"
+        if saved_epoch == "last"
+        else f"gates kept from epoch {saved_epoch}"
+    )
+    return (
+        f"PFS gates ({net}, e={expansion}, s={sparsity_level:g}, {epochs} gate epoch{'s' * (epochs != 1)}; {kept})\n"
+        f"target {100 * ratio:.1f}% FLOPs removed, achieved {100 * achieved:.2f}%"
+    )
 
-    figure = Figure(figsize=(max(8.0, 0.22 * len(layers) + 3), 7.5))
-    FigureCanvasAgg(figure)
-    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+
+def plot_gates(layers: list[dict], path: Path, title: str) -> Any:
+    """``pfs_gates.png``: per gated layer (named on the x axis) the distribution of its learnt gates
+    (box + points), and its widths: expanded (gated) net, default-width net, kept at this ratio.
+    Returns the Figure."""
+    import numpy as np
+
+    names = [short_layer_name(layer["name"]).replace("features.", "conv@") for layer in layers]
+    figure = new_figure(layer_figure_width(len(layers)), 8.0)
+    top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     xs = np.arange(len(layers))
     top.boxplot(
-        [layer["values"] for layer in layers], positions=xs, widths=0.6, showfliers=False, medianprops={"color": "C1"}
+        [layer["values"] for layer in layers],
+        positions=xs,
+        widths=0.6,
+        showfliers=False,
+        medianprops={"color": "C1"},
     )
     rng = np.random.default_rng(0)
     for x, layer in zip(xs, layers, strict=True):
         values = np.asarray(layer["values"])
-        top.scatter(x + rng.uniform(-0.25, 0.25, len(values)), values, s=2, alpha=0.35, color="C0", linewidths=0)
+        top.scatter(x + rng.uniform(-0.25, 0.25, len(values)), values, s=3, alpha=0.35, color="C0", linewidths=0)
+    top.plot([], [], color="C1", label="median")
+    top.scatter([], [], s=12, color="C0", alpha=0.6, label="one gate (channel)")
+    top.plot([], [], color="black", lw=1, label="box: quartiles,\nwhiskers: 1.5 IQR")
     top.set_ylabel("gate value")
     top.set_ylim(-0.05, 1.05)
-    top.set_title(title, fontsize=9)
+    set_layer_ticks(top, names)
+    top.set_title("learnt gate values per layer (the budget search keeps the largest gates across layers)", fontsize=9)
+    legend_outside(top)
     bottom.bar(xs, [layer["size"] for layer in layers], color="lightgray", label="gated (expanded) net")
     bottom.bar(xs, [layer["kept"] for layer in layers], color="C0", label="kept (pruned net)")
-    dense = [layer["dense"] for layer in layers]
+    dense = [layer.get("dense") for layer in layers]
     if all(d is not None for d in dense):
-        bottom.scatter(xs, dense, marker="_", s=120, color="black", label="default-width net", zorder=3)
+        bottom.scatter(xs, dense, marker="_", s=160, color="black", linewidths=2, label="default-width net", zorder=3)
+    if len(layers) <= 40:
+        for x, layer in zip(xs, layers, strict=True):
+            bottom.annotate(
+                f"{layer['kept']}",
+                (x, layer["kept"]),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
     bottom.set_ylabel("channels")
-    bottom.set_xlim(-0.7, len(layers) - 0.3)
-    bottom.legend(fontsize=7)
-    step = max(1, len(layers) // 60)
-    bottom.set_xticks(
-        xs[::step],
-        [layers[i]["name"].replace("stages.", "").replace("features.", "conv@") for i in xs[::step]],
-        rotation=90,
-        fontsize=6,
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    set_layer_ticks(bottom, names)
+    bottom.set_xlabel("gated layer")
+    legend_outside(bottom)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure

@@ -74,6 +74,16 @@ from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
 from pruning.models.sanp import RELAXATIONS, SANPNet
+from pruning.run_plots import (
+    colorbar_outside,
+    draw_safely,
+    layer_figure_width,
+    legend_outside,
+    new_figure,
+    save_figure,
+    set_layer_ticks,
+    short_layer_name,
+)
 
 SUPPORTED = "model=resnet20 / resnet32 / resnet56 / resnet110 or vgg16 (CIFAR), model=resnet18 (ImageNet)"
 COST_LOSSES = ("squared", "hinge")
@@ -149,50 +159,75 @@ def keep_rate_record(model: SANPNet, keep: torch.Tensor, labels: torch.Tensor, n
     }
 
 
-def plot_keep_rates(record: dict, path: Path, title: str) -> None:
-    """Per-layer bars (mean keep fraction, with the across-class range) and a class x layer heatmap of
-    each class's departure from the layer mean."""
-    import matplotlib
+def keep_rates_title(arch: Any, achieved_pct: float, ratio: float, top1: float) -> str:
+    """The title of ``sanp_keep_rates.png`` (also used by ``scripts/replot_run_figures.py``)."""
+    return f"SANP {arch}: mean MACs -{achieved_pct:.1f}% (target -{100 * ratio:.0f}%), top-1 {top1:.2f}%"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_keep_rates(record: dict, path: Path, title: str) -> Any:
+    """``sanp_keep_rates.png``: per gated layer (named on the x axis) the mean kept fraction of its
+    channels over the test images with the range across classes, and a class x layer heat map of each
+    class's departure from the layer mean. Returns the Figure."""
     import numpy as np
 
-    layers = [n.replace("stages.", "s").replace("features.", "f").replace(".conv1", "") for n in record["layers"]]
+    names = [short_layer_name(n) for n in record["layers"]]
     overall = np.array(record["overall"])
-    rows = [(c, r) for c, r in enumerate(record["per_class"]) if r is not None]
-    heat = np.array([r for _, r in rows]) if rows else np.zeros((0, len(layers)))
-    width = max(7.0, 0.28 * len(layers) + 2)
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(width, 8), gridspec_kw={"height_ratios": [1, 1.4 if len(rows) <= 20 else 2.2]}
-    )
-    xs = np.arange(len(layers))
+    rows = [(c, r) for c, r in enumerate(record["per_class"] or []) if r is not None]
+    heat = np.array([r for _, r in rows]) if rows else np.zeros((0, len(names)))
+    figure = new_figure(layer_figure_width(len(names)), 8.5 if len(rows) <= 20 else 11.0)
+    top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": [1, 1.3 if len(rows) <= 20 else 2.2]})
+    xs = np.arange(len(names))
     top.bar(xs, overall, color="C0", label="mean over test images")
     if len(rows):
         lo, hi = heat.min(0), heat.max(0)
-        yerr = [overall - lo, hi - overall]
-        top.errorbar(xs, overall, yerr=yerr, fmt="none", ecolor="k", lw=0.8, capsize=2, label="range across classes")
-    top.set_ylim(0, 1.05)
+        top.errorbar(
+            xs,
+            overall,
+            yerr=[overall - lo, hi - overall],
+            fmt="none",
+            ecolor="k",
+            lw=0.8,
+            capsize=2,
+            label="range across classes",
+        )
+    channels = record.get("channels")
+    if channels and len(names) <= 40:
+        for x, (rate, c) in enumerate(zip(overall, channels, strict=True)):
+            top.annotate(
+                f"{rate * c:.1f}/{c}",
+                (x, 1.0),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="dimgray",
+            )
+        top.plot([], [], " ", label="mean kept / dense\nchannels (above bars)")
+    top.set_ylim(0, 1.12)
     top.set_ylabel("kept fraction of channels")
-    top.set_xticks(xs, layers, rotation=90, fontsize=7)
-    top.set_xlim(-0.6, len(layers) - 0.4)
-    # the legend sits above the axes, never over a bar
-    top.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
-    top.set_title(title, fontsize=9, pad=22)
+    set_layer_ticks(top, names)
+    top.set_title("per-layer keep rate (the decision is made per test image)", fontsize=9)
+    legend_outside(top)
     if len(rows):
         dev = heat - overall[None, :]  # how each class departs from the layer's mean keep rate
         lim = max(0.01, float(np.abs(dev).max()))
-        im = bottom.imshow(dev, aspect="auto", cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
-        bottom.set_xticks(xs, layers, rotation=90, fontsize=7)
-        step = max(1, len(rows) // 25)
-        bottom.set_yticks(range(0, len(rows), step), [str(rows[i][0]) for i in range(0, len(rows), step)], fontsize=7)
+        image = bottom.imshow(dev, aspect="auto", cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
+        set_layer_ticks(bottom, names)
+        step = max(1, -(-len(rows) // 25))
+        bottom.set_yticks(range(0, len(rows), step), [str(rows[i][0]) for i in range(0, len(rows), step)])
+        bottom.tick_params(axis="y", labelsize=8)
         bottom.set_ylabel("class")
-        bottom.set_xlabel("gated layer")
-        bottom.set_title("per-class kept fraction minus the layer mean (blue: the class keeps more)", fontsize=8)
-        fig.colorbar(im, ax=bottom, fraction=0.03, pad=0.01)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        bottom.set_xlabel(
+            "gated layer (stage.block.conv)" if any("stages." in n for n in record["layers"]) else "gated layer"
+        )
+        bottom.set_title("per-class kept fraction minus the layer mean (blue: the class keeps more)", fontsize=9)
+        colorbar_outside(figure, image, bottom, "kept fraction - layer mean")
+    else:
+        bottom.set_axis_off()
+        top.set_xlabel("gated layer")
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure
 
 
 class SANP(Method):
@@ -345,11 +380,10 @@ class SANP(Method):
         if ctx.work_dir is not None:
             work = Path(ctx.work_dir)
             write_json(work / "sanp_keep_rates.json", {**record, "cost_per_sample": extras["cost_per_sample"]})
-            title = (
-                f"SANP {model.spec.get('arch')}: mean MACs -{achieved:.1f}% (target -{100 * self.ratio:.0f}%), "
-                f"top-1 {ev['top1']:.2f}%"
+            title = keep_rates_title(model.spec.get("arch"), achieved, self.ratio, ev["top1"])
+            draw_safely(
+                plot_keep_rates, record, work / "sanp_keep_rates.png", title, say=ctx.say, what="sanp_keep_rates.png"
             )
-            plot_keep_rates(record, work / "sanp_keep_rates.png", title)
         # training cost: the training forward computes every channel and masks (dense + SPMs)
         own_stage = {
             "name": "sanp",

@@ -53,6 +53,16 @@ from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
 from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
+from pruning.run_plots import (
+    colorbar_outside,
+    draw_safely,
+    layer_figure_width,
+    legend_outside,
+    new_figure,
+    save_figure,
+    set_layer_ticks,
+    short_layer_name,
+)
 
 SUPPORTED = (
     "resnet_cifar (CIFAR ResNet-20/32/56/110: model=resnet20|resnet32|resnet56|resnet110)",
@@ -272,41 +282,101 @@ def distribution_record(net: TASSupernet) -> dict:
     return {"layers": layers, "depth": stages}
 
 
-def plot_distributions(record: dict, path: Path, title: str) -> None:
-    """Heat map of each layer's width distribution (rows: candidate fraction of the dense
-    width), with the chosen width vs the dense one below, and the depth distributions."""
+def widths_title(search_epochs: int, ratio: float, flops_ratio_argmax: float) -> str:
+    """The title of ``tas_widths.png`` (also used by ``scripts/replot_run_figures.py``)."""
+    return (
+        f"TAS width distributions after {search_epochs} search epochs "
+        f"(target: remove {100 * ratio:.1f}% FLOPs; argmax removes {100 * (1 - flops_ratio_argmax):.1f}%)"
+    )
+
+
+def plot_distributions(record: dict, path: Path, title: str) -> Any:
+    """``tas_widths.png``: per searched layer (named on the x axis) the probability of each candidate
+    width (colour centred on the uniform 1/K, so that a near-uniform search shows as pale and the
+    argmax is marked), the searched (argmax) widths vs the dense ones, and the depth distribution of
+    each stage. Returns the Figure."""
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.colors import TwoSlopeNorm
 
     layers = record["layers"]
-    grid = np.full((len(WIDTH_RATIOS), len(layers)), np.nan)
+    stages = record.get("depth") or []
+    names = [short_layer_name(layer["name"]) for layer in layers]
+    k = max(len(layer["choices"]) for layer in layers)
+    grid = np.full((k, len(layers)), np.nan)  # rows: candidate index (narrowest first), columns: layers
     for j, layer in enumerate(layers):
-        for width, p in zip(layer["choices"], layer["probs"], strict=True):
-            r = next(i for i, ratio in enumerate(WIDTH_RATIOS) if max(1, int(layer["dense"] * ratio)) == width)
-            grid[r, j] = p
-    figure = Figure(figsize=(max(7.0, 0.18 * len(layers) + 2), 7.5))
-    FigureCanvasAgg(figure)
-    top, mid, bottom = figure.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 1.4]})
-    image = top.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=1.0)
-    top.set_yticks(range(len(WIDTH_RATIOS)), [f"{r:.1f}" for r in WIDTH_RATIOS])
-    top.set_ylabel("width / dense width")
-    top.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=top, label="probability")
+        grid[: len(layer["probs"]), j] = layer["probs"]
+    uniform = 1.0 / k
+    spread = max(1e-3, float(np.nanmax(np.abs(grid - uniform))))
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=max(0.0, uniform - spread), vmax=min(1.0, uniform + spread))
+    n_rows = 3 if stages else 2
+    figure = new_figure(layer_figure_width(len(layers)), 9.5 if stages else 7.0)
+    axes = figure.subplots(n_rows, 1, gridspec_kw={"height_ratios": [3, 2, 1.6][:n_rows]}, sharex=False, squeeze=True)
+    top, mid = axes[0], axes[1]
+    image = top.imshow(grid, aspect="auto", origin="lower", cmap="PuOr_r", norm=norm, interpolation="nearest")
+    picks = [layer["probs"].index(max(layer["probs"])) for layer in layers]
+    top.scatter(range(len(layers)), picks, marker="x", s=28, color="black", linewidths=1.2)
+    if len(layers[0]["choices"]) == len(WIDTH_RATIOS) and all(len(layer["choices"]) == k for layer in layers):
+        top.set_yticks(range(k), [f"{r:.2f}".rstrip("0").rstrip(".") for r in WIDTH_RATIOS])
+        top.set_ylabel("candidate width\n/ dense width")
+    else:
+        top.set_yticks(range(k), [str(i) for i in range(k)])
+        top.set_ylabel("candidate width\n(index, narrowest first)")
+    set_layer_ticks(top, names)
+    top.set_title(
+        f"P(width) per layer, x = argmax: largest {float(np.nanmax(grid)):.3f}, smallest "
+        f"{float(np.nanmin(grid)):.3f} (uniform over {k} candidates: {uniform:.3f})",
+        fontsize=9,
+    )
+    colorbar_outside(figure, image, top, f"probability (white: uniform 1/{k})")
+
     xs = np.arange(len(layers))
     mid.bar(xs, [layer["dense"] for layer in layers], color="lightgray", label="dense")
-    mid.bar(xs, [layer["chosen"] for layer in layers], color="C0", label="searched (argmax)")
+    depth_of = {s["stage"]: s["chosen"] for s in stages}
+    dropped = []  # layers of the blocks beyond a stage's searched depth: not in the searched net
+    for layer in layers:
+        parts = layer["name"].split(".")
+        inside = len(parts) >= 3 and parts[0] == "stages" and parts[1].isdigit() and parts[2].isdigit()
+        dropped.append(inside and int(parts[2]) >= depth_of.get(int(parts[1]), len(layers)))
+    chosen = [0 if d else layer["chosen"] for layer, d in zip(layers, dropped, strict=True)]
+    mid.bar(xs, chosen, color="C0", label="searched (argmax)")
+    if any(dropped):
+        mid.bar(
+            [x for x, d in zip(xs, dropped, strict=True) if d],
+            [layer["dense"] for layer, d in zip(layers, dropped, strict=True) if d],
+            color="white",
+            edgecolor="gray",
+            hatch="///",
+            label="block removed by\nthe depth argmax",
+        )
     mid.set_ylabel("channels")
-    mid.set_xlim(-0.5, len(layers) - 0.5)
-    mid.legend(fontsize=7)
-    step = max(1, len(layers) // 30)
-    mid.set_xticks(xs[::step], [layers[i]["name"].replace("stages.", "") for i in xs[::step]], rotation=90, fontsize=6)
-    for stage in record["depth"]:
-        bottom.bar([f"s{stage['stage']}:{c}" for c in stage["choices"]], stage["probs"], color=f"C{stage['stage'] + 1}")
-    bottom.set_ylabel("P(depth)")
-    bottom.tick_params(axis="x", labelsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    set_layer_ticks(mid, names)
+    mid.set_xlabel("searched layer (stage.block.conv)")
+    mid.set_title("searched widths (argmax of each layer's distribution) vs dense", fontsize=9)
+    legend_outside(mid)
+    if stages:
+        bottom = axes[2]
+        depth_k = max(len(s["choices"]) for s in stages)
+        bar_w = 0.8 / depth_k
+        for i in range(depth_k):
+            pos = [s["stage"] + (i - (depth_k - 1) / 2) * bar_w for s in stages if i < len(s["choices"])]
+            probs = [s["probs"][i] for s in stages if i < len(s["choices"])]
+            counts = {s["choices"][i] for s in stages if i < len(s["choices"])}
+            label = f"{counts.pop()} block(s)" if len(counts) == 1 else f"candidate {i}"
+            bottom.bar(pos, probs, width=bar_w * 0.95, color=f"C{i + 1}", label=label)
+        for s in stages:
+            i = s["choices"].index(s["chosen"])
+            x = s["stage"] + (i - (depth_k - 1) / 2) * bar_w
+            bottom.scatter([x], [s["probs"][i] + 0.03], marker="v", s=30, color="black", zorder=3)
+        bottom.scatter([], [], marker="v", s=30, color="black", label="argmax (searched)")
+        bottom.axhline(1.0 / depth_k, color="gray", lw=0.8, ls="--", label=f"uniform 1/{depth_k}")
+        bottom.set_xticks([s["stage"] for s in stages], [f"stage {s['stage']}" for s in stages], fontsize=9)
+        bottom.set_ylabel("P(depth)")
+        bottom.set_ylim(0, min(1.05, max(max(s["probs"]) for s in stages) + 0.12))
+        bottom.set_title("depth distribution per stage (blocks kept)", fontsize=9)
+        legend_outside(bottom)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure
 
 
 class TAS(Method):
@@ -591,12 +661,13 @@ class TAS(Method):
         record = distribution_record(net)
         current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
         if work is not None:
-            plot_distributions(
+            draw_safely(
+                plot_distributions,
                 record,
                 work / "tas_widths.png",
-                f"TAS width distributions after {self.search_epochs} search epochs "
-                f"(target: remove {100 * self.ratio:.1f}% FLOPs; argmax removes "
-                f"{100 * (1 - current):.1f}%)",
+                widths_title(self.search_epochs, self.ratio, current),
+                say=ctx.say,
+                what="tas_widths.png",
             )
         return {
             "record": record,
