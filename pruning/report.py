@@ -45,6 +45,7 @@ import logging
 import re
 import statistics
 import textwrap
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -1253,7 +1254,6 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTabl
 MAX_MODEL_COLUMN = 24  # a wider "Model" column is left out (the row's name tells the model too)
 TERMINAL_WIDTH = 120  # a table part (its raw markdown, its terminal rendering) fits this many columns
 LATEX_TEXT_WIDTH_PT = 397.0  # a paper's text width (NeurIPS / ICLR: 5.5 in); each LaTeX part fits it
-LATEX_PT_PER_CHAR = 4.6  # \footnotesize (8 pt Computer Modern): digits 4.25 pt, a little room for capitals
 LATEX_COLUMN_PT = 8.0  # 2 \tabcolsep (4 pt each)
 
 
@@ -1294,10 +1294,30 @@ def markdown_parts(table: ReportTable, width: int = TERMINAL_WIDTH) -> list[list
     return column_parts(widths, table.key_columns, width - 1, 3)
 
 
+def latex_width_pt(text: Any) -> float:
+    """An upper estimate of a cell's width in \\footnotesize (8 pt) Computer Modern: digits
+    4.25 pt, capitals ~6 pt, lower case ~4 pt, spaces and punctuation ~2.5 pt, math symbols
+    (±, ×, ≈, ...) ~6.6 pt (checked against pdflatex on every committed table)."""
+    width = 0.0
+    for char in str(text):
+        if char.isdigit():
+            width += 4.25
+        elif char.isupper() or char in "%—mw":
+            width += 6.2
+        elif (char.isalpha() and char.isascii()) or char in "_=":
+            width += 4.0
+        elif char in " .,;:'()[]|-/!":
+            width += 2.6
+        else:
+            width += 6.6
+    return width
+
+
 def latex_parts(table: ReportTable) -> list[list[int]]:
     """Column parts whose LaTeX tabular fits ``LATEX_TEXT_WIDTH_PT`` at \\footnotesize."""
-    widths = [w * LATEX_PT_PER_CHAR for w in _column_widths(table)]
-    return column_parts(widths, table.key_columns, LATEX_TEXT_WIDTH_PT, LATEX_COLUMN_PT)
+    columns = list(zip(table.headers, *table.rows, strict=True)) if table.rows else [(h,) for h in table.headers]
+    widths = [max(latex_width_pt(cell) for cell in column) for column in columns]
+    return column_parts(widths, table.key_columns, 0.96 * LATEX_TEXT_WIDTH_PT, LATEX_COLUMN_PT)  # 4% spare
 
 
 def _wrap(text: str, width: int = TERMINAL_WIDTH) -> str:
@@ -1349,14 +1369,36 @@ LATEX_SPECIALS = {
     "–": "--",
     "`": "",
     "→": r"$\rightarrow$",
+    "∞": r"$\infty$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "ε": r"$\varepsilon$",
+    "λ": r"$\lambda$",
+    "α": r"$\alpha$",
+    "β": r"$\beta$",
+    "σ": r"$\sigma$",
+    "π": r"$\pi$",
+    "’": "'",
+    "“": "``",
+    "”": "''",
     **{symbol: latex for symbol, latex in LATEX_SYMBOLS.items() if symbol != "−"},
 }
 _LATEX_PATTERN = re.compile("|".join(re.escape(symbol) for symbol in LATEX_SPECIALS))
 
 
 def latex_escape(text: Any) -> str:
-    """Plain text as LaTeX: special characters escaped, ±, ×, Δ, ↓, †, ≈... as math symbols."""
-    return _LATEX_PATTERN.sub(lambda m: LATEX_SPECIALS[m.group(0)], str(text))
+    """Plain text as ASCII LaTeX: special characters escaped, ±, ×, Δ, ↓, †, ≈, ∞... as math
+    symbols, accented letters as accents (é -> \\'{e}), anything else by its Unicode name."""
+    escaped = _LATEX_PATTERN.sub(lambda m: LATEX_SPECIALS[m.group(0)], str(text))
+    return "".join(char if char.isascii() else _latex_fallback(char) for char in escaped)
+
+
+def _latex_fallback(char: str) -> str:
+    decomposed = unicodedata.normalize("NFD", char)
+    accents = {"\u0301": "'", "\u0300": "`", "\u0308": '"', "\u0302": "^", "\u0303": "~", "\u0327": "c"}
+    if len(decomposed) == 2 and decomposed[0].isascii() and decomposed[1] in accents:
+        return f"\\{accents[decomposed[1]]}{{{decomposed[0]}}}"
+    return f"[{unicodedata.name(char, f'U+{ord(char):04X}').lower()}]"
 
 
 def render_latex(table: ReportTable) -> str:

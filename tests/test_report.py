@@ -8,6 +8,7 @@ read the diff before committing it.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -455,3 +456,64 @@ def test_migration_script_adds_method_settings_from_the_runs_config(tmp_path: Pa
     assert script.main([str(tmp_path / "runs")]) == 0
     assert json.loads((run_dir / "metrics.json").read_text())["method_settings"] == {"sparsity": 1e-5}
     assert script.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_column_parts_repeat_the_key_columns_and_fit_the_budget() -> None:
+    from pruning.report import column_parts
+
+    widths = [10, 30, 30, 30, 30]  # key column + four metric columns
+    parts = column_parts(widths, 1, 80, 3)
+    assert parts == [[0, 1, 2], [0, 3, 4]]
+    assert all(sum(widths[i] + 3 for i in part) <= 80 for part in parts)
+    assert column_parts([10, 200], 1, 80, 3) == [[0, 1]]  # a column wider than the budget stands alone
+
+
+def test_every_committed_spec_fits_120_columns_and_its_latex_is_ascii(results: Path, tmp_path: Path) -> None:
+    """The layout for every spec (with runs and empty): markdown table lines at most 120
+    columns, the terminal rendering at 120 columns too, LaTeX pure ASCII with one table float."""
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from pruning.report import render_latex, render_rich
+
+    runs = load_runs(results)
+    for spec in load_specs(SPEC_DIR).values():
+        for table in build_tables(spec, runs) + build_tables(spec, runs.iloc[0:0]):
+            markdown = render_markdown(table)
+            widest = max(cell_len(line) for line in markdown.splitlines() if line.startswith("|"))
+            assert widest <= 120, (table.file_stem, widest)
+            latex = render_latex(table)
+            assert all(line.isascii() for line in latex.splitlines() if not line.startswith("%")), table.file_stem
+            assert latex.count(r"\begin{table}") == 1 and latex.count(r"\begin{tabular}") >= 1
+            console = Console(width=120, record=True, file=io.StringIO())
+            console.print(render_rich(table, width=120))
+            assert max(cell_len(line) for line in console.export_text().splitlines()) <= 120, table.file_stem
+
+
+@pytest.mark.integration
+def test_latex_tables_compile_without_overfull_boxes_in_a_papers_text_width(results: Path, tmp_path: Path) -> None:
+    """Each generated table, \\input into a 5.5 in text-width article, compiles with pdflatex and
+    overflows nothing (skips where pdflatex is not installed: Debian's texlive-latex-recommended)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-recommended)")
+    out = tmp_path / "tables"
+    generate_reports(results, out, spec_dir=SPEC_DIR, formats=["latex"])
+    for tex in sorted(out.glob("*.tex")):
+        doc = tmp_path / f"doc_{tex.stem}.tex"
+        doc.write_text(
+            "\\documentclass[10pt]{article}\n\\usepackage[textwidth=5.5in]{geometry}\n\\usepackage[T1]{fontenc}\n"
+            f"\\usepackage{{booktabs}}\n\\begin{{document}}\n\\input{{{tex}}}\n\\end{{document}}\n"
+        )
+        done = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        log_text = (tmp_path / f"doc_{tex.stem}.log").read_text(errors="replace")
+        assert done.returncode == 0, (tex.name, done.stdout[-2000:])
+        assert "Overfull \\hbox" not in log_text, tex.name
