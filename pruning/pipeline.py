@@ -17,6 +17,8 @@ init) and records what it did in ``PruneResult.extras``.
 * Every run measures dense vs pruned latency, prints its plan and an ETA, and records per stage
   peak memory and its training cost (samples seen x forward MACs).
 * Under torchrun (DDP) every rank runs this same code; rank 0 alone writes and takes locks.
+* ``logger=`` streams each stage's epochs and the final metrics to an experiment tracker
+  (``pruning.trackers``; rank 0 only; a tracker failure is a warning, never the run's end).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.markup import escape
 
-from pruning import CorruptFileError, PruneLabError, Terminated, distributed
+from pruning import CorruptFileError, PruneLabError, Terminated, distributed, trackers
 from pruning import data as datasets
 from pruning.cache import cached, digest
 from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public names)
@@ -50,8 +53,8 @@ from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public 
     robustness_settings,
     run_key,
     run_subdir,
-    validate,
 )
+from pruning.config import validate as validate_config
 from pruning.io import (
     clean_stray_temp_files,
     ensure_dir,
@@ -74,6 +77,15 @@ from pruning.train import evaluate, run_stage
 
 
 # ----------------------------------------------------------------------------- entry point
+def validate(cfg: dict) -> tuple[Method, dict]:
+    """Every check made before a run starts (prune-exp's precheck and a sweep's ValidateSweep call
+    this one): ``pruning.config.validate`` and the ``logger`` (a known tracker whose package is
+    installed, ``pruning.trackers.check``). Returns the method and the dense spec."""
+    checked = validate_config(cfg)
+    trackers.check(cfg)
+    return checked
+
+
 def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
     """Run (or resume, or skip) one experiment; returns the metrics written to metrics.json."""
     console = console or Console(stderr=True)
@@ -94,11 +106,23 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
         except OSError as e:
             raise PruneLabError(os_error_message(e, run_dir / ".lock")) from None
         clean_stray_temp_files(run_dir)  # left by a killed write; we hold the run's lock
+    tracker, status = trackers.NullTracker(), "failed"
     try:
+        tracker = trackers.make_tracker(
+            cfg, main=rt.dist.is_main, warn=lambda message: rt.say(f"[yellow]warning:[/] {escape(message)}")
+        )
+        tracker.start(cfg, run_dir, run_subdir(cfg))
         if finished is not None:  # done, but robustness=... asks for evaluations it lacks
-            return Run(cfg, run_dir, method, spec, rt).evaluate_finished(finished)
-        return Run(cfg, run_dir, method, spec, rt).execute()
+            metrics = Run(cfg, run_dir, method, spec, rt, tracker).evaluate_finished(finished)
+        else:
+            metrics = Run(cfg, run_dir, method, spec, rt, tracker).execute()
+        status = "done"
+        return metrics
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
+        tracker.close(status)
         if rt.dist.is_main:
             lock.release()
 
@@ -154,8 +178,11 @@ def evaluation_plan(rob: dict) -> dict[str, dict]:
 class Run:
     """One run's state while its stages execute; ``execute`` lists the stages in order."""
 
-    def __init__(self, cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtime):
+    def __init__(
+        self, cfg: dict, run_dir: Path, method: Method, spec: dict, rt: Runtime, tracker: trackers.Tracker | None = None
+    ):
         self.cfg, self.run_dir, self.method, self.spec, self.rt = cfg, run_dir, method, spec, rt
+        self.tracker = tracker or trackers.NullTracker()
         self.seed = int(cfg["seed"])
         key = run_key(cfg, method)
         self.metrics = RunMetrics(
@@ -242,7 +269,9 @@ class Run:
     def pretrain(self) -> torch.nn.Module:
         later = self.planned["later_dense_epochs"]
         t0 = time.perf_counter()
-        dense, info = pretrain(self.cfg, self.data, self.spec, self.method, self.rt, Eta(self.rt, later))
+        dense, info = pretrain(
+            self.cfg, self.data, self.spec, self.method, self.rt, Eta(self.rt, later), on_row=self.tracker.log_row
+        )
         record = StageRecord.from_dict(
             {
                 k: info.get(k)
@@ -265,6 +294,9 @@ class Run:
         )
         record.load_s = round(time.perf_counter() - t0, 2) if info["cached"] else 0.0
         self.base_info = info
+        if info["cached"]:  # its curves, for this run's tracker too (logged once: pruning.trackers)
+            entry = Path(self.cfg["paths"]["cache_dir"]) / "baselines" / str(info["baseline_id"])
+            self.tracker.replay(trackers.history_rows(entry / "history.jsonl"))
         m = self.metrics
         m.params_dense = count_params(dense)
         m.flops_dense = count_macs(dense, self.input_shape)
@@ -424,6 +456,7 @@ class Run:
             kd=kd,
             device=self.data.device,
             adversary=adversarial_training(self.cfg, "second_stage"),
+            on_row=self.tracker.log_row,
         )
         self.final_model = model
         record = StageRecord.from_dict(stage)
@@ -446,6 +479,7 @@ class Run:
         self.metrics.status = "done"
         self.metrics.finished = now()
         self.save()
+        self.tracker.log_final(trackers.final_metrics(self.metrics.to_dict()))
         return self.metrics.to_dict()
 
     # ------------------------------------------------------------------------- robustness
@@ -521,6 +555,7 @@ class Run:
         model.load_state_dict(state["model"])
         self.robustness(model)
         self.save()
+        self.tracker.log_final(trackers.robustness_metrics(self.metrics.to_dict()))
         return self.metrics.to_dict()
 
     def dry_run(self) -> dict:
@@ -543,6 +578,7 @@ class Run:
             }
         m.status = "dry_run"
         self.save()
+        self.tracker.log_final(trackers.final_metrics(m.to_dict()))  # the counts
         return m.to_dict()
 
 
@@ -592,9 +628,12 @@ def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
     return f"{cfg['model']['name']}-{cfg['data']['name']}-{digest(identity)}"
 
 
-def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta) -> tuple[torch.nn.Module, dict]:
+def pretrain(
+    cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta, on_row: Callable[[dict], None] | None = None
+) -> tuple[torch.nn.Module, dict]:
     """Train (or load) the cached dense baseline (``pruning.cache.cached``: concurrent jobs wait
-    for one trainer; a corrupt entry is moved aside and trained again)."""
+    for one trainer; a corrupt entry is moved aside and trained again). ``on_row``: each trained
+    epoch's history row (the run's tracker; a cached baseline trains nothing, so logs nothing)."""
     directory = Path(cfg["paths"]["cache_dir"]) / "baselines" / baseline_id(cfg, data, spec, method)
 
     def load(entry: Path) -> tuple[torch.nn.Module, dict]:
@@ -630,6 +669,7 @@ def pretrain(cfg: dict, data, spec: dict, method: Method, rt: Runtime, eta: Eta)
             on_epoch=eta.hook(lambda e: schedule.epochs - e),
             device=data.device,
             adversary=adversarial_training(cfg, "pretrain"),
+            on_row=on_row,
         )
         info = {**stage, "baseline_id": entry.name}
         if getattr(data, "task", "") == "language_model":  # the dense model's bpc, official protocol

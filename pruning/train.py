@@ -393,6 +393,7 @@ def run_stage(
     kd: dict | None = None,
     device: torch.device | str | None = None,
     adversary: dict | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
@@ -400,8 +401,10 @@ def run_stage(
     so a killed run re-launched with the same command continues from its last finished epoch.
     Data order depends only on (seed, epoch), so a resumed run sees the batches it would have.
     Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
-    after each epoch (the pipeline's ETA). ``teacher`` + ``kd``: knowledge distillation from a
-    frozen teacher (kept in eval mode, never checkpointed). ``device``: the training device (None:
+    after each epoch (the pipeline's ETA); ``on_row(row)`` with each epoch's history row once it is
+    checkpointed, and first with the rows a resumed stage restored (the pipeline's experiment
+    tracker, ``pruning.trackers``, which logs each epoch once). ``teacher`` + ``kd``: knowledge
+    distillation from a frozen teacher (kept in eval mode, never checkpointed). ``device``: the training device (None:
     ``data.device``, where ``data.to(device)`` put the data). ``adversary``: PGD adversarial
     training (``train_one_epoch``). Returns the stage metrics: final and
     best test top-1, top-5, epochs, wall time, peak memory.
@@ -417,6 +420,9 @@ def run_stage(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_s"]
+    if on_row is not None:
+        for row in history:  # restored from the checkpoint: a tracker logs the rows it lacks
+            on_row(row)
     apply_masks(model, masks)
     forward = engine.prepare(wrap(model, dist))
     eval_model = model if dist.enabled else forward  # DDP's forward syncs buffers: keep eval local
@@ -509,6 +515,8 @@ def run_stage(
                     },
                 )
                 write_jsonl(history_path, history)
+            if on_row is not None:
+                on_row(row)
             progress.update(
                 epochs_task,
                 completed=epoch + 1,

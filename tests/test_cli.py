@@ -110,7 +110,8 @@ def test_help_describes_the_projects_groups_and_lists_every_option(tmp_path) -> 
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "is powered by Hydra" not in text and "== Groups (group=option) ==" in text
-    for group in ("data", "model", "method", "finetune", "schedule", "adv_train", "robustness", "engine", "experiment"):
+    groups = ("data", "model", "method", "finetune", "schedule", "adv_train", "robustness", "engine", "logger")
+    for group in (*groups, "experiment"):
         for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
             assert option in text, f"prune-exp --help does not list {group}={option} (conf/config.yaml hydra.help)"
     assert "report:" not in text and "paper:" not in text
