@@ -481,10 +481,17 @@ def _check_spec(name: str, spec: Any, path: Path) -> dict[str, Any]:
                 if required not in row:
                     raise fail(f"row {row.get('name')!r} lacks {required!r}")
         plot = spec.get("plot")
+        keys = {c["key"] for c in spec["columns"]}
         if plot is not None and (
-            not isinstance(plot, dict) or plot.get("x") not in RUN_COLUMNS or plot.get("y") not in RUN_COLUMNS
+            not isinstance(plot, dict)
+            or plot.get("x", "flops_reduction") not in RUN_COLUMNS
+            or plot.get("y", "final_bpc") not in RUN_COLUMNS
+            or not set(plot.get("series") or []) <= keys
         ):
-            raise fail("plot needs x and y that are run columns, e.g. {x: params_pruned, y: final_bpc}")
+            raise fail(
+                "plot needs x (and y) that are run columns, e.g. {x: params_pruned, y: final_bpc}, "
+                f"and series that are column keys ({', '.join(sorted(keys))})"
+            )
     return {**spec, "name": name, "kind": kind}
 
 
@@ -933,53 +940,152 @@ def build_paper_table(
         legend=legend,
         command=table_command,
     )
-    if spec.get("plot") and runs is not None and len(runs):
+    if runs is not None and len(runs):
         table.figure = build_row_figure(spec, runs, f"{spec['title']}\n{subtitle}")
+        if table.figure is not None:
+            table.footnotes.append(f"![{spec['title']}]({table.file_stem}.png)")
     return table
 
 
+FIGURE_Y_METRICS = ("final_top1", "final_top1_last")  # a paper table's figure plots its final-accuracy columns
+SERIES_MARKERS = "osD^vP*X"
+
+
+def figure_series(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The columns a paper table's figure plots: ``plot.y`` (a run column, e.g. test bpc), or
+    ``plot.series`` (column keys), else the columns of final top-1 (best epoch; the last
+    epoch's where the table has no best-epoch column): fine-tuned, scratch-E, scratch-B..."""
+    plot = spec.get("plot") or {}
+    if plot.get("y"):
+        label = next((c["label"] for c in spec["columns"] if c["metric"] == plot["y"]), plot["y"])
+        return [{"key": "plot", "label": label, "metric": plot["y"]}]
+    if plot.get("series"):
+        return [c for key in plot["series"] for c in spec["columns"] if c["key"] == key]
+    for metric in FIGURE_Y_METRICS:
+        columns = [c for c in spec["columns"] if c.get("metric") == metric]
+        if columns:
+            return columns
+    return []
+
+
+X_LABELS = {"flops_reduction": "FLOPs reduction (%)", "params_pruned": "parameters"}
+
+
 def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) -> Any:
-    """A paper table's rows as points, ``spec["plot"]``: {x, y: run columns, xlabel, ylabel,
-    xscale}: one marker per row (mean over seeds, std error bars on y), one colour per model,
-    the legend below the axes (never over the points)."""
+    """A paper table as a figure: y (final top-1, ``plot.series`` columns, or ``plot.y`` such as
+    test bpc) against x (``plot.x``; default the FLOPs reduction), one panel per model (the
+    runs' model), a colour per row and a marker per column (fine-tuned / scratch-E / ...). Ours
+    filled with std error bars; the paper's value hollow, at the paper's x where the table has
+    it; the unpruned baseline (ours) dashed. The legend sits below the panels. None when no row
+    has both coordinates."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    plot = spec["plot"]
-    figure = Figure(figsize=(7.0, 4.6))
+    plot = spec.get("plot") or {}
+    x_metric = plot.get("x", "flops_reduction")
+    x_column = next((c for c in spec["columns"] if c["metric"] == x_metric), None)
+    series = figure_series(spec)
+    baseline_column = next((c for c in spec["columns"] if c["metric"] == "unpruned_top1"), None)
+    points: dict[str, list[dict[str, Any]]] = {}  # panel (the runs' model) -> its points
+    names: dict[str, set[str]] = {}  # panel -> the rows' unpruned names
+    baselines: dict[str, float] = {}
+    for row_index, row in enumerate(spec["rows"]):
+        paper_x = _paper_value(row, x_column) if x_column else None
+        for index, column in enumerate(series):
+            cell = _cell_runs(spec, row, column, runs)
+            x, y = mean_std(cell[x_metric]), mean_std(cell[column["metric"]])
+            if not (x.n and y.n):
+                continue
+            panel = str(cell["model"].iloc[0])
+            names.setdefault(panel, set()).add(row["unpruned_name"])
+            paper_y = _paper_value(row, column) if column["key"] != "plot" else None
+            points.setdefault(panel, []).append(
+                {
+                    "row": row_index,
+                    "series": index,
+                    "x": x.mean,
+                    "y": y.mean,
+                    "error": y.std or 0.0,
+                    "paper_x": paper_x.mean if paper_x else x.mean,
+                    "paper_y": paper_y.mean if paper_y else None,
+                }
+            )
+            if baseline_column is not None and panel not in baselines:
+                base = mean_std(one_per_seed(_cell_runs(spec, row, baseline_column, runs))["unpruned_top1"])
+                if base.n:
+                    baselines[panel] = base.mean
+    if not points:
+        return None
+    # a panel's title: its rows' model name (or the model key when they name it differently);
+    # models of one title share a panel (a dense model of matched size next to the pruned ones)
+    titled: dict[str, list[dict[str, Any]]] = {}
+    for panel, panel_points in points.items():
+        titled.setdefault(next(iter(names[panel])) if len(names[panel]) == 1 else panel, []).extend(panel_points)
+    baselines = {
+        title: baselines[panel]
+        for panel in points
+        if panel in baselines
+        for title in [next(iter(names[panel])) if len(names[panel]) == 1 else panel]
+    }
+    points = titled
+    panels = list(points)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figure = Figure(figsize=(max(6.4, 4.0 * ncols + 0.8), 3.4 * nrows + 2.0), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    models = sorted({row["unpruned_name"] for row in spec["rows"]})
-    markers = "osD^vP*X"
-    drawn = 0
-    for i, row in enumerate(spec["rows"]):
-        cell = _cell_runs(spec, row, {"metric": plot["y"]}, runs)
-        x, y = mean_std(cell[plot["x"]]), mean_std(cell[plot["y"]])
-        if not (x.n and y.n):
-            continue
-        color = f"C{models.index(row['unpruned_name']) % 10}"
-        axes.errorbar(
-            [x.mean],
-            [y.mean],
-            yerr=[y.std or 0.0],
-            color=color,
-            marker=markers[i % len(markers)],
-            capsize=3,
-            linestyle="none",
-            label=f"{row['name']} (n={y.n})",
-        )
-        drawn += 1
-    if plot.get("xscale"):
-        axes.set_xscale(plot["xscale"])
-    axes.set_xlabel(plot.get("xlabel", plot["x"]))
-    axes.set_ylabel(plot.get("ylabel", plot["y"]))
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    handles, labels = axes.get_legend_handles_labels()
-    labels = ["\n".join(textwrap.wrap(label, 95)) for label in labels]
-    figure.set_size_inches(8.0, 4.6 + 0.16 * sum(label.count("\n") + 1 for label in labels))
-    if drawn:
-        axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    grid = figure.subplots(nrows, ncols, squeeze=False)
+    for axes in grid.flat[len(panels) :]:
+        axes.set_visible(False)
+    ylabel = plot.get("ylabel") or (
+        "test top-1 (%), best epoch"
+        if all(c["metric"] == "final_top1" for c in series)
+        else "test top-1 (%), last epoch"
+        if all(c["metric"] == "final_top1_last" for c in series)
+        else "test top-1 (%)"
+    )
+    for axes, panel in zip(grid.flat, panels, strict=False):
+        for p in points[panel]:
+            color, marker = f"C{p['row'] % 10}", SERIES_MARKERS[p["series"] % len(SERIES_MARKERS)]
+            axes.errorbar([p["x"]], [p["y"]], yerr=[p["error"]], color=color, marker=marker, capsize=3, ls="none")
+            if p["paper_y"] is not None:
+                axes.plot([p["paper_x"]], [p["paper_y"]], marker=marker, markerfacecolor="none", color=color, ls="none")
+        if panel in baselines:
+            axes.axhline(baselines[panel], color="0.4", linestyle="--", linewidth=1)
+        if plot.get("xscale"):
+            axes.set_xscale(plot["xscale"])
+        else:  # points at (nearly) one x: a readable span around it, not 34.198 ... 34.212
+            xs = [v for p in points[panel] for v in (p["x"], p["paper_x"])]
+            low, high = min(xs), max(xs)
+            if high - low < 0.05 * max(abs(low), abs(high), 1.0):
+                middle, half = (low + high) / 2, 0.1 * max(abs(low), abs(high), 1.0)
+                axes.set_xlim(middle - half, middle + half)
+        axes.set_title(panel, fontsize=9)
+        xlabel = plot.get("xlabel") or X_LABELS.get(x_metric) or (x_column["label"] if x_column else x_metric)
+        axes.set_xlabel(xlabel, fontsize=8)
+        axes.set_ylabel(ylabel, fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.margins(x=0.2, y=0.15)
+    rows_used = sorted({p["row"] for panel in panels for p in points[panel]})
+    series_used = sorted({p["series"] for panel in panels for p in points[panel]})
+    handles: list[Any] = [Line2D([], [], color=f"C{i % 10}", linewidth=6) for i in rows_used]
+    labels = ["\n".join(textwrap.wrap(spec["rows"][i]["name"], 60)) for i in rows_used]
+    if len(series_used) > 1:
+        handles += [
+            Line2D([], [], color="0.3", marker=SERIES_MARKERS[i % len(SERIES_MARKERS)], linestyle="none")
+            for i in series_used
+        ]
+        labels += [series[i]["label"] for i in series_used]
+    if any(p["paper_y"] is not None for panel in panels for p in points[panel]):
+        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none"))
+        labels.append("paper (hollow)")
+    if baselines:
+        handles.append(Line2D([], [], color="0.4", linestyle="--"))
+        labels.append("unpruned (ours)")
+    figure.suptitle(title, fontsize=9)
+    ncol = 1 if max(len(label) for label in labels) > 40 or len(labels) <= 3 else min(3, len(labels))
+    figure.legend(handles, labels, loc="outside lower left", ncol=ncol, fontsize=8, frameon=False)
     return figure
 
 

@@ -354,9 +354,11 @@ def test_cli_exit_codes(results: Path, tmp_path: Path, capsys) -> None:
     assert "no_such_table" in capsys.readouterr().err
     assert main(["--results-root", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert main(["rethinking_l1_cifar10", "--results-root", str(results), "--out", str(out), "--format", "md"]) == 0
-    assert {p.name for p in out.iterdir()} == {
+    assert {p.name for p in out.iterdir()} == {  # the markdown and the figures it links to
         f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md",
         f"rethinking_l1_cifar10__{JPEG_SLUG}.md",
+        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.png",
+        f"rethinking_l1_cifar10__{JPEG_SLUG}.png",
     }
 
 
