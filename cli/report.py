@@ -2,6 +2,7 @@
 
     prune-report                                   # every spec in conf/report/, all formats
     prune-report rethinking_l1_cifar10 --format latex
+    prune-report --format html                     # one self-contained page: results/tables/report.html
     prune-report --results-root results --out results/tables
     PRUNE_LAB_RESULTS=/scratch/runs prune-report    # the same root prune-exp wrote to; tables in /scratch/runs/tables
 
@@ -21,7 +22,7 @@ from rich.console import Console
 
 from pruning import PruneLabError
 from pruning.io import check_writable
-from pruning.report import FORMATS, generate_reports, load_specs
+from pruning.report import FORMATS, HTML_NAME, REPORT_FORMATS, generate_reports, load_specs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default=None, help="output directory (default: RESULTS_ROOT/tables)")
     parser.add_argument(
-        "--format", choices=[*FORMATS, "all"], default="all", help="file format(s) to write (default: all)"
+        "--format",
+        choices=[*FORMATS, *REPORT_FORMATS, "all"],
+        default="all",
+        help="md, csv, latex: one file per table; html: one self-contained page with every table and figure "
+        f"({HTML_NAME}); all (default): every one of them",
     )
     return parser
 
@@ -76,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         check_writable(Path(args.out), fix="pass --out DIR to write the tables elsewhere")
-        formats = FORMATS if args.format == "all" else (args.format,)
+        formats = (*FORMATS, *REPORT_FORMATS) if args.format == "all" else (args.format,)
         written = generate_reports(
             args.results_root, args.out, names=args.tables or None, formats=formats, console=Console()
         )

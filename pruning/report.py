@@ -116,7 +116,9 @@ RUN_COLUMNS = (
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
-FORMATS = ("md", "csv", "latex")
+FORMATS = ("md", "csv", "latex")  # one file per table; "html" (REPORT_FORMATS) is one page for all
+REPORT_FORMATS = ("html",)
+HTML_NAME = "report.html"
 FILE_SUFFIXES = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 SPEC_KINDS = ("paper_table", "ratio_sweep")
 # count: e.g. FLOPs as 2.24E7; percent: like accuracy (paper / ours / Δ) for other percentages;
@@ -1582,13 +1584,29 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
 
 
-def write_tables(tables: Sequence[ReportTable], out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write each table in ``formats`` (plus its sweep plot) under ``out_dir``; returns paths.
-    Group tables replace the spec's empty placeholder table of the same formats."""
+def figure_png(table: ReportTable) -> bytes | None:
+    """The table's figure as PNG bytes (None without one)."""
+    if table.figure is None:
+        return None
+    buffer = io.BytesIO()
+    table.figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def write_tables(
+    tables: Sequence[ReportTable],
+    out_dir: str | Path,
+    formats: Sequence[str] = FORMATS,
+    pngs: dict[str, bytes] | None = None,
+) -> list[Path]:
+    """Write each table in ``formats`` (plus its figure, when a per-table format is chosen)
+    under ``out_dir``; returns paths. Group tables replace the spec's empty placeholder table of
+    the same formats. ``pngs`` collects each figure's bytes by file stem (for the HTML page)."""
     out_dir = Path(out_dir)
     written = []
+    table_formats = [fmt for fmt in formats if fmt in FORMATS]
     for table in tables:
-        for fmt in formats:
+        for fmt in table_formats:
             path = out_dir / f"{table.file_stem}{FILE_SUFFIXES[fmt]}"
             write_atomic(path, RENDERERS[fmt](table))
             written.append(path)
@@ -1598,13 +1616,26 @@ def write_tables(tables: Sequence[ReportTable], out_dir: str | Path, formats: Se
                     placeholder.unlink(missing_ok=True)
                 except OSError as e:
                     raise PruneLabError(os_error_message(e, placeholder, "remove")) from None
-        if table.figure is not None:
-            buffer = io.BytesIO()
-            table.figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+        png = figure_png(table)
+        if png is not None and pngs is not None:
+            pngs[table.file_stem] = png
+        if png is not None and table_formats:
             path = out_dir / f"{table.file_stem}.png"
-            write_atomic(path, buffer.getvalue())
+            write_atomic(path, png)
             written.append(path)
     return written
+
+
+def results_label(results_root: str | Path) -> str:
+    """How a page names the results root: as given when relative, else relative to the working
+    directory when below it, else its folder name (never a machine's absolute path)."""
+    root = Path(results_root)
+    if not root.is_absolute():
+        return root.as_posix()
+    try:
+        return root.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return root.name
 
 
 def generate_reports(
@@ -1623,8 +1654,11 @@ def generate_reports(
         raise PruneLabError(f"unknown table {', '.join(unknown)}; available: {', '.join(specs)}")
     runs = load_runs(results_root)
     written: list[Path] = []
+    every_table: list[ReportTable] = []
+    pngs: dict[str, bytes] = {}
     for name in names or list(specs):
         tables = build_tables(specs[name], runs)
+        every_table += tables
         if console is not None:
             for table in tables:
                 if table.group is None:  # no runs yet: one line, the file has the commands
@@ -1634,5 +1668,14 @@ def generate_reports(
                     )
                 else:
                     console.print(render_rich(table, width=min(console.width, TERMINAL_WIDTH)))
-        written += write_tables(tables, out_dir, formats)
+        written += write_tables(tables, out_dir, formats, pngs)
+        for table in tables:
+            table.figure = None  # drawn once: free the figure
+    if "html" in formats:
+        from pruning.report_html import render_html
+
+        done = int((runs["status"] == "done").sum()) if "status" in runs else len(runs)
+        path = Path(out_dir) / HTML_NAME
+        write_atomic(path, render_html(every_table, pngs, results_label(results_root), done))
+        written.append(path)
     return written

@@ -1,0 +1,162 @@
+"""``prune-report --format html``: every table of the report on one self-contained page.
+
+One file (``<out>/report.html``), no external resource: the style sheet is inline, each figure
+is an embedded PNG (``data:`` URI), there is no script. Per table: its title, the data label and
+budget, the cell notation, the table (cells ``ours (paper, Δ)``; a ``[cN]`` cell links to the
+command that fills it), its figure, the numbered commands and the footnotes (paper, sources).
+Tables with runs come first; tables without runs follow, with the commands that fill them.
+
+The page is checked in headless Chromium by ``tests/test_report_html.py`` (it loads, every table
+and image is present, no console errors).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Sequence
+
+from pruning.report import UNVERIFIED_MARK, ReportTable
+
+STYLE = """
+:root { --fg: #1d2330; --muted: #5b6475; --line: #d9dde5; --head: #f3f5f9; --accent: #2357a4; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       margin: 0 auto; max-width: 1400px; padding: 1.5rem; }
+h1 { font-size: 1.6rem; margin: 0 0 .3rem; }
+h2 { font-size: 1.2rem; margin: 2.2rem 0 .3rem; border-top: 1px solid var(--line); padding-top: 1.2rem; }
+nav ol { columns: 2; column-gap: 2rem; padding-left: 1.2rem; }
+nav li { break-inside: avoid; margin-bottom: .2rem; }
+.muted, .budget { color: var(--muted); }
+.budget { font-weight: 600; }
+.scroll { overflow-x: auto; margin: .6rem 0; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: .25rem .6rem; white-space: nowrap; }
+th { background: var(--head); text-align: right; position: sticky; top: 0; }
+td { text-align: right; }
+th.key, td.key { text-align: left; }
+td.key { font-weight: 600; }
+td.empty { color: var(--muted); }
+a { color: var(--accent); }
+code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: #f5f6f8;
+       padding: .05rem .25rem; border-radius: 3px; }
+ul.commands { list-style: none; padding-left: 0; }
+ul.commands li { margin-bottom: .25rem; padding-left: 2.6rem; text-indent: -2.6rem; overflow-wrap: anywhere; }
+ul.commands b { display: inline-block; width: 2.4rem; text-indent: 0; color: var(--muted); }
+li:target, li:target code { background: #fff3c4; }
+figure { margin: .8rem 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+.notes { color: var(--muted); font-size: 12.5px; white-space: pre-line; }
+.badge { display: inline-block; font-size: 11px; padding: 0 .4rem; border-radius: 8px; background: #e8eefb;
+         color: var(--accent); margin-left: .4rem; vertical-align: middle; }
+"""
+
+_COMMAND_REF = re.compile(r"\[c(\d+)\]")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans."""
+    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+
+
+def _cell(table: ReportTable, text: str) -> str:
+    """One cell: ``[cN]`` links to command N of the table, ≈ gets its meaning as a tooltip."""
+    escaped = html.escape(str(text), quote=False)
+    escaped = _COMMAND_REF.sub(
+        lambda m: (
+            f'<a href="#{table.file_stem}-c{m.group(1)}" title="not run yet: command c{m.group(1)}">[c{m.group(1)}]</a>'
+        ),
+        escaped,
+    )
+    if "≈" in escaped:
+        escaped = escaped.replace("≈", '<span title="measured speed-up within the timing noise">≈</span>')
+    if UNVERIFIED_MARK in escaped:
+        escaped = escaped.replace(UNVERIFIED_MARK, '<span title="paper value not yet checked">†</span>')
+    return escaped
+
+
+def _table_html(table: ReportTable) -> str:
+    head = "".join(
+        f'<th class="key" scope="col">{html.escape(h)}</th>'
+        if i < table.key_columns
+        else f'<th scope="col">{html.escape(h)}</th>'
+        for i, h in enumerate(table.headers)
+    )
+    body = []
+    for row in table.rows:
+        cells = []
+        for i, text in enumerate(row):
+            classes = ["key"] if i < table.key_columns else []
+            if str(text).startswith("[c") or text in ("", "—", "n/i"):
+                classes.append("empty")
+            attr = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attr}>{_cell(table, text)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _section(table: ReportTable, png: bytes | None) -> str:
+    parts = [
+        f'<section id="{table.file_stem}" class="report-table">',
+        f"<h2>{html.escape(table.title)}"
+        + ("" if table.group is not None else '<span class="badge">no runs yet</span>')
+        + "</h2>",
+        f'<p class="budget">{html.escape(table.subtitle)}</p>',
+        f"<p>{_inline(table.caption)}</p>",
+        _table_html(table),
+    ]
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(table.title)}: figure">'
+            f"<figcaption class=muted>{html.escape(table.subtitle)}</figcaption></figure>"
+        )
+    if table.commands:
+        items = "".join(
+            f'<li id="{table.file_stem}-c{i}"><b>c{i}</b><code>{html.escape(command)}</code></li>'
+            for i, command in enumerate(table.commands, start=1)
+        )
+        parts.append(f'<p>Commands that fill the empty cells:</p><ul class="commands">{items}</ul>')
+    notes = [note for note in table.footnotes if not note.startswith("![")]  # the figure is embedded above
+    if notes:
+        parts.append(f'<div class="notes">{_inline(chr(10).join(notes))}</div>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(tables: Sequence[ReportTable], pngs: dict[str, bytes], results_label: str, runs: int) -> str:
+    """The page: a contents list, then every table (those with runs first). ``pngs``: each
+    table's figure by ``file_stem``; ``results_label``: how the results root is named on the
+    page (a path relative to where prune-report ran, never the machine's absolute path)."""
+    ordered = [t for t in tables if t.group is not None] + [t for t in tables if t.group is None]
+    contents = "".join(
+        f'<li><a href="#{t.file_stem}">{html.escape(t.title)}</a>'
+        f' <span class="muted">— {html.escape(t.group.data_label) if t.group else "no runs yet"}</span></li>'
+        for t in ordered
+    )
+    sections = "\n".join(_section(t, pngs.get(t.file_stem)) for t in ordered)
+    with_runs = sum(t.group is not None for t in tables)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>prune-lab report</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<header>
+<h1>prune-lab report</h1>
+<p class="muted">{runs} finished runs under <code>{html.escape(results_label)}</code>; {with_runs} tables with runs,
+{len(tables) - with_runs} without. Every number comes from a run's metrics.json; paper values carry their
+source (footnotes; † not yet checked). Regenerate: <code>prune-report --format html</code>.</p>
+</header>
+<nav><h2>Tables</h2><ol>{contents}</ol></nav>
+<main>
+{sections}
+</main>
+</body>
+</html>
+"""

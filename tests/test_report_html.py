@@ -1,0 +1,136 @@
+"""prune-report --format html: one self-contained page, checked by parsing it and (integration
+tier) in headless Chromium: it loads, every table and image is there, no console errors.
+
+The browser test uses the system Chromium (Debian's ``chromium``: .ci/run installs it) through
+Playwright; it skips where no Chromium is installed, unless PRUNE_LAB_REQUIRE_BROWSER=1 (CI).
+PRUNE_LAB_SCREENSHOT=FILE keeps a full-page screenshot to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pruning.report import HTML_NAME, build_tables, generate_reports, load_runs, load_specs
+from tests.test_report import SPEC_DIR, results  # noqa: F401  (the fixture: synthetic runs, two budgets)
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class PageParser(HTMLParser):
+    """Tables, images, ids, internal links and every external reference of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables = 0
+        self.images: list[str] = []
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "table":
+            self.tables += 1
+        if values.get("id"):
+            self.ids.add(values["id"])
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        if tag == "a" and (values.get("href") or "").startswith("#"):
+            self.links.append(values["href"][1:])
+        for name in ("src", "href"):
+            value = values.get(name) or ""
+            if value and not value.startswith(("#", "data:")):
+                self.external.append(value)
+        if tag in ("script", "link", "iframe"):
+            self.external.append(tag)
+
+
+def write_page(root: Path, out: Path) -> tuple[Path, list]:
+    written = generate_reports(root, out, spec_dir=SPEC_DIR, formats=["html"])
+    page = out / HTML_NAME
+    assert written == [page]  # html alone: one file, no per-table files
+    specs = load_specs(SPEC_DIR)
+    runs = load_runs(root)
+    tables = [t for spec in specs.values() for t in build_tables(spec, runs)]
+    return page, tables
+
+
+def test_the_html_page_is_self_contained_and_holds_every_table_figure_and_command(
+    results: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    page, tables = write_page(results, tmp_path / "tables")
+    text = page.read_text(encoding="utf-8")
+    parser = PageParser()
+    parser.feed(text)
+    assert parser.tables == len(tables)
+    assert parser.external == []  # nothing fetched from anywhere: styles inline, images embedded, no script
+    figures = [t for t in tables if t.group is not None and t.file_stem.startswith(("rethinking", "sweep"))]
+    assert len(parser.images) >= len(figures) >= 2
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(parser.links) <= parser.ids  # every [cN] and contents link lands on its anchor
+    for table in tables:
+        assert f'id="{table.file_stem}"' in text
+        assert table.subtitle.replace("'", "&#x27;") in text or table.subtitle in text  # data label and budget
+        for number, command in enumerate(table.commands, start=1):
+            assert f'id="{table.file_stem}-c{number}"' in text and command.replace("'", "&#x27;") in text
+    assert "/tmp/" not in text and str(tmp_path) not in text  # no machine path on the page
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.integration
+def test_the_html_page_loads_in_headless_chromium_without_errors(results: Path, tmp_path: Path) -> None:  # noqa: F811
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("PRUNE_LAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("PRUNE_LAB_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page_path, tables = write_page(results, tmp_path / "tables")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+            page.goto(page_path.as_uri(), wait_until="load")
+            assert page.title() == "prune-lab report"
+            assert page.locator("table").count() == len(tables)
+            assert page.locator("section.report-table").count() == len(tables)
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            assert images and all(complete and width > 100 for complete, width in images), images
+            # a [cN] link scrolls to its command
+            link = page.locator("td a[href^='#']").first
+            target = link.get_attribute("href")
+            link.click()
+            assert page.evaluate("location.hash") == target
+            assert page.locator(f"[id='{target[1:]}']").is_visible()
+            shot = os.environ.get("PRUNE_LAB_SCREENSHOT") or str(tmp_path / "report.png")
+            page.screenshot(path=shot, full_page=True)
+            assert Path(shot).stat().st_size > 10_000
+        finally:
+            browser.close()
+    assert problems == []
+    assert re.search(r"\d+ finished runs", page_path.read_text(encoding="utf-8"))
