@@ -105,14 +105,22 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
-def portable_path(path: str | Path) -> str:
+def portable_path(path: str | Path, root: str | Path | None = None) -> str:
     """``path`` relative to the working directory when it lies inside it (what a committed
-    metrics.json should hold: no machine's absolute checkout path), else as given."""
+    metrics.json should hold: no machine's absolute checkout path); else, when it lies inside
+    ``root`` (the results root, e.g. $PRUNE_LAB_RESULTS=/scratch/prl), as ``<root's name>/<path
+    inside it>`` (``prl/runs/...``, the same form as ``results/runs/...``); else as given."""
     path = Path(path)
     try:
         return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        pass
+    if root is not None:
+        try:
+            return str(Path(Path(root).name) / path.absolute().relative_to(Path(root).absolute()))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -189,7 +189,7 @@ class Run:
             key=RunKey.from_dict(key),
             status="running",
             method_settings=method.settings(),
-            run_dir=portable_path(run_dir),
+            run_dir=portable_path(run_dir, (cfg.get("paths") or {}).get("results_root")),
             started=now(),
             dry_run=bool(cfg.get("dry_run")),
             versions=versions(),

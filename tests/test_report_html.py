@@ -134,3 +134,14 @@ def test_the_html_page_loads_in_headless_chromium_without_errors(results: Path, 
             browser.close()
     assert problems == []
     assert re.search(r"\d+ finished runs", page_path.read_text(encoding="utf-8"))
+
+
+def test_run_records_name_runs_relative_to_the_results_root_not_by_machine_paths(tmp_path: Path, monkeypatch) -> None:
+    from pruning.io import portable_path
+
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "results" / "runs" / "cifar10" / "r"
+    assert portable_path(inside) == "results/runs/cifar10/r"  # inside the working directory
+    elsewhere = Path("/scratch") / "prl"  # a results root outside it ($PRUNE_LAB_RESULTS=/scratch/prl)
+    assert portable_path(elsewhere / "runs" / "x", elsewhere) == "prl/runs/x"
+    assert portable_path("/srv/other/x", elsewhere) == "/srv/other/x"  # neither: as given
