@@ -1214,7 +1214,8 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
         )
     if group is not None and not runs.empty:
         budget_lines = group.describe().replace(" · ", "\n")
-        table.figure = build_sweep_figure(runs, f"{spec['title']}\n{budget_lines}")
+        models = ", ".join(sorted(set(runs["model"])))
+        table.figure = build_sweep_figure(runs, f"{spec['title']} — {models}\n{budget_lines}")
         table.footnotes.append(f"![top-1 vs FLOPs reduction]({table.file_stem}.png)")
     return table
 
@@ -1275,6 +1276,7 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     lines = sorted({(m, meth) for m, meth in zip(runs["model"], runs["method"], strict=True)})
     color_of = {line: palette[i % len(palette)] for i, line in enumerate(lines)}  # (model, method)
     several_methods = runs["method"].nunique() > 1
+    several_models = runs["model"].nunique() > 1  # one model: named in the title, not in every label
     for (model, method, finetune), line_runs in runs.groupby(["model", "method", "finetune"], sort=True):
         points = []
         for _, ratio_runs in line_runs.groupby("ratio", sort=True):
@@ -1283,7 +1285,7 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
                 points.append((flops.mean, final.mean, final.std or 0.0))
         if not points:
             continue
-        label = f"{model} · {method} · {finetune}" if several_methods else f"{model} · {finetune}"
+        label = " · ".join([*([model] if several_models else []), *([method] if several_methods else []), finetune])
         xs, ys, errors = zip(*sorted(points), strict=True)
         marker, linestyle = FINETUNE_STYLES.get(finetune, ("D", "-"))
         axes.errorbar(
@@ -1315,7 +1317,8 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
             color=color,
             linestyle="--",
             linewidth=1,
-            label=f"{model} unpruned{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}",
+            label=f"{model + ' ' if several_models else ''}unpruned"
+            f"{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}",
         )
     axes.set_xlabel("FLOPs reduction (%)")
     axes.set_ylabel("top-1 test accuracy (%), best over epochs")
