@@ -851,7 +851,11 @@ def cell_legend(rows: Sequence[Sequence[str]], with_paper: bool, with_n: bool) -
 
 
 def build_paper_table(
-    spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None, arch_runs: pd.DataFrame | None = None
+    spec: Mapping[str, Any],
+    runs: pd.DataFrame,
+    group: BudgetGroup | None,
+    arch_runs: pd.DataFrame | None = None,
+    figures: bool = True,
 ) -> ReportTable:
     """A paper-vs-ours table of one budget group (``group=None``: the table without runs).
     ``arch_runs`` (done and dry runs of any budget) fill the architecture-only columns."""
@@ -942,7 +946,7 @@ def build_paper_table(
         legend=legend,
         command=table_command,
     )
-    if runs is not None and len(runs):
+    if figures and runs is not None and len(runs):
         table.figure = build_row_figure(spec, runs, f"{spec['title']}\n{subtitle}")
         if table.figure is not None:
             table.footnotes.append(f"![{spec['title']}]({table.file_stem}.png)")
@@ -1091,7 +1095,9 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
     return figure
 
 
-def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None) -> ReportTable:
+def build_sweep_table(
+    spec: Mapping[str, Any], runs: pd.DataFrame, group: BudgetGroup | None, figures: bool = True
+) -> ReportTable:
     """Uniform-ratio runs of one budget group: ratio → reductions, unpruned and final top-1."""
     labels = [
         "Model",
@@ -1212,7 +1218,7 @@ def build_sweep_table(spec: Mapping[str, Any], runs: pd.DataFrame, group: Budget
         table.footnotes.append(
             "Settings every run of a method shares: " + "; ".join(f"{m}: {t}" for m, t in long_shared.items())
         )
-    if group is not None and not runs.empty:
+    if figures and group is not None and not runs.empty:
         budget_lines = group.describe().replace(" · ", "\n")
         models = ", ".join(sorted(set(runs["model"])))
         table.figure = build_sweep_figure(runs, f"{spec['title']} — {models}\n{budget_lines}")
@@ -1334,8 +1340,9 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     return figure
 
 
-def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTable]:
-    """One table per budget group with runs for ``spec``; the empty table when there are none."""
+def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame, figures: bool = True) -> list[ReportTable]:
+    """One table per budget group with runs for ``spec``; the empty table when there are none.
+    ``figures=False``: the tables alone (no matplotlib work)."""
     done = runs[runs["status"] == "done"] if "status" in runs else runs
     sweep = spec["kind"] == "ratio_sweep"
     if sweep and "final_bpc" in done:  # the sweep plots top-1: language-model runs have their own tables
@@ -1347,7 +1354,9 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame) -> list[ReportTabl
         # architecture-only cells may come from dry runs too (counts do not depend on training);
         # done runs count only in their own budget group (a trained method's counts may differ)
         arch = pd.concat([used, dry]) if len(dry) else used
-        return build_sweep_table(spec, used, group) if sweep else build_paper_table(spec, used, group, arch)
+        if sweep:
+            return build_sweep_table(spec, used, group, figures)
+        return build_paper_table(spec, used, group, arch, figures)
 
     tables = []
     for group, group_runs in split_by_budget(done):

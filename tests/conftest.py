@@ -130,6 +130,13 @@ def pipeline_cfg(fake_cifar: Path, results: Path, *extra: str) -> dict:
     return plain_cfg([*TINY_CIFAR, f"data.root={fake_cifar}", *extra], results)
 
 
+def run_path(metrics: dict, results_root: Path) -> Path:
+    """The directory a run record names. ``run_dir`` is relative to the working directory, or
+    ``<results root's name>/runs/...`` when the results root lies outside it (tests: tmp_path)."""
+    path = Path(metrics["run_dir"])
+    return path if path.is_absolute() or path.exists() else Path(results_root).parent / path
+
+
 def run_pipeline(cfg: dict) -> dict:
     """``pruning.pipeline.run`` in its deterministic run directory, quietly."""
     from rich.console import Console

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +23,7 @@ from pruning.attacks import (
     vulnerability,
 )
 from pruning.models import build, default_spec
-from tests.conftest import QUICK_DIGITS, plain_cfg, prune_exp, run_pipeline
+from tests.conftest import QUICK_DIGITS, plain_cfg, prune_exp, run_path, run_pipeline
 
 MEAN, STD = (0.1307,), (0.3081,)
 
@@ -251,7 +250,7 @@ def test_anp_through_the_pipeline_and_its_paper_table(tmp_path):
     assert anp["stages"]["anp"]["macs_per_sample"] == 4 * anp["flops_dense"]  # clean + adversarial + 2 PGD steps
     assert {"paper_unit_sparsity", "paper_memory_pct", "paper_flops_speedup", "masked_top1"} <= set(anp["extras"])
     assert set(anp["evaluations"]) == {"pgd2", "fgsm", "pgd2_bb"}
-    assert (Path(anp["run_dir"]) / "final.pt").exists()
+    assert (run_path(anp, tmp_path) / "final.pt").exists()
     std = run_pipeline(plain_cfg([*common, "method=none"], tmp_path))
     at = run_pipeline(plain_cfg([*common, "method=none", "adv_train=pgd", "adv_train.steps=2"], tmp_path))
     assert at["evaluations"]["pgd2"]["n"] == std["evaluations"]["pgd2"]["n"] == 20

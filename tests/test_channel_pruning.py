@@ -88,6 +88,7 @@ def test_refit_reconstructs_a_target_that_lies_in_the_kept_channels() -> None:
     torch.testing.assert_close(w, true_w[:, [1, 0]], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.integration  # slow (5-14 s on 2 cores): the fast tier stays under 5 min
 def test_pruned_vgg_reconstructs_better_than_plain_slicing() -> None:
     torch.manual_seed(0)
     model = build(default_spec("vgg_cifar", depth=11, num_classes=10, in_channels=3)).eval()

@@ -3,8 +3,6 @@ fixed through fine-tuning and scratch training, sizes counted as non-zeros."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,6 +12,7 @@ from pruning.methods.base import PruneContext
 from pruning.methods.magnitude import Magnitude, conv_weights
 from pruning.models import build, default_spec
 from tests.conftest import pipeline_cfg as _cfg
+from tests.conftest import run_path
 from tests.conftest import run_pipeline as _run
 
 
@@ -42,8 +41,8 @@ def test_pruned_weights_stay_zero_through_training(fake_cifar, tmp_path, policy)
     m = _run(_cfg(fake_cifar, tmp_path, "method=magnitude", "method.ratio=0.7", f"finetune={policy}"))
     assert m["status"] == "done" and m["key"]["method"] == "magnitude" and m["key"]["ratio"] == 0.7
     assert m["params_pruned"] < 0.5 * m["params_dense"]
-    masks = load_checkpoint(Path(m["run_dir"]) / "pruned.pt")["masks"]
-    trained = load_checkpoint(Path(m["run_dir"]) / f"ckpt_{policy}.pt")["model"]
+    masks = load_checkpoint(run_path(m, tmp_path) / "pruned.pt")["masks"]
+    trained = load_checkpoint(run_path(m, tmp_path) / f"ckpt_{policy}.pt")["model"]
     for name, mask in masks.items():
         assert torch.all(trained[name][mask == 0] == 0), name  # still exactly zero
         assert torch.any(trained[name][mask == 1] != 0), name  # the rest trained

@@ -26,7 +26,7 @@ from pruning.methods.pfs import (
     split_train_val,
 )
 from pruning.models import build, channel_groups, default_spec
-from tests.conftest import compose, pipeline_cfg, plain_cfg, run_pipeline
+from tests.conftest import compose, pipeline_cfg, plain_cfg, run_path, run_pipeline
 
 # Numbers of the official models, measured by running the official flop_counter.py
 # (calculate_flops in script/prune_model.py, input 1x3x32x32) on models.<arch>(10) at HEAD 3102332.
@@ -316,7 +316,7 @@ def test_pfs_runs_without_pretraining_and_shares_one_gate_learning_across_ratios
         assert m["budget"]["stage_epochs"] == int(1 * m["flops_dense"] / m["flops_pruned"])
         assert m["stages"]["scratch_b"]["epochs"] == m["budget"]["stage_epochs"]
         assert set(m["final"]) >= {"top1", "top1_best"}
-        run_dir = Path(m["run_dir"])
+        run_dir = run_path(m, tmp_path / "results")
         assert (run_dir / "pfs_gates.png").stat().st_size > 0
         layers = json.loads((run_dir / "pfs_gates.json").read_text())["layers"]
         assert [layer["kept"] for layer in layers] == [s["mid"][0] for s in m["spec_pruned"]["stages"]]

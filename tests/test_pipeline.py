@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pruning import PruneLabError
 from pruning.pipeline import run_subdir
-from tests.conftest import TINY_CIFAR, plain_cfg
+from tests.conftest import TINY_CIFAR, plain_cfg, run_path
 from tests.conftest import pipeline_cfg as _cfg
 from tests.conftest import run_pipeline as _run
 
@@ -48,9 +48,9 @@ def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
     assert lat["dense_ms"] > 0 and lat["pruned_ms"] > 0 and lat["speedup"] == lat["dense_ms"] / lat["pruned_ms"]
     assert lat["dense_min_ms"] <= lat["dense_ms"] and lat["pruned_min_ms"] <= lat["pruned_ms"]  # interleaved pair
     assert m["stages"]["pretrain"]["peak_rss_mb"] > 0 and m["engine"]["channels_last"] is False
-    on_disk = json.loads((Path(m["run_dir"]) / "metrics.json").read_text())
+    on_disk = json.loads((run_path(m, tmp_path) / "metrics.json").read_text())
     assert on_disk["final"] == m["final"] and 0 <= m["final"]["top1"] <= 100
-    history = [json.loads(line) for line in (Path(m["run_dir"]) / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (run_path(m, tmp_path) / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1]
 
 
@@ -69,10 +69,10 @@ def test_baseline_is_trained_once_and_shared(fake_cifar, tmp_path) -> None:
 def test_finished_run_is_skipped(fake_cifar, tmp_path) -> None:
     cfg = _cfg(fake_cifar, tmp_path, "method.variant=A", "model=resnet56", "schedule.epochs=1")
     done = _run(cfg)
-    mtime = (Path(done["run_dir"]) / "metrics.json").stat().st_mtime_ns
+    mtime = (run_path(done, tmp_path) / "metrics.json").stat().st_mtime_ns
     again = _run(cfg)
     assert again == done
-    assert (Path(done["run_dir"]) / "metrics.json").stat().st_mtime_ns == mtime
+    assert (run_path(done, tmp_path) / "metrics.json").stat().st_mtime_ns == mtime
 
 
 def test_killed_run_resumes_from_last_finished_epoch(fake_cifar, tmp_path, monkeypatch) -> None:
@@ -211,7 +211,7 @@ def test_remeasure_latency_script_replaces_cpu_figures(fake_cifar, tmp_path) -> 
 
     cfg = _cfg(fake_cifar, tmp_path, "method.ratio=0.5", "finetune=finetune", "latency.cpu_batch_sizes=[1,4]")
     m = _run(cfg)
-    run_dir = Path(m["run_dir"])
+    run_dir = run_path(m, tmp_path)
     (run_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")  # as prune-exp leaves it
     distorted = json.loads((run_dir / "metrics.json").read_text())

@@ -17,6 +17,7 @@ from pruning.methods.base import PruneContext
 from pruning.methods.sanp import SANP, cost_loss
 from pruning.models import build, channel_groups, default_spec
 from pruning.models.sanp import decisions, per_sample_macs
+from tests.conftest import run_path
 
 SMALL_VGG = {"cfg": [8, 8, "M", 16, "M", 16, 16], "hidden": 8}
 
@@ -348,4 +349,4 @@ def test_sanp_through_the_pipeline_records_cost_per_sample(fake_cifar, tmp_path:
     assert m["flops_pruned"] == round(cost["mean"]) and cost["p5"] <= cost["mean"] <= cost["p95"]
     assert cost["samples"] == 60 and cost["dense"] == m["flops_dense"]  # the whole (fake) test set
     assert m["latency"]["cpu_b1"]["inputs"] == "test images"
-    assert (Path(m["run_dir"]) / "sanp_keep_rates.png").exists()
+    assert (run_path(m, tmp_path) / "sanp_keep_rates.png").exists()

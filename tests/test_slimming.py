@@ -3,6 +3,7 @@ one global |gamma| threshold, and never a layer with zero channels."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pruning.methods.base import PruneContext
@@ -48,6 +49,7 @@ def test_global_threshold_and_no_empty_layer() -> None:
     assert result.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.integration  # slow (5-14 s on 2 cores): the fast tier stays under 5 min
 def test_sparsity_training_is_its_own_cached_baseline(fake_cifar, tmp_path) -> None:
     a = _run(_cfg(fake_cifar, tmp_path, "method=network_slimming", "method.ratio=0.4", "method.sparsity=1e-4"))
     b = _run(_cfg(fake_cifar, tmp_path, "method=network_slimming", "method.ratio=0.6", "method.sparsity=1e-4"))

@@ -325,6 +325,7 @@ def test_search_resumes_from_its_checkpoint(tmp_path: Path):
     assert len(both) == 2 and both[0] == first[0]  # epoch 1 not re-run
 
 
+@pytest.mark.integration  # slow (5-14 s on 2 cores): the fast tier stays under 5 min
 def test_search_is_cached_and_shared_by_the_kd_ablation(tmp_path: Path):
     data = load_digits_data()
 
@@ -537,6 +538,7 @@ def test_tas_report_shows_drop_flops_count_and_requested_vs_achieved(tmp_path: P
     assert row["FLOPs↓ requested"].startswith("45.0% (") and row["FLOPs↓ achieved"].startswith("47.0% (")
 
 
+@pytest.mark.integration  # slow (5-14 s on 2 cores): the fast tier stays under 5 min
 def test_pipeline_runs_tas_on_resnet18_with_a_tiny_image_folder(tmp_path: Path):
     """The ImageNet configuration runs end to end (search, KD scratch-E) on an ImageFolder the
     test writes: 3 classes, 32-px crops."""
