@@ -902,14 +902,15 @@ def build_paper_table(
     )
     commands = CommandList()
     rows = []
+    with_n = any(_row_n(cells) is not None for cells in cell_rows)  # no run at all: no "n" column
     for row, cells in zip(spec["rows"], cell_rows, strict=True):
         row_n = _row_n(cells)
         texts = [row["unpruned_name"]] if show_model else []
-        texts += [row["name"], "" if row_n is None else str(row_n)]
+        texts += [row["name"], *(["" if row_n is None else str(row_n)] if with_n else [])]
         texts += [cell.text(row_n, commands.ref(cell.command)) for cell in cells]
         rows.append(texts)
     key_labels = ["Model", "Pruned model"] if show_model else ["Pruned model"]
-    header_groups = [(label, []) for label in [*key_labels, "n"]]
+    header_groups = [(label, []) for label in [*key_labels, *(["n"] if with_n else [])]]
     header_groups += [(column["label"], []) for column in spec["columns"]]
 
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
