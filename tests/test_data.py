@@ -286,6 +286,7 @@ def test_configs_compose_and_validate_with_vgg_small(tmp_path) -> None:
         assert datasets.load(cfg["data"]).input_shape == (1, 28, 28)
 
 
+@pytest.mark.integration  # slow (3-5 s on 2 cores): the fast tier stays under 5 min
 def test_prune_exp_validates_fashion_mnist(tmp_path) -> None:
     env = {**os.environ, "PRUNE_LAB_RESULTS": str(tmp_path / "results"), "COLUMNS": "160"}
     base = [sys.executable, "-m", "pruning.cli.exp", "data=fashion_mnist", "model=vgg_small", "quiet=true"]

@@ -55,7 +55,7 @@ def test_published_macs_and_params_at_224(name: str) -> None:
         "resnet18",
         "resnet34",
         "resnet50",
-        "vgg16",
+        pytest.param("vgg16", marks=pytest.mark.integration),  # 4 s: the fast tier stays under 5 min
         pytest.param("vgg16_bn", marks=pytest.mark.slow),
         pytest.param("vgg11_bn", marks=pytest.mark.slow),
     ],

@@ -36,7 +36,7 @@ def test_global_threshold_removes_the_smallest_conv_weights() -> None:
     assert result.model.spec == model.spec
 
 
-@pytest.mark.parametrize("policy", ["finetune", "scratch_b"])
+@pytest.mark.parametrize("policy", ["finetune", pytest.param("scratch_b", marks=pytest.mark.integration)])
 def test_pruned_weights_stay_zero_through_training(fake_cifar, tmp_path, policy) -> None:
     m = _run(_cfg(fake_cifar, tmp_path, "method=magnitude", "method.ratio=0.7", f"finetune={policy}"))
     assert m["status"] == "done" and m["key"]["method"] == "magnitude" and m["key"]["ratio"] == 0.7

@@ -203,6 +203,7 @@ def test_latency_pair_alternates_dense_and_pruned(monkeypatch) -> None:
     assert out["repeats"] == 4 and out["speedup"] == out["dense_ms"] / out["pruned_ms"]
 
 
+@pytest.mark.integration  # slow (3-5 s on 2 cores): the fast tier stays under 5 min
 def test_remeasure_latency_script_replaces_cpu_figures(fake_cifar, tmp_path) -> None:
     """scripts/remeasure_latency.py rebuilds both nets from the specs and times them again."""
     import importlib.util

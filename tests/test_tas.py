@@ -281,6 +281,7 @@ def test_extracted_pruned_net_builds_runs_and_keeps_prefix_weights():
     torch.testing.assert_close(pruned.stem[0].weight, net.stem.conv.weight[: pruned.spec["stem"]])
 
 
+@pytest.mark.integration  # slow (3-5 s on 2 cores): the fast tier stays under 5 min
 def test_fit_budget_lands_in_the_band():
     torch.manual_seed(0)
     net = TASSupernet(default_spec("resnet_tas", depth=20), image_size=32)
