@@ -258,14 +258,15 @@ def test_anp_through_the_pipeline_and_its_paper_table(tmp_path):
     spec = load_specs()["anp_mnist"]
     (table,) = build_tables(spec, load_runs(tmp_path))
     text = render_markdown(table)
+    flat = " ".join(text.split())  # the caption and footnotes are wrapped at 120 columns
     rows = table.by_row()
     assert rows["Standard"]["n"] == rows["AT (PGD, Madry)"]["n"] == rows["ANP-VS"]["n"] == "1"
     bp = rows["BP (Bayesian pruning, no AT)"]["Clean"]  # not run: "[cN] (paper)", command N below the table
     number = int(bp.split("]")[0].removeprefix("[c"))
     assert table.commands[number - 1].startswith("prune-exp -m table_row=anp_mnist_bp")
     assert f"- c{number}: `prune-exp -m table_row=anp_mnist_bp" in text
-    assert rows["ADMM"]["Clean"].startswith("n/i") and "Ye et al. 2019" in text
-    assert "L∞ PGD-2 eps 0.3 step 0.01" in text  # the attack is in the caption
+    assert rows["ADMM"]["Clean"].startswith("n/i") and "Ye et al. 2019" in flat
+    assert "L∞ PGD-2 eps 0.3 step 0.01" in flat  # the attack is in the caption
     record = table.records.set_index("pruned_model").loc["Standard"]
     assert record["memory_ours_mean"] == 100.0 and record["wb_ours_mean"] == pytest.approx(
         std["evaluations"]["pgd2"]["top1"], abs=1e-3
@@ -294,7 +295,7 @@ def test_sweep_tables_show_robust_accuracy_of_evaluated_runs(tmp_path):
     run_pipeline(plain_cfg([*QUICK_DIGITS, *evaluated], tmp_path))
     run_pipeline(plain_cfg([*QUICK_DIGITS, "method.ratio=0.3"], tmp_path))  # not evaluated: "—"
     (table,) = build_tables(load_specs()["sweep"], load_runs(tmp_path))
-    text = render_markdown(table)
+    text = " ".join(render_markdown(table).split())  # the caption is wrapped at 120 columns
     assert "WB PGD top-1" in table.headers and "BB PGD top-1" not in table.headers
     assert "L∞ PGD-2 eps 0.1 step 0.01" in text
     cells = {row[3]: row[-1] for row in table.rows}  # ratio -> WB PGD cell
