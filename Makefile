@@ -19,8 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 50%, fine-tune (~16 s on 2 idle CPU cores)
 	$(VENV)/bin/prune-exp
 
-test: $(STAMP)          ## fast CPU test suite (what CI runs)
-	$(PY) -m pytest -q
+test: $(STAMP)          ## fast CPU test suite (what CI runs): one worker per core, one torch thread each
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 test-integration: $(STAMP)   ## subprocess runs, sweeps (joblib), torchrun (DDP on CPU), wheel build, SIGTERM/Ctrl-C
 	$(PY) -m pytest -q -m integration
