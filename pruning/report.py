@@ -15,22 +15,27 @@ Results are data, tables are generated. The steps, each a small public function:
    its experiments, whose ``table_row`` sweep lists the rows, each defined once in
    ``conf/table_row/<row>.yaml`` (overrides + ``paper_row``; ``pruning.paper.expand_rows``).
 4. ``render_markdown`` / ``render_latex`` / ``render_csv`` / ``render_rich`` (terminal), and
-   ``write_tables`` to write them atomically (temp file + ``os.replace``). ``generate_reports``
-   runs all of it for the ``prune-report`` command (cli/report.py).
+   ``write_tables`` to write them atomically (temp file + ``os.replace``); ``pruning.report_html``
+   puts every table on one page. ``generate_reports`` runs all of it for the ``prune-report``
+   command (cli/report.py).
 
 Conventions. Accuracy is the best top-1 test accuracy over epochs (``top1_best``), as the
 Rethinking paper reports it; every caption says so. Seeds are averaged as mean ± sample std
-(ddof=1) with their count, e.g. ``93.41±0.12 (n=5)``; with one seed ``93.41 (n=1)``. The unpruned
-baseline takes one value per seed (runs of one seed share the dense baseline). A cell without a
-run shows the ``prune-exp`` command that fills it (with the group's budget overrides).
+(ddof=1); a row's seed count is its ``n`` column (a cell with fewer says ``n=k``). One cell per
+column: ``ours (paper, Δ)``, e.g. ``93.41±0.12 (93.14, +0.27)``. The unpruned baseline takes one
+value per seed (runs of one seed share the dense baseline). A cell without a run shows ``[cN]``:
+command N, listed once below the table, fills it (with the group's budget overrides). A measured
+speed-up within the timing noise is marked ``≈``. Wide tables are split into parts of at most
+120 columns (markdown, terminal) or a 5.5 in text width (LaTeX), each repeating the row's name.
 
 Output files in ``out_dir`` (default ``results/tables``), for a spec named ``<spec>`` (the YAML
 file's stem):
 
 * ``<spec>__<budget slug>.{md,csv,tex}``: one set per budget group with runs, e.g.
   ``rethinking_l1_cifar10__cifar-10-jpeg-q75-copy_pre3_sub10000.md``; the slug is
-  ``<data label slug>_pre<pretrain epochs>_<sub<N> | full>``. Sweep specs add ``.png`` (written
-  whatever the formats chosen).
+  ``<data label slug>_pre<pretrain epochs>_<sub<N> | full>``, plus ``.png``: the table's figure
+  (paper tables: accuracy or bpc vs FLOPs per model; sweeps: top-1 vs FLOPs reduction).
+* ``report.html`` (``--format html``, part of ``all``): every table and figure on one page.
 * ``<spec>.{md,csv,tex}``: only while no budget group has a run for the spec: the empty table
   (paper values, and the command for every cell). Writing group tables removes it.
 
