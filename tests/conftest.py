@@ -1,5 +1,6 @@
 """Shared fixtures: CIFAR files in the exact official python-pickle format (tiny), config
-composition through Hydra's compose API, and a fast CPU config for pipeline runs."""
+composition through Hydra's compose API, a fast CPU config for pipeline runs, and tiny character
+language models on a generated corpus (the AGP and FLOP tests)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from pruning.methods.base import PruneContext
+from pruning.models import build, default_spec
+from pruning.text_data import TextData, TokenSplit
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -188,3 +194,87 @@ def write_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, gz: bool =
         write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz)
         write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
     return root
+
+
+# ----------------------------------------------------------------------------- character LMs (AGP, FLOP)
+VOCAB = 12
+TINY_SRU = dict(num_classes=VOCAB, depth=2, n_d=32, n_proj=16, dropout=0.0)  # n_e = V = 12 < n_d: k = 4
+TINY_TXL = dict(
+    num_classes=VOCAB, n_layer=1, d_model=32, n_head=2, d_head=16, d_inner=64, dropout=0.0, tgt_len=32, mem_len=16
+)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tiny training runs (use: pytestmark = usefixtures(...))."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_corpus(n: int = 10_000, seed: int = 0, held_out: int | None = None) -> TextData:
+    """A stream of 20 random 'words' (2-5 symbols of a 12-symbol alphabet): learnable, not trivial.
+    The valid and test splits are the last ``held_out`` symbols each (default n // 10)."""
+    g = torch.Generator().manual_seed(seed)
+    words = [torch.randint(0, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g) for _ in range(20)]
+    ids = torch.cat([words[int(i)] for i in torch.randint(0, 20, (n // 3,), generator=g)])[:n].to(torch.uint8)
+    cut = n // 10 if held_out is None else held_out
+    split = lambda a, b: TokenSplit(ids[a:b])  # noqa: E731
+    return TextData(
+        "tiny", split(0, n - 2 * cut), split(n - 2 * cut, n - cut), split(n - cut, n), tuple(range(VOCAB)), 32, 32
+    )
+
+
+def lm_model(family: str, seed: int = 0, **kw) -> torch.nn.Module:
+    """A tiny SRU (family sru_lm) or Transformer-XL, seeded."""
+    torch.manual_seed(seed)
+    return build(default_spec(family, **{**(TINY_SRU if family == "sru_lm" else TINY_TXL), **kw}))
+
+
+def tokens(batch: int = 3, length: int = 20, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def lm_ctx(tmp_path: Path, run: str = "run", data: TextData | None = None, cache: bool = False, **kw) -> PruneContext:
+    """A PruneContext on ``data`` (default: ``tiny_corpus()``) with the run directory ``tmp_path/run``
+    and, with ``cache``, the cache ``tmp_path/cache`` for the source "dense-src"."""
+    work = tmp_path / run
+    work.mkdir(parents=True, exist_ok=True)
+    return PruneContext(
+        data=data if data is not None else tiny_corpus(),
+        input_shape=(1,),
+        work_dir=work,
+        cache_dir=tmp_path / "cache" if cache else None,
+        source_id="dense-src" if cache else None,
+        **kw,
+    )
+
+
+# a fast pipeline run of a character LM on write_corpus's text, and a tiny SRU under it
+LM_QUICK = [
+    "schedule.epochs=1",
+    "schedule.finetune_epochs=1",
+    "schedule.batch_size=4",
+    "schedule.bptt=16",
+    "schedule.eval_bptt=16",
+    "schedule.warmup_steps=5",
+    "schedule.test_batch_size=4",
+    "latency.cpu_batch_sizes=[1]",
+    "latency.repeats=3",
+]
+TINY_SRU_PIPELINE = ["model=sru_small", "model.depth=2", "model.n_d=32", "model.n_proj=16", "model.n_e=16", *LM_QUICK]
+
+
+def write_corpus(path: Path, n: int = 6000) -> str:
+    """A tiny text file for data=text_corpus: random words and tags."""
+    words = [b"alpha ", b"beta ", b"gamma ", b"delta. ", b"<tag>", b"</tag>\n"]
+    g = torch.Generator().manual_seed(0)
+    path.write_bytes(b"".join(words[int(i)] for i in torch.randint(0, len(words), (n // 5,), generator=g))[:n])
+    return str(path)
+
+
+def text_corpus_cfg(tmp_path: Path, *overrides: str) -> dict:
+    """The plain config of a pipeline run on ``write_corpus``'s text, results under tmp_path/results."""
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    return plain_cfg(["data=text_corpus", f"data.path={corpus}", *overrides], tmp_path / "results")

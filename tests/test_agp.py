@@ -8,66 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SRU, TINY_SRU_PIPELINE, TINY_TXL, lm_ctx, lm_model, text_corpus_cfg, tokens
 
 from pruning import PruneLabError
 from pruning.methods.agp import AGP, agp_sparsity, compact_structured, insert_masks, level_mask
-from pruning.methods.base import PruneContext
 from pruning.models import build, default_spec
 from pruning.models import transformer_xl as txl
-from pruning.text_data import TextData, TokenSplit
 
-VOCAB = 12
-TINY_SRU = dict(num_classes=VOCAB, depth=2, n_d=32, n_proj=16, dropout=0.0)
-TINY_TXL = dict(
-    num_classes=VOCAB, n_layer=1, d_model=32, n_head=2, d_head=16, d_inner=64, dropout=0.0, tgt_len=32, mem_len=16
-)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUICK = dict(epochs=4, start_epoch=0, end_epoch=3, batch_size=8, eval_batch_size=8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_corpus(n: int = 10_000, seed: int = 0) -> TextData:
-    g = torch.Generator().manual_seed(seed)
-    words = [torch.randint(0, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g) for _ in range(20)]
-    ids = torch.cat([words[int(i)] for i in torch.randint(0, 20, (n // 3,), generator=g)])[:n].to(torch.uint8)
-    cut = n // 10
-    return TextData(
-        "tiny",
-        TokenSplit(ids[: n - 2 * cut]),
-        TokenSplit(ids[n - 2 * cut : n - cut]),
-        TokenSplit(ids[n - cut :]),
-        tuple(range(VOCAB)),
-        32,
-        32,
-    )
-
-
-def model(family: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build(default_spec(family, **(TINY_SRU if family == "sru_lm" else TINY_TXL)))
-
-
-def ctx(tmp_path: Path, run: str = "run", cache: bool = False, **kw) -> PruneContext:
-    work = tmp_path / run
-    work.mkdir(parents=True, exist_ok=True)
-    return PruneContext(
-        data=tiny_corpus(),
-        input_shape=(1,),
-        work_dir=work,
-        cache_dir=tmp_path / "cache" if cache else None,
-        source_id="dense-src" if cache else None,
-        **kw,
-    )
-
-
-def tokens(batch: int = 3, length: int = 20) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
 # ----------------------------------------------------------------------------- schedule and masks
@@ -100,11 +49,11 @@ def test_level_mask_prunes_exactly_the_smallest_magnitudes_of_each_tensor() -> N
 # ----------------------------------------------------------------------------- runs
 @pytest.mark.parametrize("family", ["sru_lm", "transformer_xl"])
 def test_unstructured_reaches_the_target_and_returns_masks_for_the_pipeline(tmp_path: Path, family: str) -> None:
-    dense = model(family)
+    dense = lm_model(family)
     lr = 1.0 if family == "sru_lm" else 3e-3
     method = AGP(sparsity=0.5, mode="unstructured", lr=lr, warmup_steps=20, **QUICK)
     method.validate("tiny", dense.spec)
-    result = method.prune(dense, ctx(tmp_path, cache=True))
+    result = method.prune(dense, lm_ctx(tmp_path, cache=True))
     sparsity = result.extras["sparsity"]
     assert sparsity["target"] == 0.5 and sparsity["of"] == "prunable parameters"
     assert 0.49 <= sparsity["achieved"] <= 0.5  # int(s * numel) per tensor
@@ -118,16 +67,16 @@ def test_unstructured_reaches_the_target_and_returns_masks_for_the_pipeline(tmp_
     assert result.spec == dense.spec
     assert [round(e["sparsity"], 6) for e in result.extras["schedule"]] == [0.05, 0.44375, 0.5]
     assert result.own_stage["name"] == "agp" and result.own_stage["samples"] > 0
-    hit = method.prune(dense, ctx(tmp_path, "again", cache=True))
+    hit = method.prune(dense, lm_ctx(tmp_path, "again", cache=True))
     assert hit.extras["agp_cached"] and hit.extras["sparsity"] == sparsity
     for name in masks:
         assert torch.equal(hit.masks[name], masks[name])
 
 
 def test_unstructured_weights_only_prunes_the_layer_matrices(tmp_path: Path) -> None:
-    dense = model("sru_lm")
+    dense = lm_model("sru_lm")
     result = AGP(sparsity=0.5, mode="unstructured", targets="weights", lr=1.0, warmup_steps=20, **QUICK).prune(
-        dense, ctx(tmp_path)
+        dense, lm_ctx(tmp_path)
     )
     assert set(result.masks) == {f"{n}.weight" for n, _ in dense.prunable_linears()}
     assert result.extras["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.01)
@@ -135,9 +84,9 @@ def test_unstructured_weights_only_prunes_the_layer_matrices(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("family", ["sru_lm", "transformer_xl"])
 def test_structured_returns_a_smaller_spec_that_builds(tmp_path: Path, family: str) -> None:
-    dense = model(family)
+    dense = lm_model(family)
     lr = 1.0 if family == "sru_lm" else 3e-3
-    result = AGP(sparsity=0.5, mode="structured", lr=lr, warmup_steps=20, **QUICK).prune(dense, ctx(tmp_path))
+    result = AGP(sparsity=0.5, mode="structured", lr=lr, warmup_steps=20, **QUICK).prune(dense, lm_ctx(tmp_path))
     spec = result.spec
     again = build(spec)
     again.load_state_dict(result.model.state_dict())
@@ -159,7 +108,7 @@ def test_structured_returns_a_smaller_spec_that_builds(tmp_path: Path, family: s
 
 @pytest.mark.parametrize("family", ["sru_lm", "transformer_xl"])
 def test_structured_compaction_equals_the_masked_network(family: str) -> None:
-    net = model(family)
+    net = lm_model(family)
     layers = insert_masks(net, "uniform", "balanced")
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -175,7 +124,7 @@ def test_structured_compaction_equals_the_masked_network(family: str) -> None:
 
 
 def test_sru_structured_masks_start_uniform_and_txl_masks_at_one() -> None:
-    sru_layers = insert_masks(model("sru_lm"), "uniform", "balanced")
+    sru_layers = insert_masks(lm_model("sru_lm"), "uniform", "balanced")
     mask = sru_layers["layers.1.transform"].mask.detach()
     assert mask.min() >= -1 and mask.max() <= 1 and mask.std() > 0.2  # official init_zero: U(-1, 1)
     method = AGP(sparsity=0.5, mode="structured")
@@ -191,14 +140,14 @@ def test_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None:
         if "epoch 2/4" in message:
             raise Killed
 
-    dense = model("sru_lm")
+    dense = lm_model("sru_lm")
     method = AGP(sparsity=0.5, mode="unstructured", lr=1.0, warmup_steps=20, **QUICK)
     with pytest.raises(Killed):
-        method.prune(dense, ctx(tmp_path, quiet=False, say=dies_after_epoch_2))
+        method.prune(dense, lm_ctx(tmp_path, quiet=False, say=dies_after_epoch_2))
     said: list[str] = []
-    resumed = method.prune(dense, ctx(tmp_path, quiet=False, say=said.append))
+    resumed = method.prune(dense, lm_ctx(tmp_path, quiet=False, say=said.append))
     assert any("resumed after epoch 2/4" in s for s in said)
-    straight = method.prune(dense, ctx(tmp_path, "straight"))
+    straight = method.prune(dense, lm_ctx(tmp_path, "straight"))
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     for name in straight.masks:
@@ -237,32 +186,8 @@ def test_validate_checks_the_schedule_against_the_epochs() -> None:
 
 
 # ----------------------------------------------------------------------------- through the pipeline
-PIPELINE = [
-    "model=sru_small",
-    "model.depth=2",
-    "model.n_d=32",
-    "model.n_proj=16",
-    "model.n_e=16",
-    "schedule.epochs=1",
-    "schedule.finetune_epochs=1",
-    "schedule.batch_size=4",
-    "schedule.bptt=16",
-    "schedule.eval_bptt=16",
-    "schedule.warmup_steps=5",
-    "schedule.test_batch_size=4",
-    "latency.cpu_batch_sizes=[1]",
-    "latency.repeats=3",
-]
-
-
 def agp_cfg(tmp_path: Path, *extra: str) -> dict:
-    from conftest import plain_cfg
-
-    words = [b"alpha ", b"beta ", b"gamma ", b"delta. ", b"<tag>", b"</tag>\n"]
-    g = torch.Generator().manual_seed(0)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_bytes(b"".join(words[int(i)] for i in torch.randint(0, len(words), (1200,), generator=g))[:6000])
-    return plain_cfg(["data=text_corpus", f"data.path={corpus}", *PIPELINE, *extra], tmp_path / "results")
+    return text_corpus_cfg(tmp_path, *TINY_SRU_PIPELINE, *extra)
 
 
 def test_method_config_composes(tmp_path: Path) -> None:

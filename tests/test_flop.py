@@ -10,6 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    TINY_SRU,
+    TINY_SRU_PIPELINE,
+    TINY_TXL,
+    VOCAB,
+    lm_ctx,
+    lm_model,
+    text_corpus_cfg,
+    tiny_corpus,
+    tokens,
+)
 
 from pruning import PruneLabError
 from pruning.hardconcrete import HardConcrete, HardConcreteLinear, HardConcreteProjectedLinear, hard_size
@@ -28,59 +39,17 @@ from pruning.methods.flop import (
 )
 from pruning.models import build, default_spec
 from pruning.models import transformer_xl as txl
-from pruning.text_data import TextData, TokenSplit
+from pruning.text_data import TextData
 
-VOCAB = 12
-TINY_SRU = dict(num_classes=VOCAB, depth=2, n_d=32, n_proj=16, dropout=0.0)  # n_e = V = 12 < n_d: k = 4
-TINY_TXL = dict(
-    num_classes=VOCAB, n_layer=1, d_model=32, n_head=2, d_head=16, d_inner=64, dropout=0.0, tgt_len=32, mem_len=16
-)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_corpus(n: int = 30_000, seed: int = 0) -> TextData:
-    """A stream of 20 random 'words' (2-5 symbols of a 12-symbol alphabet): learnable, not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    words = [torch.randint(0, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g) for _ in range(20)]
-    ids = torch.cat([words[int(i)] for i in torch.randint(0, 20, (n // 3,), generator=g)])[:n].to(torch.uint8)
-    split = lambda a, b: TokenSplit(ids[a:b])  # noqa: E731
-    return TextData(
-        "tiny", split(0, n - 4000), split(n - 4000, n - 2000), split(n - 2000, n), tuple(range(VOCAB)), 32, 32
-    )
-
-
-def sru(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build(default_spec("sru_lm", **TINY_SRU))
-
-
-def transformer(seed: int = 0, **kw) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build(default_spec("transformer_xl", **{**TINY_TXL, **kw}))
-
-
-def tokens(batch: int = 3, length: int = 20, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+def corpus(n: int = 30_000) -> TextData:
+    return tiny_corpus(n, held_out=2000)
 
 
 def ctx(tmp_path: Path, run: str = "run", data: TextData | None = None, cache: bool = False, **kw) -> PruneContext:
-    work = tmp_path / run
-    work.mkdir(parents=True, exist_ok=True)
-    return PruneContext(
-        data=data if data is not None else tiny_corpus(),
-        input_shape=(1,),
-        work_dir=work,
-        cache_dir=tmp_path / "cache" if cache else None,
-        source_id="dense-src" if cache else None,
-        **kw,
-    )
+    return lm_ctx(tmp_path, run, data if data is not None else corpus(), cache, **kw)
 
 
 def numel(model: torch.nn.Module) -> int:
@@ -203,8 +172,8 @@ def _spread_masks(layers: dict, seed: int = 0, closed: str | None = None) -> Non
 
 @pytest.mark.parametrize("closed", [None, "layers.0.transform", "layers.1.transform"])
 def test_compact_sru_equals_the_masked_network_in_eval(closed: str | None) -> None:
-    dense = sru()
-    net = sru()
+    dense = lm_model("sru_lm")
+    net = lm_model("sru_lm")
     layers = insert_hard_concrete(net, {"init_mean": 0.5})
     assert set(layers) == {"layers.0.transform", "layers.1.transform"}
     assert isinstance(layers["layers.0.transform"], HardConcreteLinear)  # the mask over layer 1's 12 inputs
@@ -246,8 +215,8 @@ def test_compact_sru_keeps_the_projected_skip_term_when_n_e_reaches_n_d() -> Non
 
 
 def test_compact_transformer_xl_equals_the_masked_network_in_eval() -> None:
-    dense = transformer()
-    net = transformer()
+    dense = lm_model("transformer_xl")
+    net = lm_model("transformer_xl")
     layers = insert_hard_concrete(net, {"init_mean": 0.05})
     names = [f"layers.0.{n}" for n in ("attn.qkv_net", "attn.r_net", "attn.o_net", "ff.fc1", "ff.fc2")]
     assert list(layers) == names
@@ -313,7 +282,7 @@ def _check_result(result, dense_spec: dict) -> None:
 
 @pytest.mark.integration
 def test_sru_run_reaches_the_target_sparsity_and_is_cached(tmp_path: Path) -> None:
-    dense = sru()
+    dense = lm_model("sru_lm")
     method = FLOP(sparsity=0.5, epochs=10, batch_size=8, eval_batch_size=8, lr=2.0, warmup_steps=20, prune_lr=1.0)
     method = FLOP(**{**method.settings(), "sparsity": 0.5, "prune_warmup": 200, "eval_every": 50})
     method.validate("sru_small", dense.spec)
@@ -337,7 +306,7 @@ def test_sru_run_reaches_the_target_sparsity_and_is_cached(tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_transformer_xl_run_reaches_the_target_sparsity(tmp_path: Path) -> None:
-    dense = transformer()
+    dense = lm_model("transformer_xl")
     method = FLOP(
         sparsity=0.5, epochs=10, batch_size=8, eval_batch_size=8, lr=0.05, prune_lr=4.0, prune_warmup=100, eval_every=50
     )
@@ -359,8 +328,8 @@ def test_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None:
         if "epoch 1/2" in message:
             raise Killed
 
-    data = tiny_corpus(8000)
-    dense = sru()
+    data = corpus(8000)
+    dense = lm_model("sru_lm")
     method = FLOP(sparsity=0.3, epochs=2, batch_size=8, eval_batch_size=8, lr=1.0, warmup_steps=10, prune_warmup=20)
     with pytest.raises(Killed):
         method.prune(dense, ctx(tmp_path, data=data, quiet=False, say=dies_after_epoch_1))
@@ -421,32 +390,8 @@ def test_validate_accepts_language_models_only_and_nulls_take_the_family_recipe(
 
 
 # ----------------------------------------------------------------------------- through the pipeline
-PIPELINE_SRU = ["model=sru_small", "model.depth=2", "model.n_d=32", "model.n_proj=16", "model.n_e=16"]
-PIPELINE_QUICK = [
-    "schedule.epochs=1",
-    "schedule.batch_size=4",
-    "schedule.bptt=16",
-    "schedule.eval_bptt=16",
-    "schedule.warmup_steps=5",
-    "schedule.test_batch_size=4",
-    "latency.cpu_batch_sizes=[1]",
-    "latency.repeats=3",
-]
-
-
-def write_corpus(path: Path, n: int = 6000) -> str:
-    words = [b"alpha ", b"beta ", b"gamma ", b"delta. ", b"<tag>", b"</tag>\n"]
-    g = torch.Generator().manual_seed(0)
-    path.write_bytes(b"".join(words[int(i)] for i in torch.randint(0, len(words), (n // 5,), generator=g))[:n])
-    return str(path)
-
-
 def flop_cfg(tmp_path: Path, *extra: str) -> dict:
-    from conftest import plain_cfg
-
-    corpus = write_corpus(tmp_path / "corpus.txt")
-    overrides = ["data=text_corpus", f"data.path={corpus}", *PIPELINE_SRU, *PIPELINE_QUICK, *extra]
-    return plain_cfg(overrides, tmp_path / "results")
+    return text_corpus_cfg(tmp_path, *TINY_SRU_PIPELINE, *extra)
 
 
 def test_method_config_composes_with_no_second_stage(tmp_path: Path) -> None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from conftest import metrics_files, plain_cfg, prune_exp, run_pipeline
+from conftest import LM_QUICK, metrics_files, plain_cfg, prune_exp, run_pipeline, write_corpus
 
 from pruning import PruneLabError
 from pruning.config import validate
@@ -25,32 +24,13 @@ TINY_TXL = [
     "model.d_inner=64",
     "model.mem_len=16",
 ]
-QUICK = [
-    "schedule.epochs=1",
-    "schedule.finetune_epochs=1",
-    "schedule.batch_size=4",
-    "schedule.bptt=16",
-    "schedule.eval_bptt=16",
-    "schedule.warmup_steps=5",
-    "schedule.test_batch_size=4",
-    "latency.cpu_batch_sizes=[1]",
-    "latency.repeats=3",
-]
-
-
-def write_corpus(path, n: int = 6000) -> str:
-    words = [b"alpha ", b"beta ", b"gamma ", b"delta. ", b"<tag>", b"</tag>\n"]
-    g = torch.Generator().manual_seed(0)
-    out = b"".join(words[int(i)] for i in torch.randint(0, len(words), (n // 5,), generator=g))
-    path.write_bytes(out[:n])
-    return str(path)
 
 
 def lm_cfg(tmp_path, *extra: str) -> dict:
     corpus = write_corpus(tmp_path / "corpus.txt")
     first = ("model", "schedule=")  # the model and its recipe, then the quick overrides, then the rest
     model, rest = [e for e in extra if e.startswith(first)], [e for e in extra if not e.startswith(first)]
-    return plain_cfg(["data=text_corpus", f"data.path={corpus}", *model, *QUICK, *rest], tmp_path / "results")
+    return plain_cfg(["data=text_corpus", f"data.path={corpus}", *model, *LM_QUICK, *rest], tmp_path / "results")
 
 
 @pytest.mark.integration

@@ -53,29 +53,23 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.cache import cached, digest
-from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
-from pruning.measure import count_macs
-from pruning.methods.base import Method, PruneContext, PruneResult
+from pruning.methods.base import PruneContext, PruneResult
 from pruning.methods.flop import (
     RANK_RULES,
     RECIPES,
-    carried_state,
     check_family,
     choice,
-    factor_rank,
-    factorised_linear,
+    keep_components,
     model_lr,
     number,
-    restore_state,
+    optional_numbers,
+    replace_factorised,
 )
-from pruning.models import build
+from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
 from pruning.models.sru_lm import ProjectedLinear
-from pruning.models.transformer_xl import FactorisedLinear
-from pruning.train import evaluate, reset_state
+from pruning.train import reset_state
 
 MODES = ("unstructured", "structured")
 TARGETS = ("all", "weights")
@@ -137,25 +131,7 @@ def insert_masks(net: nn.Module, init: str, rank_rule: str) -> dict[str, MaskedP
                 layer.transform = MaskedProjectedLinear(layer.transform.linear1, layer.transform.linear2, init)
                 layers[f"layers.{i}.transform"] = layer.transform
         return layers
-    targets = []
-    for name, module in net.named_modules():
-        parent = name.rpartition(".")[0]
-        if not name.startswith("layers.") or isinstance(net.get_submodule(parent), FactorisedLinear):
-            continue
-        if isinstance(module, (FactorisedLinear, nn.Linear)):
-            targets.append((name, module))
-    for name, module in targets:
-        if isinstance(module, FactorisedLinear):
-            linear1, linear2 = module.linear1, module.linear2
-        else:
-            linear1, linear2 = factorised_linear(
-                module, factor_rank(module.in_features, module.out_features, rank_rule)
-            )
-        parent, _, child = name.rpartition(".")
-        masked = MaskedProjectedLinear(linear1, linear2, init)
-        setattr(net.get_submodule(parent), child, masked)
-        layers[name] = masked
-    return layers
+    return replace_factorised(net, rank_rule, lambda p, q: MaskedProjectedLinear(p, q, init))
 
 
 @torch.no_grad()
@@ -166,12 +142,7 @@ def compact_structured(net: nn.Module, layers: dict[str, MaskedProjectedLinear])
     kept: dict[str, int] = {}
     for name, layer in layers.items():
         keep = layer.mask.nonzero().flatten()
-        state[f"{name}.linear1.weight"] = layer.linear1.weight[keep].clone()  # (k, in)
-        state[f"{name}.linear2.weight"] = layer.linear2.weight[:, keep] * layer.mask[keep]  # (out, k)
-        if spec["arch"] == "sru_lm":
-            spec["n_proj"][int(name.split(".")[1]) - 1] = int(keep.numel())
-        else:
-            spec.setdefault("ranks", {})[name] = int(keep.numel())
+        keep_components(spec, state, name, layer, keep, layer.mask[keep])
         kept[name] = int(keep.numel())
     return spec, state, kept
 
@@ -183,10 +154,9 @@ def unstructured_targets(net: nn.Module, targets: str) -> dict[str, torch.Tensor
     return {f"layers.{name}": p for name, p in net.layers.named_parameters()}
 
 
-class AGP(Method):
+class AGP(LMPruneMethod):
     name = "agp"
-    language_models = True
-    needs_pretrained = True
+    label = "AGP"
 
     def __init__(
         self,
@@ -240,9 +210,7 @@ class AGP(Method):
             "weight_decay": (weight_decay, float, lambda v: v >= 0, ">= 0"),
             "clip_grad": (clip_grad, float, lambda v: v >= 0, ">= 0"),
         }
-        self.options: dict[str, Any] = {}
-        for key, (value, cast, ok, hint) in given.items():
-            self.options[key] = None if value is None else number(f"method.{key}", value, cast, ok, hint)
+        self.options: dict[str, Any] = optional_numbers(given)
         self.options["mask_init"] = None if mask_init is None else choice("method.mask_init", mask_init, MASK_INITS)
 
     # ------------------------------------------------------------------ identity
@@ -300,13 +268,7 @@ class AGP(Method):
 
     # ------------------------------------------------------------------ prune
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
-        if ctx.data is None:
-            raise PruneLabError("AGP trains on text: PruneContext.data is required")
-        self.validate(model.spec.get("arch", "?"), model.spec)
-        learnt = self.cached_run(model, ctx)
-        pruned = build(learnt["spec"])
-        pruned.load_state_dict(learnt["state"])
-        pruned.to(torch.device(ctx.device)).eval()
+        learnt, pruned = self.learn(model, ctx)
         result = learnt["result"]
         masks = learnt.get("masks")
         extras = {
@@ -326,15 +288,7 @@ class AGP(Method):
             "history": result["history"],
             "agp_cached": learnt["cached"],
         }
-        own_stage = {
-            "name": "agp",
-            "epochs": self.epochs,
-            "samples": result["samples"],
-            "macs_per_sample": result["macs_per_token"],
-            "wall_s": result["wall_s"],
-            "bpc_valid": result["final_valid_bpc"],
-            "cached": bool(learnt["cached"]),
-        }
+        own_stage = self.stage(learnt, result["final_valid_bpc"])
         return PruneResult(
             model=pruned,
             spec=learnt["spec"],
@@ -343,53 +297,20 @@ class AGP(Method):
             own_stage=own_stage,
         )
 
-    # ------------------------------------------------------------------ cached run
-    def identity(self, model: nn.Module, ctx: PruneContext) -> dict[str, Any]:
-        data = ctx.data
-        return {
-            "method": "agp",
-            "source": ctx.source_id,
-            "seed": ctx.seed,
-            "spec": model.spec,
-            "data": {
-                "name": data.name,
-                "train_size": len(data.train),
-                "bptt": getattr(data, "bptt", None),
-                "fingerprint": (getattr(data, "info", None) or {}).get("fingerprint"),
-            },
-            "sparsity": self.sparsity,
-            "mode": self.mode,
-            "settings": self.settings(),
-        }
+    # ------------------------------------------------------------------ run (the shell: lm_prune.LMPruneMethod)
+    def identity_extra(self) -> dict[str, Any]:
+        return {"mode": self.mode}
 
-    def cached_run(self, model: nn.Module, ctx: PruneContext) -> dict:
-        work = Path(ctx.work_dir) if ctx.work_dir is not None else None
-        if ctx.cache_dir is None or ctx.source_id is None:
-            return {**self.run(model, ctx, work), "cached": False}
-        entry_dir = Path(ctx.cache_dir) / "agp" / f"{ctx.source_id}-{digest(self.identity(model, ctx))}"
+    def identity_tag(self, net: nn.Module, ctx: PruneContext) -> dict[str, Any]:
+        """What a run-directory checkpoint must match to be resumed."""
+        return {"sparsity": self.sparsity, "mode": self.mode, "settings": self.settings(), "seed": ctx.seed}
 
-        def load(entry: Path) -> dict:
-            state = load_checkpoint(entry / "agp.pt", map_location="cpu")
-            return {**{k: state[k] for k in ("spec", "state", "masks", "result")}, "cached": entry.name}
+    def unpack(self, saved: dict) -> dict:
+        return {k: saved[k] for k in ("spec", "state", "masks", "result")}
 
-        def build_entry(entry: Path) -> dict:
-            out = self.run(model, ctx, work if work is not None else entry)
-            save_checkpoint(entry / "agp.pt", out)
-            write_json(entry / "identity.json", self.identity(model, ctx))
-            return {**out, "cached": False}
-
-        out, hit = cached(entry_dir, load=load, build=build_entry, files=("agp.pt",), say=ctx.say, what="cached AGP")
-        if hit and not ctx.quiet:
-            ctx.say(f"AGP: cached ({entry_dir.name})")
-        return out
-
-    def run(self, model: nn.Module, ctx: PruneContext, work: Path | None) -> dict:
-        """Train with the schedule, then return {"spec", "state", "masks", "result"}."""
-        device = torch.device(ctx.device)
-        plan = self.recipe(model.spec)
-        torch.manual_seed(ctx.seed)
-        net = copy.deepcopy(model)
-        reset_state(net)
+    def prepare(self, net: nn.Module, plan: dict) -> tuple[tuple[dict, dict[str, torch.Tensor]], dict]:
+        """The tensors to prune (structured: the inserted mask vectors): ((masked layers, targets), the spec
+        being trained)."""
         layers: dict[str, MaskedProjectedLinear] = {}
         if self.mode == "structured":
             layers = insert_masks(net, plan["mask_init"], self.rank)
@@ -398,12 +319,19 @@ class AGP(Method):
             targets = {f"{name}.mask": layer.mask for name, layer in layers.items()}
         else:
             targets = unstructured_targets(net, self.targets)
-        net.to(device)
         train_spec = copy.deepcopy(net.spec)
         if layers and train_spec["arch"] == "transformer_xl":
             train_spec["ranks"] = {name: layer.rank for name, layer in layers.items()}
-        macs_per_token = count_macs(build(train_spec), (1,))
-        trained = self.train(net, targets, ctx, work, plan)
+        return (layers, targets), train_spec
+
+    def train(
+        self, net: nn.Module, prepared: tuple[dict, dict], ctx: PruneContext, work: Path | None, plan: dict
+    ) -> dict:
+        return AGPTrainer(self, net, prepared[1], ctx, work, plan).fit()
+
+    def finish(self, net: nn.Module, prepared: tuple[dict, dict], trained: dict, macs_per_token: int) -> dict:
+        """{"spec", "state", "masks", "result"}: structured, the compact network; else the masked one."""
+        layers, targets = prepared
         result = {k: v for k, v in trained.items() if k != "masks"}
         result["macs_per_token"] = macs_per_token
         result["pruned_tensors"] = len(targets)
@@ -423,148 +351,98 @@ class AGP(Method):
         state = {k: v.detach().cpu() for k, v in state.items()}
         return {"spec": spec, "state": state, "masks": masks, "result": result}
 
-    # ------------------------------------------------------------------ training
-    def train(
-        self, net: nn.Module, targets: dict[str, torch.Tensor], ctx: PruneContext, work: Path | None, plan: dict
-    ) -> dict:
-        data, device = ctx.data, torch.device(ctx.device)
-        valid = data.with_eval_split("valid") if hasattr(data, "with_eval_split") else data
-        batch_size, eval_batch = int(plan["batch_size"]), int(plan["eval_batch_size"])
+
+class AGPTrainer(EpochTrainer):
+    """The model's recipe, new magnitude masks at each pruning epoch, re-applied after every step."""
+
+    def __init__(
+        self, method: AGP, net: nn.Module, targets: dict[str, torch.Tensor], ctx: PruneContext, work, plan: dict
+    ):
+        super().__init__(method, net, ctx, work, plan)
+        self.targets = targets
         # SRU structured: the masks have their own Adam (official optimizer_pm, lr 1e-3, no weight decay) and are
         # not clipped; otherwise one Adam over every parameter (TXL: masks included), all clipped together
-        own_mask_optimiser = self.mode == "structured" and plan["family"] == "sru_lm"
+        own_mask_optimiser = method.mode == "structured" and plan["family"] == "sru_lm"
         mask_ids = {id(p) for p in targets.values()} if own_mask_optimiser else set()
         model_params = [p for p in net.parameters() if id(p) not in mask_ids]
-        opt_model = torch.optim.Adam(model_params, lr=1.0, weight_decay=plan["weight_decay"])
-        opts = [opt_model]
+        self.opt_model = torch.optim.Adam(model_params, lr=1.0, weight_decay=plan["weight_decay"])
+        self.opts = [self.opt_model]
         if own_mask_optimiser:
-            opts.append(torch.optim.Adam(list(targets.values()), lr=plan["mask_lr"], weight_decay=0.0))
-        clipped = model_params
-        steps_per_epoch = int(data.num_train_batches(batch_size))
-        total_steps = steps_per_epoch * self.epochs
-        masks = {name: torch.ones_like(p) for name, p in targets.items()}
+            self.opts.append(torch.optim.Adam(list(targets.values()), lr=plan["mask_lr"], weight_decay=0.0))
+        self.clipped = model_params
+        self.masks = {name: torch.ones_like(p) for name, p in targets.items()}
+        self.scheduled = 0.0
 
-        def apply_masks() -> None:
-            with torch.no_grad():
-                for name, p in targets.items():
-                    p.mul_(masks[name])
+    def apply_masks(self) -> None:
+        with torch.no_grad():
+            for name, p in self.targets.items():
+                p.mul_(self.masks[name])
 
-        ckpt = work / "ckpt_agp.pt" if work is not None else None
-        tag = digest({"sparsity": self.sparsity, "mode": self.mode, "settings": self.settings(), "seed": ctx.seed})
-        state = load_or_quarantine(ckpt, ctx.say, map_location=device, what="AGP checkpoint") if ckpt else None
-        if state is not None and state.get("identity") != tag:
-            ctx.say("AGP: ignoring a checkpoint of different settings in the run directory")
-            state = None
-        history: list[dict] = []
-        start, step, seen, wall_before = 0, 0, 0, 0.0
-        if state is not None:
-            net.load_state_dict(state["model"])
-            for opt, opt_state in zip(opts, state["opts"], strict=True):
-                opt.load_state_dict(opt_state)
-            masks = {k: v.to(device) for k, v in state["masks"].items()}
-            history, start, step, seen, wall_before = (
-                state["history"],
-                state["epoch"],
-                state["step"],
-                state["seen"],
-                state["wall_s"],
-            )
-            torch.set_rng_state(state["rng"].cpu())
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-            if not ctx.quiet:
-                ctx.say(f"AGP: resumed after epoch {start}/{self.epochs}")
+    def extra_state(self) -> dict[str, Any]:
+        return {"masks": self.masks}
 
-        t0 = time.perf_counter()
-        scheduled = 0.0
-        for row in history:
-            scheduled = row.get("scheduled_sparsity", scheduled)
-        net.train()
-        for epoch in range(start, self.epochs):
-            t_epoch = time.perf_counter()
-            target = agp_sparsity(
-                epoch, self.initial_sparsity, self.sparsity, plan["start_epoch"], plan["end_epoch"], self.frequency
-            )
-            if target is not None:  # a pruning epoch: new masks from the current magnitudes, per tensor
-                scheduled = target
-                masks = {name: level_mask(p, target) for name, p in targets.items()}
-            apply_masks()
-            reset_state(net)
-            sums = torch.zeros(2, device=device)
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-            for x, y in data.train_batches(batch_size, generator):
-                step += 1
-                x, y = x.to(device), y.to(device)
-                lr = model_lr(plan, step, total_steps)
-                for group in opt_model.param_groups:
-                    group["lr"] = lr
-                loss = F.cross_entropy(net(x), y)
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if plan["clip_grad"] > 0:
-                    torch.nn.utils.clip_grad_norm_(clipped, plan["clip_grad"])
-                for opt in opts:
-                    opt.step()
-                apply_masks()
-                with torch.no_grad():
-                    sums += torch.stack([loss.detach() * y.numel(), loss.new_tensor(float(y.numel()))])
-                seen += int(y.numel())
-            carried = carried_state(net)
-            ev = evaluate(net, valid, eval_batch, device=device)
-            restore_state(net, carried)
-            net.train()
-            total = sum(m.numel() for m in masks.values())
-            zeros = int(sum(int((m == 0).sum()) for m in masks.values()))
-            s = sums.tolist()
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lm_bpc": s[0] / max(1.0, s[1]) / math.log(2.0),
-                "valid_bpc": ev["bpc"],
-                "scheduled_sparsity": scheduled,
-                "pruned_epoch": target is not None,
-                "mask_sparsity": zeros / total,
-                "model_lr": model_lr(plan, max(1, step), total_steps),
-                "epoch_s": round(time.perf_counter() - t_epoch, 2),
-            }
-            history.append(row)
-            wall = wall_before + time.perf_counter() - t0
-            if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "identity": tag,
-                        "model": net.state_dict(),
-                        "opts": [opt.state_dict() for opt in opts],
-                        "masks": masks,
-                        "history": history,
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "seen": seen,
-                        "wall_s": wall,
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    },
-                )
-            if not ctx.quiet:
-                eta = (time.perf_counter() - t0) / (epoch + 1 - start) * (self.epochs - epoch - 1)
-                ctx.say(
-                    f"AGP ({self.mode}): epoch {epoch + 1}/{self.epochs} LM {row['lm_bpc']:.3f} bpc, sparsity "
-                    f"{row['mask_sparsity']:.3f} (scheduled {scheduled:.3f}, target {self.sparsity:.3f}), "
-                    f"valid {row['valid_bpc']:.3f} bpc, ETA {eta / 60:.1f} min"
-                )
-        net.eval()
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
+    def load_extra(self, state: dict) -> None:
+        if state:
+            self.masks = {k: v.to(self.device) for k, v in state["masks"].items()}
+        for row in self.history:
+            self.scheduled = row.get("scheduled_sparsity", self.scheduled)
+
+    def begin_epoch(self, epoch: int) -> None:
+        method, plan = self.method, self.plan
+        self.target = agp_sparsity(
+            epoch, method.initial_sparsity, method.sparsity, plan["start_epoch"], plan["end_epoch"], method.frequency
+        )
+        if self.target is not None:  # a pruning epoch: new masks from the current magnitudes, per tensor
+            self.scheduled = self.target
+            self.masks = {name: level_mask(p, self.target) for name, p in self.targets.items()}
+        self.apply_masks()
+        reset_state(self.net)
+        self.sums = torch.zeros(2, device=self.device)
+
+    def set_lrs(self, step: int) -> None:
+        lr = model_lr(self.plan, step, self.total_steps)
+        for group in self.opt_model.param_groups:
+            group["lr"] = lr
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.lm_loss(x, y)
+
+    def after_step(self, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.apply_masks()
+        with torch.no_grad():
+            self.sums += torch.stack([loss.detach() * y.numel(), loss.new_tensor(float(y.numel()))])
+
+    def end_epoch(self, epoch: int, t_epoch: float) -> dict:
+        ev, _ = self.valid_eval()
+        total = sum(m.numel() for m in self.masks.values())
+        zeros = int(sum(int((m == 0).sum()) for m in self.masks.values()))
+        s = self.sums.tolist()
         return {
-            "history": history,
-            "epochs": self.epochs,
-            "steps": step,
-            "samples": seen,
-            "masks": masks,
-            "scheduled": scheduled,
-            "schedule": self.schedule(net.spec),
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lm_bpc": s[0] / max(1.0, s[1]) / math.log(2.0),
+            "valid_bpc": ev["bpc"],
+            "scheduled_sparsity": self.scheduled,
+            "pruned_epoch": self.target is not None,
+            "mask_sparsity": zeros / total,
+            "model_lr": model_lr(self.plan, max(1, self.step), self.total_steps),
+            "epoch_s": round(time.perf_counter() - t_epoch, 2),
+        }
+
+    def epoch_message(self, row: dict, eta: float) -> str:
+        method = self.method
+        return (
+            f"AGP ({method.mode}): epoch {row['epoch']}/{self.epochs} LM {row['lm_bpc']:.3f} bpc, sparsity "
+            f"{row['mask_sparsity']:.3f} (scheduled {self.scheduled:.3f}, target {method.sparsity:.3f}), "
+            f"valid {row['valid_bpc']:.3f} bpc, ETA {eta / 60:.1f} min"
+        )
+
+    def finish(self) -> dict:
+        self.net.eval()
+        history = self.history
+        return {
+            "masks": self.masks,
+            "scheduled": self.scheduled,
+            "schedule": self.method.schedule(self.net.spec),
             "final_valid_bpc": history[-1]["valid_bpc"] if history else None,
-            "wall_s": round(wall_before + time.perf_counter() - t0, 2),
         }

@@ -68,28 +68,25 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.cache import cached, digest
 from pruning.hardconcrete import (
     HardConcreteLayer,
     HardConcreteLinear,
     HardConcreteProjectedLinear,
     hard_size,
 )
-from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
-from pruning.measure import count_macs
-from pruning.methods.base import Method, PruneContext, PruneResult
-from pruning.models import build
+from pruning.methods.base import PruneContext, PruneResult
+from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
 from pruning.models.sru_lm import ProjectedLinear, _num_matrices, layer1_matrices
 from pruning.models.transformer_xl import FactorisedLinear
-from pruning.train import evaluate, reset_state
+from pruning.train import reset_state
 
 SUPPORTED = "model=sru / sru_small (family sru_lm) or model=transformer_xl / transformer_xl_small"
 FAMILIES = ("sru_lm", "transformer_xl")
@@ -136,6 +133,13 @@ def number(what: str, value: Any, cast, ok, hint: str):
     if not good:
         raise PruneLabError(f"{what}={value!r} must be {hint}")
     return x
+
+
+def optional_numbers(given: dict[str, tuple[Any, Any, Any, str]]) -> dict[str, Any]:
+    """{key: None (null: the family's value) or ``number("method.<key>", value, cast, ok, hint)``}."""
+    return {
+        k: None if v is None else number(f"method.{k}", v, cast, ok, hint) for k, (v, cast, ok, hint) in given.items()
+    }
 
 
 def choice(what: str, value: Any, options: tuple[str, ...]) -> str:
@@ -219,6 +223,32 @@ def factorised_linear(linear: nn.Linear, rank: int) -> tuple[nn.Linear, nn.Linea
     return linear1, linear2
 
 
+def replace_factorised(net: nn.Module, rank_rule: str, make: Callable[[nn.Linear, nn.Linear], nn.Module]) -> dict:
+    """Replace every Linear of a Transformer-XL's layers (in place, in model order) by ``make(linear1,
+    linear2)`` of its factors (truncated SVD at ``rank_rule``; an already factorised layer's own factors);
+    returns the new modules by module path."""
+    targets = []
+    for name, module in net.named_modules():
+        parent = name.rpartition(".")[0]
+        if not name.startswith("layers.") or isinstance(net.get_submodule(parent), FactorisedLinear):
+            continue
+        if isinstance(module, (FactorisedLinear, nn.Linear)):
+            targets.append((name, module))
+    layers = {}
+    for name, module in targets:
+        if isinstance(module, FactorisedLinear):
+            linear1, linear2 = module.linear1, module.linear2
+        else:
+            linear1, linear2 = factorised_linear(
+                module, factor_rank(module.in_features, module.out_features, rank_rule)
+            )
+        new = make(linear1, linear2)
+        parent, _, child = name.rpartition(".")
+        setattr(net.get_submodule(parent), child, new)
+        layers[name] = new
+    return layers
+
+
 def insert_hard_concrete(
     net: nn.Module, mask_kwargs: dict[str, Any], rank_rule: str = "balanced"
 ) -> dict[str, HardConcreteLayer]:
@@ -240,25 +270,7 @@ def insert_hard_concrete(
         return layers
     if arch != "transformer_xl":
         raise PruneLabError(f"FLOP: no hard-concrete layout for arch {arch!r}")
-    targets = []
-    for name, module in net.named_modules():
-        parent = name.rpartition(".")[0]
-        if not name.startswith("layers.") or isinstance(net.get_submodule(parent), FactorisedLinear):
-            continue
-        if isinstance(module, (FactorisedLinear, nn.Linear)):
-            targets.append((name, module))
-    for name, module in targets:
-        if isinstance(module, FactorisedLinear):
-            linear1, linear2 = module.linear1, module.linear2
-        else:
-            linear1, linear2 = factorised_linear(
-                module, factor_rank(module.in_features, module.out_features, rank_rule)
-            )
-        hc = HardConcreteProjectedLinear(linear1, linear2, **mask_kwargs)
-        parent, _, child = name.rpartition(".")
-        setattr(net.get_submodule(parent), child, hc)
-        layers[name] = hc
-    return layers
+    return replace_factorised(net, rank_rule, lambda p, q: HardConcreteProjectedLinear(p, q, **mask_kwargs))
 
 
 def factorised_spec(net: nn.Module, layers: dict[str, HardConcreteLayer]) -> dict:
@@ -289,14 +301,20 @@ def compact(net: nn.Module, layers: dict[str, HardConcreteLayer]) -> tuple[dict,
             if _num_matrices(spec["n_e"], spec["n_d"]) != k1:
                 spec["layer1_matrices"] = k1
         else:
-            state[f"{name}.linear1.weight"] = layer.linear1.weight[keep].clone()  # (n_kept, in)
-            state[f"{name}.linear2.weight"] = layer.linear2.weight[:, keep] * values  # (out, n_kept)
-            if spec["arch"] == "sru_lm":
-                spec["n_proj"][int(name.split(".")[1]) - 1] = int(keep.numel())
-            else:
-                spec.setdefault("ranks", {})[name] = int(keep.numel())
+            keep_components(spec, state, name, layer, keep, values)
         kept[name] = int(keep.numel())
     return spec, state, kept
+
+
+def keep_components(spec: dict, state: dict, name: str, layer: nn.Module, keep: torch.Tensor, values) -> None:
+    """Into ``state`` / ``spec``: the projected layer ``name`` (linear2(m * linear1(x))) cut to its ``keep``
+    components, their mask ``values`` folded into Q; its rank in the spec (SRU n_proj, TXL ranks)."""
+    state[f"{name}.linear1.weight"] = layer.linear1.weight[keep].clone()  # (n_kept, in)
+    state[f"{name}.linear2.weight"] = layer.linear2.weight[:, keep] * values  # (out, n_kept)
+    if spec["arch"] == "sru_lm":
+        spec["n_proj"][int(name.split(".")[1]) - 1] = int(keep.numel())
+    else:
+        spec.setdefault("ranks", {})[name] = int(keep.numel())
 
 
 def prunable_sizes(layers: dict[str, HardConcreteLayer]) -> dict[str, int]:
@@ -311,26 +329,10 @@ def hard_sparsity(layers: dict[str, HardConcreteLayer], prunable: int) -> float:
     return 1.0 - sum(hard_size(layer) for layer in layers.values()) / prunable
 
 
-def carried_state(net: nn.Module) -> dict[str, Any]:
-    """The hidden state / memory a stateful LM carries between windows (evaluation resets it)."""
-    out = {}
-    for key in ("_state", "_memory"):
-        if hasattr(net, key):
-            value = getattr(net, key)
-            out[key] = dict(value) if isinstance(value, dict) else value
-    return out
-
-
-def restore_state(net: nn.Module, carried: dict[str, Any]) -> None:
-    for key, value in carried.items():
-        setattr(net, key, value)
-
-
 # ----------------------------------------------------------------------------- the method
-class FLOP(Method):
+class FLOP(LMPruneMethod):
     name = "flop"
-    language_models = True
-    needs_pretrained = True
+    label = "FLOP"
 
     def __init__(
         self,
@@ -361,35 +363,20 @@ class FLOP(Method):
             "in [0, 1): the fraction of prunable parameters removed",
         )
         self.epochs = number("method.epochs", epochs, int, lambda v: v >= 1, "an integer >= 1")
-        opt = {}  # null: the family's official value (RECIPES)
-        checks = {
-            "batch_size": (int, lambda v: v >= 1, "an integer >= 1 (SRU: 64, TXL: 22)"),
-            "eval_batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
-            "lr": (float, lambda v: v > 0, "> 0 (SRU: the Noam factor 2; TXL: 2.5e-4)"),
-            "warmup_steps": (int, lambda v: v >= 1, "an integer >= 1 (SRU Noam warm-up, 16000)"),
-            "weight_decay": (float, lambda v: v >= 0, ">= 0"),
-            "clip_grad": (float, lambda v: v >= 0, ">= 0 (0: no clipping)"),
-            "prune_lr": (float, lambda v: v > 0, "> 0 (SRU: 3, TXL: 1)"),
-            "prune_warmup": (int, lambda v: v >= 0, "an integer >= 0 (steps)"),
-            "init_mean": (float, lambda v: 0 < v < 1, "in (0, 1) (SRU: 0.5, TXL: 0.05)"),
-            "eval_every": (int, lambda v: v >= 0, "an integer >= 0 (0: once per epoch)"),
-        }
-        given = dict(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            lr=lr,
-            warmup_steps=warmup_steps,
-            weight_decay=weight_decay,
-            clip_grad=clip_grad,
-            prune_lr=prune_lr,
-            prune_warmup=prune_warmup,
-            init_mean=init_mean,
-            eval_every=eval_every,
+        self.options = optional_numbers(  # null: the family's official value (RECIPES)
+            {
+                "batch_size": (batch_size, int, lambda v: v >= 1, "an integer >= 1 (SRU: 64, TXL: 22)"),
+                "eval_batch_size": (eval_batch_size, int, lambda v: v >= 1, "an integer >= 1"),
+                "lr": (lr, float, lambda v: v > 0, "> 0 (SRU: the Noam factor 2; TXL: 2.5e-4)"),
+                "warmup_steps": (warmup_steps, int, lambda v: v >= 1, "an integer >= 1 (SRU Noam warm-up, 16000)"),
+                "weight_decay": (weight_decay, float, lambda v: v >= 0, ">= 0"),
+                "clip_grad": (clip_grad, float, lambda v: v >= 0, ">= 0 (0: no clipping)"),
+                "prune_lr": (prune_lr, float, lambda v: v > 0, "> 0 (SRU: 3, TXL: 1)"),
+                "prune_warmup": (prune_warmup, int, lambda v: v >= 0, "an integer >= 0 (steps)"),
+                "init_mean": (init_mean, float, lambda v: 0 < v < 1, "in (0, 1) (SRU: 0.5, TXL: 0.05)"),
+                "eval_every": (eval_every, int, lambda v: v >= 0, "an integer >= 0 (0: once per epoch)"),
+            }
         )
-        for key, value in given.items():
-            cast, ok, hint = checks[key]
-            opt[key] = None if value is None else number(f"method.{key}", value, cast, ok, hint)
-        self.options = opt
         self.init_std = number("method.init_std", init_std, float, lambda v: v >= 0, ">= 0 (official 0.01)")
         self.accept_margin = number("method.accept_margin", accept_margin, float, lambda v: v >= 0, ">= 0 (0.02)")
         self.rank = choice("method.rank", rank, RANK_RULES)
@@ -432,13 +419,7 @@ class FLOP(Method):
 
     # ------------------------------------------------------------------ prune
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
-        if ctx.data is None:
-            raise PruneLabError("FLOP trains on text: PruneContext.data is required")
-        self.validate(model.spec.get("arch", "?"), model.spec)
-        learnt = self.cached_run(model, ctx)
-        pruned = build(learnt["spec"])
-        pruned.load_state_dict(learnt["state"])
-        pruned.to(torch.device(ctx.device)).eval()
+        learnt, pruned = self.learn(model, ctx)
         result = learnt["result"]
         extras = {
             "sparsity": {
@@ -460,73 +441,31 @@ class FLOP(Method):
             "history": result["history"],
             "flop_cached": learnt["cached"],
         }
-        own_stage = {
-            "name": "flop",
-            "epochs": self.epochs,
-            "samples": result["samples"],  # characters (tokens) trained on
-            "macs_per_sample": result["macs_per_token"],  # per character, the factorised network, every mask open
-            "wall_s": result["wall_s"],
-            "bpc_valid": result["best_valid_bpc"],
-            "cached": bool(learnt["cached"]),
-        }
+        own_stage = self.stage(learnt, result["best_valid_bpc"])
         return PruneResult(model=pruned, spec=learnt["spec"], extras=extras, own_stage=own_stage)
 
-    # ------------------------------------------------------------------ cached run
-    def identity(self, model: nn.Module, ctx: PruneContext) -> dict[str, Any]:
-        data = ctx.data
-        return {
-            "method": "flop",
-            "source": ctx.source_id,
-            "seed": ctx.seed,
-            "spec": model.spec,
-            "data": {
-                "name": data.name,
-                "train_size": len(data.train),
-                "bptt": getattr(data, "bptt", None),
-                "fingerprint": (getattr(data, "info", None) or {}).get("fingerprint"),
-            },
-            "sparsity": self.sparsity,
-            "settings": self.settings(),
-        }
+    # ------------------------------------------------------------------ run (the shell: lm_prune.LMPruneMethod)
+    def pack(self, out: dict) -> dict:
+        return {"model": out["state"], "spec": out["spec"], "result": out["result"]}
 
-    def cached_run(self, model: nn.Module, ctx: PruneContext) -> dict:
-        """Train and compact (or load from ``<cache_dir>/flop/<source>-<digest>``); checkpointed every
-        epoch in the run directory (else in the cache entry)."""
-        work = Path(ctx.work_dir) if ctx.work_dir is not None else None
-        if ctx.cache_dir is None or ctx.source_id is None:
-            return {**self.run(model, ctx, work), "cached": False}
-        entry_dir = Path(ctx.cache_dir) / "flop" / f"{ctx.source_id}-{digest(self.identity(model, ctx))}"
+    def unpack(self, saved: dict) -> dict:
+        return {"spec": saved["spec"], "state": saved["model"], "result": saved["result"]}
 
-        def load(entry: Path) -> dict:
-            state = load_checkpoint(entry / "flop.pt", map_location="cpu")
-            return {"spec": state["spec"], "state": state["model"], "result": state["result"], "cached": entry.name}
-
-        def build_entry(entry: Path) -> dict:
-            out = self.run(model, ctx, work if work is not None else entry)
-            save_checkpoint(entry / "flop.pt", {"model": out["state"], "spec": out["spec"], "result": out["result"]})
-            write_json(entry / "identity.json", self.identity(model, ctx))
-            return {**out, "cached": False}
-
-        out, hit = cached(entry_dir, load=load, build=build_entry, files=("flop.pt",), say=ctx.say, what="cached FLOP")
-        if hit and not ctx.quiet:
-            ctx.say(f"FLOP: cached ({entry_dir.name})")
-        return out
-
-    def run(self, model: nn.Module, ctx: PruneContext, work: Path | None) -> dict:
-        """Insert the masks, train, select, compact: {"spec", "state", "result"}."""
-        device = torch.device(ctx.device)
-        recipe = self.recipe(model.spec)
-        torch.manual_seed(ctx.seed)
-        net = copy.deepcopy(model)
-        reset_state(net)
-        mask_kwargs = {"init_mean": recipe["init_mean"], "init_std": self.init_std}
+    def prepare(self, net: nn.Module, plan: dict) -> tuple[dict[str, HardConcreteLayer], dict]:
+        """Insert the hard-concrete masks: (the masked layers, the factorised spec every mask open)."""
+        mask_kwargs = {"init_mean": plan["init_mean"], "init_std": self.init_std}
         layers = insert_hard_concrete(net, mask_kwargs, self.rank)
         if not layers:
             raise PruneLabError("FLOP: the model has no layer to prune (SRU depth 1 with n_e == n_d?)")
-        net.to(device)
-        train_spec = factorised_spec(net, layers)
-        macs_per_token = count_macs(build(train_spec), (1,))
-        trained = self.train(net, layers, ctx, work, recipe)
+        return layers, factorised_spec(net, layers)
+
+    def train(
+        self, net: nn.Module, layers: dict[str, HardConcreteLayer], ctx: PruneContext, work: Path | None, plan: dict
+    ) -> dict:
+        return FLOPTrainer(self, net, layers, ctx, work, plan).fit()
+
+    def finish(self, net: nn.Module, layers: dict[str, HardConcreteLayer], trained: dict, macs_per_token: int) -> dict:
+        """Select (done by the trainer), compact: {"spec", "state", "result"}."""
         prunable = sum(prunable_sizes(layers).values())
         net.eval()
         expected = float(expected_sparsity(layers, prunable).detach())
@@ -546,204 +485,155 @@ class FLOP(Method):
         state = {k: v.detach().cpu() for k, v in state.items()}
         return {"spec": spec, "state": state, "result": result}
 
-    # ------------------------------------------------------------------ training
-    def train(
-        self, net: nn.Module, layers: dict[str, HardConcreteLayer], ctx: PruneContext, work: Path | None, recipe: dict
-    ) -> dict:
-        data, device = ctx.data, torch.device(ctx.device)
-        valid = data.with_eval_split("valid") if hasattr(data, "with_eval_split") else data
-        batch_size, eval_batch = int(recipe["batch_size"]), int(recipe["eval_batch_size"])
-        hc_params = [layer.mask.log_alpha for layer in layers.values()]
-        hc_ids = {id(p) for p in hc_params}
-        model_params = [p for p in net.parameters() if id(p) not in hc_ids]
-        lambdas = nn.Parameter(torch.zeros(2, device=device))  # l1, l2
-        if recipe["family"] == "sru_lm":  # three optimisers (train_enwik8.py)
-            opt_model = torch.optim.Adam(model_params, lr=1.0, weight_decay=recipe["weight_decay"])
-            opt_hc = torch.optim.Adam(hc_params, lr=1.0, weight_decay=0.0)
-            clipped = model_params
-        else:  # one Adam over model.parameters(), log_alpha included (enwik8_tf/train.py)
-            groups = [{"params": model_params, "scale": 1.0}, {"params": hc_params, "scale": self.mask_lr_scale}]
-            opt_model = torch.optim.Adam(groups, lr=1.0, weight_decay=recipe["weight_decay"])
-            opt_hc = None
-            clipped = model_params + hc_params
-        opt_lambda = torch.optim.Adam([lambdas], lr=1.0, weight_decay=0.0, maximize=True)
-        opts = [o for o in (opt_model, opt_hc, opt_lambda) if o is not None]
-        prunable = sum(prunable_sizes(layers).values())
-        steps_per_epoch = int(data.num_train_batches(batch_size))
-        total_steps = steps_per_epoch * self.epochs
-        final_target = self.sparsity
-
-        def set_lrs(step: int) -> None:
-            for group in opt_model.param_groups:  # TXL: log_alpha's group at mask_lr_scale x the lr
-                group["lr"] = model_lr(recipe, step, total_steps) * group.get("scale", 1.0)
-            if opt_hc is not None:  # the official first step uses prune_lr, then the model's factor
-                factor = recipe["prune_lr"] if step == 1 else recipe["lr"]
-                for group in opt_hc.param_groups:  # mask_lr_scale: 1 officially (short budgets: more)
-                    lr = factor * noam(step, recipe["warmup_steps"]) / math.sqrt(recipe["n_d"])
-                    group["lr"] = lr * self.mask_lr_scale
-            for group in opt_lambda.param_groups:
-                group["lr"] = lambda_lr(recipe, step)
-
-        ckpt = work / "ckpt_flop.pt" if work is not None else None
-        tag = digest(self.identity_tag(net, ctx))
-        state = load_or_quarantine(ckpt, ctx.say, map_location=device, what="FLOP checkpoint") if ckpt else None
-        if state is not None and state.get("identity") != tag:
-            ctx.say("FLOP: ignoring a checkpoint of different settings in the run directory")
-            state = None
-        history: list[dict] = []
-        start, step, seen, wall_before = 0, 0, 0, 0.0
-        best = {"bpc": math.inf, "state": None, "step": None, "hard": None}
-        if state is not None:
-            net.load_state_dict(state["model"])
-            with torch.no_grad():
-                lambdas.copy_(state["lambdas"])
-            for opt, opt_state in zip(opts, state["opts"], strict=True):
-                opt.load_state_dict(opt_state)
-            history, start, step, seen, wall_before = (
-                state["history"],
-                state["epoch"],
-                state["step"],
-                state["seen"],
-                state["wall_s"],
-            )
-            best = state["best"]
-            torch.set_rng_state(state["rng"].cpu())
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-            if not ctx.quiet:
-                ctx.say(f"FLOP: resumed after epoch {start}/{self.epochs}")
-
-        def evaluate_now() -> dict:
-            carried = carried_state(net)
-            ev = evaluate(net, valid, eval_batch, device=device)
-            hard = hard_sparsity(layers, prunable)
-            restore_state(net, carried)
-            net.train()
-            accept = ev["bpc"] < best["bpc"] and hard > final_target - self.accept_margin
-            if self.accept_upper is not None:  # two-sided: also no sparser than target + accept_upper
-                accept = accept and hard <= final_target + self.accept_upper
-            if accept:
-                best.update(
-                    bpc=ev["bpc"],
-                    step=step,
-                    hard=hard,
-                    state={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()},
-                )
-            return {"valid_bpc": ev["bpc"], "hard_sparsity": hard, "accepted": accept, "step": step}
-
-        t0 = time.perf_counter()
-        net.train()
-        for epoch in range(start, self.epochs):
-            t_epoch = time.perf_counter()
-            reset_state(net)  # official: init_hidden at each epoch
-            sums = torch.zeros(3, device=device)  # LM loss * tokens, tokens, expected sparsity (last)
-            evals: list[dict] = []
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-            for x, y in data.train_batches(batch_size, generator):
-                step += 1
-                x, y = x.to(device), y.to(device)
-                set_lrs(step)
-                logits = net(x)  # (B*T, V)
-                lm = F.cross_entropy(logits, y)
-                target = target_at(recipe, final_target, step)
-                s_hat = expected_sparsity(layers, prunable)
-                loss = lm + lagrangian(lambdas, s_hat, target)
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe["clip_grad"] > 0:
-                    torch.nn.utils.clip_grad_norm_(clipped, recipe["clip_grad"])
-                for opt in opts:
-                    opt.step()
-                with torch.no_grad():
-                    n = float(y.numel())
-                    sums[0] += lm.detach() * n
-                    sums[1] += n
-                    sums[2] = s_hat.detach()
-                seen += int(y.numel())
-                if recipe["eval_every"] > 0 and step % recipe["eval_every"] == 0:
-                    evals.append(evaluate_now())
-                    if not ctx.quiet:
-                        last = evals[-1]
-                        done = step - start * steps_per_epoch
-                        eta = (time.perf_counter() - t0) / max(1, done) * (total_steps - step)
-                        ctx.say(
-                            f"FLOP: step {step}/{total_steps} valid {last['valid_bpc']:.3f} bpc, hard sparsity "
-                            f"{last['hard_sparsity']:.3f}{' (accepted)' if last['accepted'] else ''}, "
-                            f"ETA {eta / 60:.1f} min"
-                        )
-            evals.append(evaluate_now())  # the epoch's end (official SRU: i == N - 1)
-            s = sums.tolist()
-            last = evals[-1]
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lm_bpc": s[0] / max(1.0, s[1]) / math.log(2.0),
-                "expected_sparsity": s[2],
-                "target_sparsity": target_at(recipe, final_target, max(1, step)),
-                "hard_sparsity": last["hard_sparsity"],
-                "valid_bpc": last["valid_bpc"],
-                "accepted": any(e["accepted"] for e in evals),
-                "lambda_1": float(lambdas[0].detach()),
-                "lambda_2": float(lambdas[1].detach()),
-                "model_lr": model_lr(recipe, max(1, step), total_steps),
-                "evaluations": evals if len(evals) > 1 else None,
-                "epoch_s": round(time.perf_counter() - t_epoch, 2),
-            }
-            history.append(row)
-            wall = wall_before + time.perf_counter() - t0
-            if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "identity": tag,
-                        "model": net.state_dict(),
-                        "lambdas": lambdas.detach(),
-                        "opts": [opt.state_dict() for opt in opts],
-                        "best": best,
-                        "history": history,
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "seen": seen,
-                        "wall_s": wall,
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    },
-                )
-            if not ctx.quiet:
-                done = epoch + 1 - start
-                eta = (time.perf_counter() - t0) / done * (self.epochs - epoch - 1)
-                ctx.say(
-                    f"FLOP: epoch {epoch + 1}/{self.epochs} LM {row['lm_bpc']:.3f} bpc, sparsity expected "
-                    f"{row['expected_sparsity']:.3f} hard {row['hard_sparsity']:.3f} "
-                    f"(target {row['target_sparsity']:.3f}), "
-                    f"valid {row['valid_bpc']:.3f} bpc{' (accepted)' if row['accepted'] else ''}, "
-                    f"lambda {row['lambda_1']:.3g}/{row['lambda_2']:.3g}, ETA {eta / 60:.1f} min"
-                )
-        accepted = best["state"] is not None
-        final_lambdas = [float(v) for v in lambdas.detach()]
-        if accepted:
-            net.load_state_dict(best["state"])
-        else:
-            ctx.say(
-                f"warning: FLOP: no evaluation reached hard sparsity > {final_target - self.accept_margin:.3f}; "
-                "the last state is used (more epochs, a shorter prune_warmup or a larger prune_lr may help)"
-            )
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
-        return {
-            "history": history,
-            "epochs": self.epochs,
-            "steps": step,
-            "samples": seen,
-            "accepted": accepted,
-            "best_valid_bpc": best["bpc"] if accepted else (history[-1]["valid_bpc"] if history else None),
-            "selected_step": best["step"] if accepted else step,
-            "hard_at_selection": best["hard"] if accepted else (history[-1]["hard_sparsity"] if history else None),
-            "lambdas": final_lambdas,
-            "wall_s": round(wall_before + time.perf_counter() - t0, 2),
-        }
-
     def identity_tag(self, net: nn.Module, ctx: PruneContext) -> dict[str, Any]:
         """What a run-directory checkpoint must match to be resumed."""
         return {"sparsity": self.sparsity, "settings": self.settings(), "seed": ctx.seed, "spec": net.spec}
+
+
+class FLOPTrainer(EpochTrainer):
+    """Weights, masks and the lambdas trained on L_LM + the Lagrangian; the best accepted state kept."""
+
+    def __init__(
+        self,
+        method: FLOP,
+        net: nn.Module,
+        layers: dict[str, HardConcreteLayer],
+        ctx: PruneContext,
+        work: Path | None,
+        plan: dict,
+    ):
+        super().__init__(method, net, ctx, work, plan)
+        self.layers = layers
+        hc_params = [layer.mask.log_alpha for layer in layers.values()]
+        hc_ids = {id(p) for p in hc_params}
+        model_params = [p for p in net.parameters() if id(p) not in hc_ids]
+        self.lambdas = nn.Parameter(torch.zeros(2, device=self.device))  # l1, l2
+        if plan["family"] == "sru_lm":  # three optimisers (train_enwik8.py)
+            self.opt_model = torch.optim.Adam(model_params, lr=1.0, weight_decay=plan["weight_decay"])
+            self.opt_hc = torch.optim.Adam(hc_params, lr=1.0, weight_decay=0.0)
+            self.clipped = model_params
+        else:  # one Adam over model.parameters(), log_alpha included (enwik8_tf/train.py)
+            groups = [{"params": model_params, "scale": 1.0}, {"params": hc_params, "scale": method.mask_lr_scale}]
+            self.opt_model = torch.optim.Adam(groups, lr=1.0, weight_decay=plan["weight_decay"])
+            self.opt_hc = None
+            self.clipped = model_params + hc_params
+        self.opt_lambda = torch.optim.Adam([self.lambdas], lr=1.0, weight_decay=0.0, maximize=True)
+        self.opts = [o for o in (self.opt_model, self.opt_hc, self.opt_lambda) if o is not None]
+        self.prunable = sum(prunable_sizes(layers).values())
+        self.final_target = method.sparsity
+        self.best = {"bpc": math.inf, "state": None, "step": None, "hard": None}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"lambdas": self.lambdas.detach(), "best": self.best}
+
+    def load_extra(self, state: dict) -> None:
+        if state:
+            with torch.no_grad():
+                self.lambdas.copy_(state["lambdas"])
+            self.best = state["best"]
+
+    def set_lrs(self, step: int) -> None:
+        plan, scale = self.plan, self.method.mask_lr_scale
+        for group in self.opt_model.param_groups:  # TXL: log_alpha's group at mask_lr_scale x the lr
+            group["lr"] = model_lr(plan, step, self.total_steps) * group.get("scale", 1.0)
+        if self.opt_hc is not None:  # the official first step uses prune_lr, then the model's factor
+            factor = plan["prune_lr"] if step == 1 else plan["lr"]
+            for group in self.opt_hc.param_groups:  # mask_lr_scale: 1 officially (short budgets: more)
+                lr = factor * noam(step, plan["warmup_steps"]) / math.sqrt(plan["n_d"])
+                group["lr"] = lr * scale
+        for group in self.opt_lambda.param_groups:
+            group["lr"] = lambda_lr(plan, step)
+
+    def begin_epoch(self, epoch: int) -> None:
+        reset_state(self.net)  # official: init_hidden at each epoch
+        self.sums = torch.zeros(3, device=self.device)  # LM loss * tokens, tokens, expected sparsity (last)
+        self.evals: list[dict] = []
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.lm = self.lm_loss(x, y)  # logits (B*T, V)
+        target = target_at(self.plan, self.final_target, self.step)
+        self.s_hat = expected_sparsity(self.layers, self.prunable)
+        return self.lm + lagrangian(self.lambdas, self.s_hat, target)
+
+    def after_step(self, loss: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.no_grad():
+            n = float(y.numel())
+            self.sums[0] += self.lm.detach() * n
+            self.sums[1] += n
+            self.sums[2] = self.s_hat.detach()
+        step = self.step
+        if self.plan["eval_every"] > 0 and step % self.plan["eval_every"] == 0:
+            self.evals.append(self.evaluate_now())
+            if not self.ctx.quiet:
+                last = self.evals[-1]
+                done = step - self.start * self.steps_per_epoch
+                eta = (time.perf_counter() - self.t0) / max(1, done) * (self.total_steps - step)
+                self.ctx.say(
+                    f"FLOP: step {step}/{self.total_steps} valid {last['valid_bpc']:.3f} bpc, hard sparsity "
+                    f"{last['hard_sparsity']:.3f}{' (accepted)' if last['accepted'] else ''}, "
+                    f"ETA {eta / 60:.1f} min"
+                )
+
+    def evaluate_now(self) -> dict:
+        method, best, target = self.method, self.best, self.final_target
+        ev, hard = self.valid_eval(lambda: hard_sparsity(self.layers, self.prunable))
+        accept = ev["bpc"] < best["bpc"] and hard > target - method.accept_margin
+        if method.accept_upper is not None:  # two-sided: also no sparser than target + accept_upper
+            accept = accept and hard <= target + method.accept_upper
+        if accept:
+            best.update(
+                bpc=ev["bpc"],
+                step=self.step,
+                hard=hard,
+                state={k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()},
+            )
+        return {"valid_bpc": ev["bpc"], "hard_sparsity": hard, "accepted": accept, "step": self.step}
+
+    def end_epoch(self, epoch: int, t_epoch: float) -> dict:
+        self.evals.append(self.evaluate_now())  # the epoch's end (official SRU: i == N - 1)
+        s = self.sums.tolist()
+        last, step = self.evals[-1], self.step
+        return {
+            "epoch": epoch + 1,
+            "step": step,
+            "lm_bpc": s[0] / max(1.0, s[1]) / math.log(2.0),
+            "expected_sparsity": s[2],
+            "target_sparsity": target_at(self.plan, self.final_target, max(1, step)),
+            "hard_sparsity": last["hard_sparsity"],
+            "valid_bpc": last["valid_bpc"],
+            "accepted": any(e["accepted"] for e in self.evals),
+            "lambda_1": float(self.lambdas[0].detach()),
+            "lambda_2": float(self.lambdas[1].detach()),
+            "model_lr": model_lr(self.plan, max(1, step), self.total_steps),
+            "evaluations": self.evals if len(self.evals) > 1 else None,
+            "epoch_s": round(time.perf_counter() - t_epoch, 2),
+        }
+
+    def epoch_message(self, row: dict, eta: float) -> str:
+        return (
+            f"FLOP: epoch {row['epoch']}/{self.epochs} LM {row['lm_bpc']:.3f} bpc, sparsity expected "
+            f"{row['expected_sparsity']:.3f} hard {row['hard_sparsity']:.3f} "
+            f"(target {row['target_sparsity']:.3f}), "
+            f"valid {row['valid_bpc']:.3f} bpc{' (accepted)' if row['accepted'] else ''}, "
+            f"lambda {row['lambda_1']:.3g}/{row['lambda_2']:.3g}, ETA {eta / 60:.1f} min"
+        )
+
+    def finish(self) -> dict:
+        best, history = self.best, self.history
+        accepted = best["state"] is not None
+        final_lambdas = [float(v) for v in self.lambdas.detach()]
+        if accepted:
+            self.net.load_state_dict(best["state"])
+        else:
+            floor = self.final_target - self.method.accept_margin
+            self.ctx.say(
+                f"warning: FLOP: no evaluation reached hard sparsity > {floor:.3f}; "
+                "the last state is used (more epochs, a shorter prune_warmup or a larger prune_lr may help)"
+            )
+        return {
+            "accepted": accepted,
+            "best_valid_bpc": best["bpc"] if accepted else (history[-1]["valid_bpc"] if history else None),
+            "selected_step": best["step"] if accepted else self.step,
+            "hard_at_selection": best["hard"] if accepted else (history[-1]["hard_sparsity"] if history else None),
+            "lambdas": final_lambdas,
+        }
