@@ -1031,15 +1031,11 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
         return None
     # a panel's title: its rows' model name (or the model key when they name it differently);
     # models of one title share a panel (a dense model of matched size next to the pruned ones)
+    title_of = {panel: next(iter(names[panel])) if len(names[panel]) == 1 else panel for panel in points}
     titled: dict[str, list[dict[str, Any]]] = {}
     for panel, panel_points in points.items():
-        titled.setdefault(next(iter(names[panel])) if len(names[panel]) == 1 else panel, []).extend(panel_points)
-    baselines = {
-        title: baselines[panel]
-        for panel in points
-        if panel in baselines
-        for title in [next(iter(names[panel])) if len(names[panel]) == 1 else panel]
-    }
+        titled.setdefault(title_of[panel], []).extend(panel_points)
+    baselines = {title_of[panel]: value for panel, value in baselines.items()}
     points = titled
     panels = list(points)
     ncols = min(3, len(panels))
@@ -1634,7 +1630,7 @@ def write_tables(
                     placeholder.unlink(missing_ok=True)
                 except OSError as e:
                     raise PruneLabError(os_error_message(e, placeholder, "remove")) from None
-        png = figure_png(table)
+        png = figure_png(table) if table_formats or pngs is not None else None  # drawn only when used
         if png is not None and pngs is not None:
             pngs[table.file_stem] = png
         if png is not None and table_formats:
