@@ -9,6 +9,7 @@ CIFAR10_LABEL ?= CIFAR-10 (JPEG q75 copy)
 .PHONY: install demo test test-integration test-slow lint report bench reproduce-l1-short reproduce-l1-table1 clean
 
 $(STAMP): pyproject.toml
+	@avail=$$(df -Pk . | awk 'NR==2 {print int($$4/1024)}'); [ "$$avail" -ge 6500 ] || echo "install: only $$avail MiB free here; the .venv takes about 6 GiB on x86_64 (PyPI's torch is a CUDA build): free space first if pip stops with 'No space left on device'" >&2
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
