@@ -41,6 +41,7 @@ ROW_KEY = "paper_row"
 FILTER_GROUPS = ("data", "model", "method", "adv_train")
 FILTER_METHOD_KEYS = ("variant", "ratio", "sparsity", "mode")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where built (~10x faster)
 
 
 def conf_dir() -> Path:
@@ -57,7 +58,7 @@ def conf_dir() -> Path:
 def _read_yaml(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return yaml.load(f, Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError) as e:
         raise PruneLabError(f"cannot read {path} ({e})") from e
 

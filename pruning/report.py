@@ -47,6 +47,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import statistics
 import textwrap
@@ -68,8 +69,8 @@ from tabulate import tabulate
 
 from pruning import PruneLabError
 from pruning.io import atomic_write, os_error_message
-from pruning.paper import expand_rows
-from pruning.results import KEY_FIELDS, RunMetrics, StageRecord
+from pruning.paper import SAFE_LOADER, expand_rows
+from pruning.results import KEY_FIELDS, STATUSES, RunMetrics, StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +149,136 @@ def find_metrics_files(results_root: str | Path) -> list[Path]:
     return sorted(Path(results_root).rglob("metrics.json"))
 
 
-def _read_metrics(path: Path) -> RunMetrics | None:
-    """A run record in the current schema (older schemas are migrated on read); None, with a
-    warning naming the file, when it is unreadable or not a prune-lab run record."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number (JSON has no NaN or Infinity)")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number (not a bool; an integer too large for a float is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
     try:
-        with open(path, encoding="utf-8") as f:
-            return RunMetrics.from_dict(json.load(f))
-    except (OSError, ValueError) as e:  # SchemaError is a ValueError
-        log.warning("prune-report: skipping unreadable %s (%s)", path, e)
-        return None
-    except TypeError as e:
-        log.warning("prune-report: skipping %s (not a prune-lab run record: %s)", path, e)
-        return None
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+_OBJECT_FIELDS = (
+    "method_settings",
+    "versions",
+    "engine",
+    "data",
+    "budget",
+    "final",
+    "evaluations",
+    "extras",
+    "cost_per_sample",
+    "sparsity",
+    "stages",
+    "latency",
+)
+
+
+def record_problem(data: Any) -> str | None:
+    """Why a parsed metrics.json cannot be a run record the report can use (None: it can):
+    the shape every reader below relies on (objects where objects belong, numbers where numbers
+    belong). Checked before any field is used, so that one bad file never stops the report."""
+    if not isinstance(data, dict):
+        return f"a run record is a JSON object, not a JSON {type(data).__name__}"
+    key = data.get("key")
+    if not isinstance(key, dict):
+        return "no run key (a 'key' object)"
+    for name in ("data", "model", "method"):
+        if not isinstance(key.get(name), str):
+            return f"key.{name} is {_brief(key.get(name))}, not a name"
+    if isinstance(key.get("seed"), bool) or not isinstance(key.get("seed", 0), int):
+        return f"key.seed is {_brief(key.get('seed'))}, not an integer"
+    if key.get("ratio") is not None and not _is_number(key["ratio"]):
+        return f"key.ratio is {_brief(key['ratio'])}, not a number"
+    if key.get("variant") is not None and not isinstance(key["variant"], str) and not _is_number(key["variant"]):
+        return f"key.variant is {_brief(key['variant'])}, not a name"
+    for name in ("finetune", "adv_train"):
+        if key.get(name) is not None and not isinstance(key[name], str):
+            return f"key.{name} is {_brief(key[name])}, not a name"
+    if not isinstance(data.get("status", "running"), str):
+        return f"status is {_brief(data.get('status'))}, not a word"
+    for name in _OBJECT_FIELDS:
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            return f"{name} is a JSON {type(data[name]).__name__}, not an object"
+    for name in ("stages", "evaluations"):
+        for entry, value in (data.get(name) or {}).items():
+            if value is not None and not isinstance(value, dict):
+                return f"{name}.{entry} is a JSON {type(value).__name__}, not an object"
+    for entry, value in (data.get("latency") or {}).items():
+        if not isinstance(value, dict):
+            return f"latency.{entry} is a JSON {type(value).__name__}, not an object"
+    numbers = [(f"latency.{e}.{n}", v.get(n)) for e, v in (data.get("latency") or {}).items() for n in _LATENCY_NUMBERS]
+    numbers += [
+        (f"stages.{e}.{n}", (v or {}).get(n)) for e, v in (data.get("stages") or {}).items() for n in _STAGE_NUMBERS
+    ]
+    numbers += [(f"final.{n}", (data.get("final") or {}).get(n)) for n in _FINAL_NUMBERS]
+    numbers += [(f"budget.{n}", (data.get("budget") or {}).get(n)) for n in _BUDGET_NUMBERS]
+    numbers += [(f"sparsity.{n}", (data.get("sparsity") or {}).get(n)) for n in ("target", "achieved")]
+    numbers += [(f"cost_per_sample.{n}", (data.get("cost_per_sample") or {}).get(n)) for n in ("mean", "p5", "p95")]
+    numbers += [(n, data.get(n)) for n in _TOP_NUMBERS]
+    for where, value in numbers:
+        if value is not None and not _is_number(value):
+            return f"{where} is {_brief(value)}, not a number"
+    return None
+
+
+_LATENCY_NUMBERS = ("dense_ms", "pruned_ms", "speedup")
+_STAGE_NUMBERS = ("top1", "top1_best", "top5", "bpc", "bpc_valid", "epochs", "samples", "macs_per_sample", "train_macs")
+_FINAL_NUMBERS = ("top1", "top1_best", "top5", "bpc", "bpc_valid")
+_BUDGET_NUMBERS = ("pretrain_epochs", "stage_epochs", "train_subset")
+_TOP_NUMBERS = (
+    "params_dense",
+    "params_pruned",
+    "flops_dense",
+    "flops_pruned",
+    "params_reduction",
+    "flops_reduction",
+    "flops_speedup",
+)
+
+
+def _brief(value: Any, width: int = 40) -> str:
+    """A value as a warning quotes it: its repr, shortened to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 3]}..."
+
+
+def read_run_record(path: Path) -> tuple[RunMetrics | None, str]:
+    """A run record in the current schema (older schemas are migrated on read), or None and why
+    the file cannot be one: unreadable, not JSON, NaN or Infinity, nested too deeply, of an
+    unknown schema or of the wrong shape (``record_problem``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except OSError as e:
+        return None, os_error_message(e, path, "read")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return None, "nested too deeply to be a run record"
+    except ValueError as e:
+        return None, f"not valid JSON: {e}"
+    problem = record_problem(data)
+    if problem is not None:
+        return None, problem
+    try:
+        return RunMetrics.from_dict(data), ""
+    except (ValueError, TypeError) as e:  # SchemaError is a ValueError
+        return None, f"not a prune-lab run record ({e})"
+
+
+def _read_metrics(path: Path) -> RunMetrics | None:
+    """``read_run_record`` that logs one warning naming the file and why it is skipped."""
+    metrics, problem = read_run_record(path)
+    if metrics is None:
+        log.warning("prune-report: skipping %s: %s", path, problem)
+    return metrics
 
 
 def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
@@ -324,20 +443,106 @@ def within_noise(speedups: pd.Series, lows: pd.Series | None, highs: pd.Series |
     return low is not None and high is not None and low <= 1.0 <= high
 
 
-def load_runs(results_root: str | Path) -> pd.DataFrame:
-    """One row per done run under ``results_root`` (columns: ``RUN_COLUMNS``), plus dry runs
-    (``status == "dry_run"``), which only architecture columns (FLOPs/params) may use."""
-    records = []
-    for path in find_metrics_files(results_root):
-        metrics = _read_metrics(path)
-        if metrics is None or metrics.status not in ("done", "dry_run"):
+# record columns that hold names; every other RUN_COLUMNS column holds a number (or nothing)
+TEXT_COLUMNS = frozenset(
+    (
+        "data",
+        "model",
+        "method",
+        "variant",
+        "finetune",
+        "adv_train",
+        "data_label",
+        "run_dir",
+        "measured_setting",
+        "status",
+        "settings",
+        "mode",
+        "robust_attack",
+    )
+)
+
+
+def record_value_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a built DataFrame row cannot be averaged or laid out (None: it can): a name column
+    that is not text, or a number column that is not a finite number."""
+    for name in RUN_COLUMNS:
+        value = record.get(name)
+        if value is None:
             continue
-        try:
-            records.append(_run_record(metrics, path))
-        except (KeyError, TypeError, AttributeError) as e:
-            log.warning("prune-report: skipping malformed %s (%r)", path, e)
+        if name in TEXT_COLUMNS:
+            if not isinstance(value, str) and not (name == "variant" and _is_number(value)):
+                return f"{name} is {_brief(value)}, not text"
+        elif not _is_number(value):
+            return f"{name} is {_brief(value)}, not a finite number"
+    return None
+
+
+@dataclass(frozen=True)
+class RunNotice:
+    """A run directory no table uses, and why: still running, failed, interrupted (``status``
+    and the run's ``error``), or a metrics.json the report cannot read (``status`` unreadable)."""
+
+    path: str  # the run directory as a page names it (results_label + the path below the root)
+    status: str
+    error: str = ""
+    updated: str = ""  # when the run last wrote its metrics.json (a "running" run that stopped long ago died)
+
+
+@dataclass
+class RunScan:
+    """What ``scan_runs`` found under a results root: the usable runs, and every run or file
+    the tables leave out, with the reason."""
+
+    runs: pd.DataFrame
+    unfinished: list[RunNotice] = field(default_factory=list)  # running / failed / interrupted
+    unreadable: list[RunNotice] = field(default_factory=list)  # skipped files (one warning each)
+
+
+def _shown_path(path: Path, results_root: Path) -> str:
+    try:
+        below = path.relative_to(results_root).as_posix()
+    except ValueError:
+        return path.as_posix()
+    return f"{results_label(results_root)}/{below}"
+
+
+def scan_runs(results_root: str | Path) -> RunScan:
+    """Every metrics.json under ``results_root``: done runs and dry runs (``status ==
+    "dry_run"``, which only architecture columns may use) become DataFrame rows (columns:
+    ``RUN_COLUMNS``); runs that are still running, failed or were interrupted are listed with
+    their error; a file that cannot be a run record (unreadable, not JSON, NaN/Infinity, nested
+    too deeply, fields of the wrong type) is skipped with one warning naming it and why."""
+    root = Path(results_root)
+    records = []
+    scan = RunScan(pd.DataFrame())
+    for path in find_metrics_files(root):
+        shown = _shown_path(path.parent, root)
+        metrics, problem = read_run_record(path)
+        if metrics is not None and metrics.status in ("done", "dry_run"):
+            try:
+                record = _run_record(metrics, path)
+                problem = record_value_problem(record) or ""
+            except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as e:
+                problem = f"a field of the wrong type ({type(e).__name__}: {e})"
+            if not problem:
+                records.append(record)
+                continue
+        elif metrics is not None:
+            error = " ".join(str(metrics.error or "").split())
+            status = metrics.status if metrics.status in STATUSES else f"unknown status {metrics.status!r}"
+            scan.unfinished.append(RunNotice(shown, status, error, str(metrics.updated or "")))
+            continue
+        log.warning("prune-report: skipping %s: %s", path, problem)
+        scan.unreadable.append(RunNotice(shown, "unreadable", problem))
     frame = pd.DataFrame.from_records(records)
-    return frame.reindex(columns=[*RUN_COLUMNS, *(c for c in frame.columns if c not in RUN_COLUMNS)])
+    scan.runs = frame.reindex(columns=[*RUN_COLUMNS, *(c for c in frame.columns if c not in RUN_COLUMNS)])
+    return scan
+
+
+def load_runs(results_root: str | Path) -> pd.DataFrame:
+    """The runs ``scan_runs`` finds usable: one row per done or dry run."""
+    return scan_runs(results_root).runs
 
 
 def select_runs(runs: pd.DataFrame, key_filter: Mapping[str, Any]) -> pd.DataFrame:
@@ -514,7 +719,7 @@ def load_specs(spec_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     for path in sorted(directory.glob("*.yaml")):
         try:
             with open(path, encoding="utf-8") as f:
-                spec = yaml.safe_load(f)
+                spec = yaml.load(f, Loader=SAFE_LOADER)
         except (OSError, yaml.YAMLError) as e:
             raise PruneLabError(f"report spec {path}: cannot read ({e})") from e
         if isinstance(spec, dict):  # rows named by the spec's experiments, read from conf/table_row
@@ -1666,7 +1871,8 @@ def generate_reports(
     unknown = [name for name in names or [] if name not in specs]
     if unknown:
         raise PruneLabError(f"unknown table {', '.join(unknown)}; available: {', '.join(specs)}")
-    runs = load_runs(results_root)
+    scan = scan_runs(results_root)
+    runs = scan.runs
     written: list[Path] = []
     every_table: list[ReportTable] = []
     pngs: dict[str, bytes] = {}
@@ -1690,6 +1896,60 @@ def generate_reports(
 
         done = int((runs["status"] == "done").sum()) if "status" in runs else len(runs)
         path = Path(out_dir) / HTML_NAME
-        write_atomic(path, render_html(every_table, pngs, results_label(results_root), done))
+        page = render_html(every_table, pngs, results_label(results_root), done)
+        write_atomic(path, with_run_notices_html(page, scan))
         written.append(path)
     return written
+    if console is not None:
+        for line in run_notice_lines(scan):
+            console.print(Text(line), overflow="fold", crop=False)
+
+
+def run_notice_lines(scan: RunScan) -> list[str]:
+    """The terminal's list of the runs no table shows: running, failed or interrupted (path,
+    status, last update, error), then the count of skipped files (each was warned about)."""
+    lines = []
+    if scan.unfinished:
+        lines.append(f"Runs not in any table ({len(scan.unfinished)}: still running, failed or interrupted):")
+        for notice in scan.unfinished:
+            updated = f" (updated {notice.updated})" if notice.updated else ""
+            error = f": {notice.error}" if notice.error else ""
+            lines.append(f"  {notice.status:<11} {notice.path}{updated}{error}")
+    if scan.unreadable:
+        lines.append(
+            f"Skipped {len(scan.unreadable)} metrics.json that cannot be a run record (warned above): "
+            + ", ".join(notice.path for notice in scan.unreadable)
+        )
+    return lines
+
+
+def run_notices_html(scan: RunScan) -> str:
+    """The HTML page's section listing the runs no table shows (empty when there are none)."""
+    import html
+
+    notices = [*scan.unfinished, *scan.unreadable]
+    if not notices:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(n.path)}</code></td><td>{html.escape(n.status)}</td>"
+        f"<td>{html.escape(n.updated)}</td><td>{html.escape(n.error)}</td></tr>"
+        for n in notices
+    )
+    return (
+        '<section id="runs-not-in-tables"><h2>Runs not in any table</h2>'
+        f"<p>{len(scan.unfinished)} still running, failed or interrupted; {len(scan.unreadable)} metrics.json "
+        "that cannot be a run record (skipped).</p>"
+        "<table><thead><tr><th>run</th><th>status</th><th>updated</th><th>error</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>\n"
+    )
+
+
+def with_run_notices_html(page: str, scan: RunScan) -> str:
+    """``page`` (pruning.report_html) with the runs-not-in-tables section before its tables."""
+    section = run_notices_html(scan)
+    if not section:
+        return page
+    for anchor in ("<main>", "</body>"):
+        if anchor in page:
+            return page.replace(anchor, section + anchor, 1)
+    return page + section

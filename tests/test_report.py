@@ -520,3 +520,112 @@ def test_latex_tables_compile_without_overfull_boxes_in_a_papers_text_width(resu
         log_text = (tmp_path / f"doc_{tex.stem}.log").read_text(errors="replace")
         assert done.returncode == 0, (tex.name, done.stdout[-2000:])
         assert "Overfull \\hbox" not in log_text, tex.name
+
+
+# --------------------------------------------------------------------------- faults: bad metrics.json
+
+
+def _bad_files() -> dict[str, str | bytes]:
+    """Malformed metrics.json files, each with the words its warning must say."""
+
+    def changed(edit) -> str:
+        record = metrics_dict("resnet56", seed=7)
+        edit(record)
+        return json.dumps(record)
+
+    return {
+        "deeply_nested": "[" * 100_000 + "]" * 100_000,
+        "deeply_nested_object": '{"schema": 2, "key": {"data": "c", "model": "m", "method": "x"}, "extras": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}",
+        "json_list": "[1, 2, 3]",
+        "json_string": '"done"',
+        "empty": "",
+        "truncated": '{"schema": 2, "status": "do',
+        "binary": b"\xff\xfe\x00\x01garbage",
+        "stages_list": changed(lambda r: r.update(stages=[1, 2])),
+        "stages_string": changed(lambda r: r.update(stages="pretrain")),
+        "stage_string": changed(lambda r: r["stages"].update(pretrain="x")),
+        "latency_list": changed(lambda r: r.update(latency=[1])),
+        "latency_string": changed(lambda r: r.update(latency="fast")),
+        "latency_speedup_string": changed(lambda r: r["latency"]["cpu_b1"].update(speedup="x")),
+        "top1_string": changed(lambda r: r["final"].update(top1_best="ninety")),
+        "pretrain_top1_string": changed(lambda r: r["stages"]["pretrain"].update(top1_best="x")),
+        "flops_string": changed(lambda r: r.update(flops_reduction="x")),
+        "epochs_string": changed(lambda r: r["budget"].update(pretrain_epochs="three")),
+        "ratio_string": changed(lambda r: r["key"].update(ratio="half")),
+        "seed_string": changed(lambda r: r["key"].update(seed="zero")),
+        "model_object": changed(lambda r: r["key"].update(model={"a": 1})),
+        "label_object": changed(lambda r: r["data"].update(label={"a": 1})),
+        "evaluation_string": changed(lambda r: r.update(evaluations={"pgd": "x"})),
+        "top1_bool": changed(lambda r: r["final"].update(top1_best=True)),
+        "huge_integer": changed(lambda r: r.update(flops_reduction=10**400)),
+        "nan": changed(lambda r: r["final"].update(top1_best=float("nan"))),
+        "infinity": changed(lambda r: r.update(flops_reduction=float("inf"))),
+        "minus_infinity": changed(lambda r: r["final"].update(top1_best=float("-inf"))),
+        "status_list": changed(lambda r: r.update(status=["done"])),
+    }
+
+
+def test_each_malformed_metrics_file_is_skipped_with_one_warning_and_every_table_is_written(
+    tmp_path: Path, caplog
+) -> None:
+    from pruning.report import scan_runs
+
+    root = tmp_path / "results"
+    write_run(root, "good", model="resnet56", seed=0, final_top1=92.10, unpruned_top1=92.80)
+    bad = _bad_files()
+    for name, content in bad.items():
+        path = root / "bad" / name / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with caplog.at_level(logging.WARNING, logger="pruning.report"):
+        scan = scan_runs(root)
+    assert list(scan.runs["run_dir"]) == [str(root / "good")]
+    warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    for name in bad:  # one line per file, naming it and why
+        (line,) = [w for w in warnings if f"/bad/{name}/metrics.json" in w]
+        assert line.split("metrics.json: ", 1)[1], line
+    assert len(warnings) == len(bad)
+    assert "nested too deeply" in " ".join(w for w in warnings if "deeply_nested/" in w)
+    assert "NaN" in next(w for w in warnings if "/nan/" in w)
+    assert "stages is a JSON list, not an object" in next(w for w in warnings if "stages_list" in w)
+    assert "final.top1_best is 'ninety', not a number" in next(w for w in warnings if "/top1_string/" in w)
+    assert {n.status for n in scan.unreadable} == {"unreadable"} and len(scan.unreadable) == len(bad)
+
+    (table,) = build_tables(load_specs(SPEC_DIR)["rethinking_l1_cifar10"], scan.runs, figures=False)
+    assert table.by_row()["ResNet-56-A"]["Fine-tuned"].startswith("92.10 (")  # the good run's table
+
+    main = load_cli_main()  # the command: exit 0, its tables written (one without a figure: fast)
+    out = tmp_path / "tables"
+    assert main(["rethinking_l1_imagenet", "--results-root", str(root), "--out", str(out), "--format", "csv"]) == 0
+    assert (out / "rethinking_l1_imagenet.csv").is_file()
+
+
+def test_running_failed_and_interrupted_runs_are_listed_in_the_terminal_and_the_html_page(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    root = tmp_path / "results"
+    write_run(root, "ok", model="resnet56")
+    for status, error in (("running", None), ("failed", "CUDA out of memory"), ("interrupted", "SIGTERM (143)")):
+        record = metrics_dict("resnet56", seed=3, status=status)
+        record.update(error=error, updated="2026-12-01T10:00:00+00:00")
+        path = root / "runs" / status / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+    (root / "runs" / "garbled").mkdir()
+    (root / "runs" / "garbled" / "metrics.json").write_text("[]")
+    console = Console(width=120, record=True, file=io.StringIO())
+    out = tmp_path / "tables"
+    generate_reports(root, out, names=["rethinking_l1_imagenet"], formats=["html"], spec_dir=SPEC_DIR, console=console)
+    text = console.export_text()
+    assert "Runs not in any table (3: still running, failed or interrupted)" in text
+    assert "failed      results/runs/failed (updated 2026-12-01T10:00:00+00:00): CUDA out of memory" in text
+    assert "interrupted results/runs/interrupted" in text and "SIGTERM (143)" in text
+    assert "running     results/runs/running" in text
+    assert "Skipped 1 metrics.json" in text and "results/runs/garbled" in text
+    page = (out / "report.html").read_text()
+    section = page[page.index('id="runs-not-in-tables"') : page.index("<main>")]
+    for words in ("results/runs/failed", "CUDA out of memory", "interrupted", "results/runs/garbled", "JSON object"):
+        assert words in section, words
