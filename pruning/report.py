@@ -68,6 +68,19 @@ from rich.text import Text
 from tabulate import tabulate
 
 from pruning import PruneLabError
+from pruning.figure_style import (
+    DODGE_NOTE,
+    FILL_WORDS,
+    FILLS,
+    MARKER_SIZE,
+    POLICY_FILLS,
+    POLICY_LINESTYLES,
+    dodge_offsets,
+    marker_kwargs,
+    method_style,
+    run_style_key,
+    shifted,
+)
 from pruning.io import atomic_write, os_error_message
 from pruning.paper import SAFE_LOADER, expand_rows
 from pruning.results import KEY_FIELDS, STATUSES, RunMetrics, StageRecord
@@ -138,7 +151,6 @@ ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as
 UNVERIFIED_MARK = "†"
 UNVERIFIED_FOOTNOTE = "† recalled value, not yet checked against the paper (shared/reference/papers.md)"
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "·": r"$\cdot$", "−": "-"}
-FINETUNE_STYLES = {"finetune": ("o", "-"), "scratch_e": ("s", ":"), "scratch_b": ("^", "-.")}
 
 
 # --------------------------------------------------------------------------- loading runs
@@ -1164,37 +1176,72 @@ def build_paper_table(
     return table
 
 
-FIGURE_Y_METRICS = ("final_top1", "final_top1_last")  # a paper table's figure plots its final-accuracy columns
-SERIES_MARKERS = "osD^vP*X"
+FIGURE_Y_METRICS = ("final_top1", "final_top1_last")  # a paper table's figure plots its headline accuracy columns
 
 
 def figure_series(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The columns a paper table's figure plots: ``plot.y`` (a run column, e.g. test bpc), or
-    ``plot.series`` (column keys), else the columns of final top-1 (best epoch; the last
-    epoch's where the table has no best-epoch column): fine-tuned, scratch-E, scratch-B..."""
+    ``plot.series`` (column keys), else the table's headline: the columns of the final-accuracy
+    metric (best epoch ``final_top1`` or last epoch ``final_top1_last``) its first such column
+    uses, e.g. fine-tuned, scratch-E, scratch-B (a table that leads with last-epoch accuracy is
+    plotted at the last epoch, not at its best-epoch columns further right)."""
     plot = spec.get("plot") or {}
     if plot.get("y"):
         label = next((c["label"] for c in spec["columns"] if c["metric"] == plot["y"]), plot["y"])
         return [{"key": "plot", "label": label, "metric": plot["y"]}]
     if plot.get("series"):
         return [c for key in plot["series"] for c in spec["columns"] if c["key"] == key]
-    for metric in FIGURE_Y_METRICS:
-        columns = [c for c in spec["columns"] if c.get("metric") == metric]
-        if columns:
-            return columns
-    return []
+    headline = next((c["metric"] for c in spec["columns"] if c.get("metric") in FIGURE_Y_METRICS), None)
+    return [c for c in spec["columns"] if c.get("metric") == headline] if headline else []
 
 
 X_LABELS = {"flops_reduction": "FLOPs reduction (%)", "params_pruned": "parameters"}
 
 
+def _series_fills(points: Sequence[Mapping[str, Any]], series_used: Sequence[int]) -> dict[int, str]:
+    """A paper figure's series (columns) as marker fills: the second-stage policies' fills when
+    each column holds one policy of its own (Rethinking: fine-tuned / scratch-E / scratch-B, as
+    in the sweep figure), else by column order (TAS: KD, no-KD, fine-tuned)."""
+    policies = {i: {p["policy"] for p in points if p["series"] == i} for i in series_used}
+    distinct = [next(iter(v)) for v in policies.values() if len(v) == 1]
+    if len(distinct) == len(series_used) == len(set(distinct)) and all(d in POLICY_FILLS for d in distinct):
+        fills = {i: POLICY_FILLS[next(iter(policies[i]))] for i in series_used}
+        if len(set(fills.values())) == len(fills):
+            return fills
+    return {i: FILLS[n % len(FILLS)] for n, i in enumerate(series_used)}
+
+
+def _display_span(values: Sequence[float], margin: float = 0.2, log: bool = False) -> tuple[float, float]:
+    """The axis span matplotlib shows for ``values`` with ``margin`` (for the dodge's scale)."""
+    if log:
+        logs = [math.log10(v) for v in values if v > 0] or [0.0]
+        low, high = _display_span(logs, margin)
+        return 10**low, 10**high
+    low, high = min(values), max(values)
+    if high - low < 0.05 * max(abs(low), abs(high), 1.0):  # (nearly) one value: a span around it
+        middle, half = (low + high) / 2, 0.1 * max(abs(low), abs(high), 1.0)
+        return middle - half, middle + half
+    return low - margin * (high - low), high + margin * (high - low)
+
+
+def _one_x(points: Sequence[Mapping[str, Any]]) -> bool:
+    """Every row of a panel at (nearly) the same x (ANP-VS's short runs: all at FLOPs× 1.00):
+    an x axis that cannot separate them."""
+    xs = [p["x"] for p in points]
+    rows = {p["row"] for p in points}
+    return len(rows) > 1 and max(xs) - min(xs) <= 1e-3 * max(abs(max(xs)), abs(min(xs)), 1.0)
+
+
 def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) -> Any:
-    """A paper table as a figure: y (final top-1, ``plot.series`` columns, or ``plot.y`` such as
-    test bpc) against x (``plot.x``; default the FLOPs reduction), one panel per model (the
-    runs' model), a colour per row and a marker per column (fine-tuned / scratch-E / ...). Ours
-    filled with std error bars; the paper's value hollow, at the paper's x where the table has
-    it; the unpruned baseline (ours) dashed. The legend sits below the panels. None when no row
-    has both coordinates."""
+    """A paper table as a figure: y (the table's headline accuracy, ``plot.series`` columns, or
+    ``plot.y`` such as test bpc) against x (``plot.x``; default the FLOPs reduction), one panel
+    per model (the runs' model). Each row's method has its colour and marker shape everywhere
+    (``pruning.figure_style``); the column (fine-tuned / scratch-E / ...) is the marker's fill.
+    Ours with std error bars; the paper's value hollow, at the paper's x where the table has
+    it; the unpruned baseline (ours) dashed; points that would coincide are offset sideways (the
+    x label says so). A panel whose rows all share one x (nothing pruned) puts the columns on
+    the x axis instead, the rows side by side in each, every value written next to its point.
+    The legend sits below the panels. None when no row has both coordinates."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -1217,10 +1264,13 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
             panel = str(cell["model"].iloc[0])
             names.setdefault(panel, set()).add(row["unpruned_name"])
             paper_y = _paper_value(row, column) if column["key"] != "plot" else None
+            first = cell.iloc[0]
             points.setdefault(panel, []).append(
                 {
                     "row": row_index,
                     "series": index,
+                    "key": run_style_key(first),
+                    "policy": first.get("finetune"),
                     "x": x.mean,
                     "y": y.mean,
                     "error": y.std or 0.0,
@@ -1243,9 +1293,30 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
     baselines = {title_of[panel]: value for panel, value in baselines.items()}
     points = titled
     panels = list(points)
+    every = [p for panel in panels for p in points[panel]]
+    rows_used = sorted({p["row"] for p in every})
+    series_used = sorted({p["series"] for p in every})
+    key_of_row = {p["row"]: p["key"] for p in every}
+    policy_of_row = {p["row"]: p["policy"] for p in every}
+    fills = _series_fills(every, series_used) if len(series_used) > 1 else {}
+    categorical = {panel: _one_x(points[panel]) for panel in panels}
+
+    def fill_of(p: Mapping[str, Any]) -> str:
+        if categorical[p["panel"]]:
+            return "full"  # the column is the x position
+        if fills:
+            return fills[p["series"]]
+        return POLICY_FILLS.get(str(p["policy"]), "full")
+
+    for panel in panels:
+        for p in points[panel]:
+            p["panel"] = panel
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    figure = Figure(figsize=(max(6.4, 4.0 * ncols + 0.8), 3.4 * nrows + 2.0), layout="constrained")
+    width = max(6.4, 4.0 * ncols + 0.8)
+    if any(categorical.values()):
+        width = max(width, min(12.0, 1.6 + 0.55 * len(rows_used) * len(series_used) * ncols))
+    figure = Figure(figsize=(width, 3.4 * nrows + 2.0), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(nrows, ncols, squeeze=False)
     for axes in grid.flat[len(panels) :]:
@@ -1257,41 +1328,102 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
         if all(c["metric"] == "final_top1_last" for c in series)
         else "test top-1 (%)"
     )
+    xlabel = plot.get("xlabel") or X_LABELS.get(x_metric) or (x_column["label"] if x_column else x_metric)
+    log_x = plot.get("xscale") == "log"
+    # a row's legend marker; rows of one method that would share it get a letter, written beside
+    # each of their points too (two dense nets, two FLOP targets, ResNet-56-A and -B)
+    row_fill = {
+        i: "full" if fills or all(categorical.values()) else POLICY_FILLS.get(str(policy_of_row[i]), "full")
+        for i in rows_used
+    }
+    handle_of = {i: (key_of_row[i], row_fill[i]) for i in rows_used}
+    shared = [i for i in rows_used if sum(handle_of[j] == handle_of[i] for j in rows_used) > 1]
+    tag_of = {i: "abcdefghijklmnopqrstuvwxyz"[n % 26] for n, i in enumerate(shared)}
+    dodged = False
     for axes, panel in zip(grid.flat, panels, strict=False):
-        for p in points[panel]:
-            color, marker = f"C{p['row'] % 10}", SERIES_MARKERS[p["series"] % len(SERIES_MARKERS)]
-            axes.errorbar([p["x"]], [p["y"]], yerr=[p["error"]], color=color, marker=marker, capsize=3, ls="none")
-            if p["paper_y"] is not None:
-                axes.plot([p["paper_x"]], [p["paper_y"]], marker=marker, markerfacecolor="none", color=color, ls="none")
+        panel_points = points[panel]
+        if categorical[panel]:
+            _draw_categories(axes, panel_points, series, xlabel, tag_of)
+        else:
+            # ours and the paper's values: one list, spread where they would coincide
+            drawn = [(p["x"], p["y"], p, False) for p in panel_points]
+            drawn += [(p["paper_x"], p["paper_y"], p, True) for p in panel_points if p["paper_y"] is not None]
+            x_span = _display_span([d[0] for d in drawn], log=log_x)
+            ys = [v for p in panel_points for v in (p["y"] - p["error"], p["y"] + p["error"])]
+            ys += [d[1] for d in drawn]
+            y_span = _display_span(ys, margin=0.15)
+            offsets = dodge_offsets([(d[0], d[1]) for d in drawn], x_span, y_span, log_x=log_x, near=0.03, step=0.032)
+            dodged |= any(o != (1.0 if log_x else 0.0) for o in offsets)
+            for (x, y, p, paper), offset in zip(drawn, offsets, strict=True):
+                style = marker_kwargs(p["key"], fill_of(p), hollow=paper)
+                if paper:
+                    axes.plot([shifted(x, offset, log_x)], [y], linestyle="none", **style)
+                else:
+                    axes.errorbar(
+                        [shifted(x, offset, log_x)], [y], yerr=[p["error"]], capsize=3, linestyle="none", **style
+                    )
+                    if p["row"] in tag_of:
+                        axes.annotate(
+                            tag_of[p["row"]],
+                            (shifted(x, offset, log_x), y),
+                            xytext=(6, 4),
+                            textcoords="offset points",
+                            fontsize=8,
+                            fontweight="bold",
+                            color=style["color"],
+                        )
+            if log_x:
+                axes.set_xscale("log")
+            elif not plot.get("xscale"):
+                low, high = min(d[0] for d in drawn), max(d[0] for d in drawn)
+                if high - low < 0.05 * max(abs(low), abs(high), 1.0):  # a readable span, not 34.198 ... 34.212
+                    axes.set_xlim(*x_span)
+            axes.set_xlabel(xlabel, fontsize=8)
+            axes.margins(x=0.2, y=0.15)
         if panel in baselines:
             axes.axhline(baselines[panel], color="0.4", linestyle="--", linewidth=1)
-        if plot.get("xscale"):
-            axes.set_xscale(plot["xscale"])
-        else:  # points at (nearly) one x: a readable span around it, not 34.198 ... 34.212
-            xs = [v for p in points[panel] for v in (p["x"], p["paper_x"])]
-            low, high = min(xs), max(xs)
-            if high - low < 0.05 * max(abs(low), abs(high), 1.0):
-                middle, half = (low + high) / 2, 0.1 * max(abs(low), abs(high), 1.0)
-                axes.set_xlim(middle - half, middle + half)
         axes.set_title(panel, fontsize=9)
-        xlabel = plot.get("xlabel") or X_LABELS.get(x_metric) or (x_column["label"] if x_column else x_metric)
-        axes.set_xlabel(xlabel, fontsize=8)
         axes.set_ylabel(ylabel, fontsize=8)
         axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-        axes.margins(x=0.2, y=0.15)
-    rows_used = sorted({p["row"] for panel in panels for p in points[panel]})
-    series_used = sorted({p["series"] for panel in panels for p in points[panel]})
-    handles: list[Any] = [Line2D([], [], color=f"C{i % 10}", linewidth=6) for i in rows_used]
-    labels = ["\n".join(textwrap.wrap(spec["rows"][i]["name"], 60)) for i in rows_used]
-    if len(series_used) > 1:
-        handles += [
-            Line2D([], [], color="0.3", marker=SERIES_MARKERS[i % len(SERIES_MARKERS)], linestyle="none")
-            for i in series_used
-        ]
-        labels += [series[i]["label"] for i in series_used]
-    if any(p["paper_y"] is not None for panel in panels for p in points[panel]):
-        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none"))
+        axes.grid(alpha=0.3, axis="y" if categorical[panel] else "both")
+    if dodged:
+        for axes, panel in zip(grid.flat, panels, strict=False):
+            if not categorical[panel]:
+                axes.set_xlabel(f"{xlabel}\n({DODGE_NOTE})", fontsize=8)
+
+    def row_label(i: int) -> str:
+        label = (f"{tag_of[i]}: " if i in tag_of else "") + spec["rows"][i]["name"]
+        in_categories = [p for p in every if p["row"] == i and categorical[p["panel"]]]
+        paper_xs = {round(p["paper_x"], 3) for p in in_categories if p["paper_y"] is not None}
+        if in_categories and paper_xs and paper_xs != {round(in_categories[0]["x"], 3)}:
+            x_name = x_column["label"] if x_column else x_metric
+            label += f" (paper at {x_name} {', '.join(f'{v:g}' for v in sorted(paper_xs))})"
+        return "\n".join(textwrap.wrap(label, 60))
+
+    handles: list[Any] = []
+    for i in rows_used:
+        handles.append(Line2D([], [], linestyle="none", **marker_kwargs(key_of_row[i], row_fill[i])))
+    labels = [row_label(i) for i in rows_used]
+    if fills and not all(categorical.values()):
+        for i in series_used:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    **{**marker_kwargs("dense", fills[i]), "color": "0.3", "markeredgecolor": "0.3", "marker": "o"},
+                )
+            )
+            labels.append(f"{series[i]['label']} ({FILL_WORDS[fills[i]]})")
+    if any(p["paper_y"] is not None for p in every):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                **{**marker_kwargs("dense", hollow=True), "color": "0.3", "markeredgecolor": "0.3", "marker": "o"},
+            )
+        )
         labels.append("paper (hollow)")
     if baselines:
         handles.append(Line2D([], [], color="0.4", linestyle="--"))
@@ -1300,6 +1432,46 @@ def build_row_figure(spec: Mapping[str, Any], runs: pd.DataFrame, title: str) ->
     ncol = 1 if max(len(label) for label in labels) > 40 or len(labels) <= 3 else min(3, len(labels))
     figure.legend(handles, labels, loc="outside lower left", ncol=ncol, fontsize=8, frameon=False)
     return figure
+
+
+def _draw_categories(
+    axes: Any,
+    panel_points: Sequence[Mapping[str, Any]],
+    series: Sequence[Mapping[str, Any]],
+    xlabel: str,
+    tag_of: Mapping[int, str],
+) -> None:
+    """A panel whose rows share one x: the columns (clean / white-box / ...) on the x axis, the
+    rows side by side within each (method colour and marker), each value written beside its
+    point; the paper's value hollow in the row's slot; the shared x named in the axis label."""
+    columns = sorted({p["series"] for p in panel_points})
+    rows = sorted({p["row"] for p in panel_points})
+    slot = 0.8 / len(rows)
+    for p in panel_points:
+        x = columns.index(p["series"]) + (rows.index(p["row"]) - (len(rows) - 1) / 2) * slot
+        style = marker_kwargs(p["key"])
+        axes.errorbar([x], [p["y"]], yerr=[p["error"]], capsize=3, linestyle="none", **style)
+        if p["paper_y"] is not None:
+            axes.plot(
+                [x], [p["paper_y"]], linestyle="none", **marker_kwargs(p["key"], hollow=True, size=MARKER_SIZE + 3)
+            )
+        axes.annotate(
+            (f"{tag_of[p['row']]} " if p["row"] in tag_of else "") + f"{p['y']:.1f}",
+            (x, p["y"]),
+            xytext=(7, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=6.5,
+            color=method_style(p["key"]).color,
+        )
+    axes.set_xticks(range(len(columns)), [series[i]["label"] for i in columns], fontsize=8)
+    axes.set_xlim(-0.6, len(columns) - 0.4)
+    for boundary in range(1, len(columns)):
+        axes.axvline(boundary - 0.5, color="0.85", linewidth=0.8)
+    shared_x = panel_points[0]["x"]
+    axes.set_xlabel(f"every row at {xlabel} = {shared_x:.2f} (ours): the columns side by side", fontsize=8)
+    axes.margins(y=0.12)
 
 
 def build_sweep_table(
@@ -1476,40 +1648,72 @@ def method_labels(runs: pd.DataFrame) -> list[str]:
 
 def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     """Top-1 (mean, std error bars) vs FLOPs reduction, one line per (model, method, finetune
-    policy), each model's unpruned baseline as a dashed horizontal line. Uses the Agg canvas."""
+    policy), each distinct unpruned baseline as a dashed horizontal line. A method has its
+    colour and marker shape of every figure (``pruning.figure_style``), the policy is the line
+    style and the marker's fill (fine-tuned full, scratch-E left half, scratch-B right half); a
+    second label of the same method (TAS without KD, another model or setting) is drawn hollow
+    and a third and later smaller. Points that would coincide are offset sideways (the x label
+    says so). Uses the Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     # runs that differ in variant or method settings (e.g. slimming's sparsity) are separate lines
-    runs = runs.assign(method=method_labels(runs))
+    runs = runs.assign(method=method_labels(runs), style_key=[run_style_key(r) for _, r in runs.iterrows()])
     figure = Figure(figsize=(7.0, 4.8))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    palette = [f"C{i}" for i in range(10)]
     lines = sorted({(m, meth) for m, meth in zip(runs["model"], runs["method"], strict=True)})
-    color_of = {line: palette[i % len(palette)] for i, line in enumerate(lines)}  # (model, method)
+    key_of = {
+        line: runs[(runs["model"] == line[0]) & (runs["method"] == line[1])]["style_key"].iloc[0] for line in lines
+    }
+    rank_of: dict[tuple[str, str], int] = {}  # the n-th (model, label) of one method: hollow, then smaller
+    for line in lines:
+        rank_of[line] = sum(key_of[other] == key_of[line] for other in rank_of)
     several_methods = runs["method"].nunique() > 1
     several_models = runs["model"].nunique() > 1  # one model: named in the title, not in every label
+    drawn = []  # (model, label, policy, points)
     for (model, method, finetune), line_runs in runs.groupby(["model", "method", "finetune"], sort=True):
         points = []
         for _, ratio_runs in line_runs.groupby("ratio", sort=True):
             flops, final = mean_std(ratio_runs["flops_reduction"]), mean_std(ratio_runs["final_top1"])
             if flops.n and final.n:
                 points.append((flops.mean, final.mean, final.std or 0.0))
-        if not points:
-            continue
+        if points:
+            drawn.append((model, method, finetune, sorted(points)))
+    every = [(x, y) for *_, points in drawn for x, y, _ in points]
+    errors = [v for *_, points in drawn for _, y, e in points for v in (y - e, y + e)]
+    offsets = iter(
+        dodge_offsets(
+            every,
+            _display_span([x for x, _ in every], margin=0.05),
+            _display_span(errors, margin=0.05),
+            near=0.022,
+            step=0.02,
+        )
+        if every
+        else []
+    )
+    dodged = False
+    for model, method, finetune, points in drawn:
         label = " · ".join([*([model] if several_models else []), *([method] if several_methods else []), finetune])
-        xs, ys, errors = zip(*sorted(points), strict=True)
-        marker, linestyle = FINETUNE_STYLES.get(finetune, ("D", "-"))
+        xs, ys, errs = zip(*points, strict=True)
+        shifts = [next(offsets) for _ in xs]
+        dodged |= any(shifts)
+        rank = rank_of[(model, method)]
+        style = marker_kwargs(
+            key_of[(model, method)],
+            "none" if rank == 1 else POLICY_FILLS.get(finetune, "full"),
+            size=MARKER_SIZE if rank < 2 else MARKER_SIZE - 2.5,
+        )
         axes.errorbar(
-            xs,
+            [x + s for x, s in zip(xs, shifts, strict=True)],
             ys,
-            yerr=errors,
-            color=color_of[(model, method)],
+            yerr=errs,
             capsize=3,
             label=label,
-            marker=marker,
-            linestyle=linestyle,
+            linestyle=POLICY_LINESTYLES.get(finetune, "-"),
+            linewidth=1.2 if rank == 1 else 1.5,
+            **style,
         )
     # unpruned baselines: one dashed line per distinct baseline (methods that share one, e.g.
     # L1-norm and magnitude, share the line; sparsity-trained baselines get their own)
@@ -1521,9 +1725,10 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
             baselines.setdefault((model, format_mean_std(baseline)), []).append(method)
             first = baselines[(model, format_mean_std(baseline))][0]
             if first == method:
-                axes.axhline(baseline.mean, color=color_of[(model, method)], linestyle="--", linewidth=1)
+                color = method_style(key_of[(model, method)]).color
+                axes.axhline(baseline.mean, color=color, linestyle="--", linewidth=1)
     for (model, text), methods in baselines.items():
-        color = color_of[(model, methods[0])]
+        color = method_style(key_of[(model, methods[0])]).color
         axes.plot(
             [],
             [],
@@ -1533,7 +1738,7 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
             label=f"{model + ' ' if several_models else ''}unpruned"
             f"{' (' + ', '.join(methods) + ')' if several_methods else ''}: {text}",
         )
-    axes.set_xlabel("FLOPs reduction (%)")
+    axes.set_xlabel("FLOPs reduction (%)" + (f"\n({DODGE_NOTE})" if dodged else ""))
     axes.set_ylabel("top-1 test accuracy (%), best over epochs")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
@@ -1543,7 +1748,7 @@ def build_sweep_figure(runs: pd.DataFrame, title: str) -> Any:
     labels = ["\n".join(textwrap.wrap(label, 95)) for label in labels]
     legend_lines = sum(label.count("\n") + 1 for label in labels)
     figure.set_size_inches(8.0, 4.8 + 0.16 * legend_lines)
-    axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     return figure
 
 
