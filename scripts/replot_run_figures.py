@@ -28,7 +28,17 @@ def _tas(record_path: Path, metrics: dict) -> Path:
     log = read_json(record_path)
     last = log["epochs"][-1]
     out = record_path.parent / "tas_widths.png"
-    plot_distributions(last, out, widths_title(len(log["epochs"]), float(log["ratio"]), last["flops_ratio_argmax"]))
+    trained = metrics.get("spec_pruned") if isinstance(metrics.get("spec_pruned"), dict) else None
+    if trained is not None and trained.get("arch") != "resnet_tas":
+        trained = None
+    reduction = metrics.get("flops_reduction") if trained is not None else None
+    title = widths_title(
+        len(log["epochs"]),
+        float(log["ratio"]),
+        last["flops_ratio_argmax"],
+        float(reduction) if isinstance(reduction, (int, float)) else None,
+    )
+    plot_distributions(last, out, title, trained)  # the trained net's widths, the argmax behind them
     return out
 
 

@@ -107,6 +107,42 @@ def test_tas_picture_names_the_layers_and_marks_removed_blocks(tmp_path: Path):
     _legends_outside(figure)
 
 
+def tas_trained_spec() -> dict:
+    """The net trained from ``tas_record``'s search after a budget fit: wider than the argmax
+    (which keeps half of each layer) and with stage 0's second block back."""
+    return {
+        "arch": "resnet_tas",
+        "stem": 12,
+        "stages": [{"stride": 1, "blocks": [[12], [8]]}, {"stride": 2, "blocks": [[24]]}],
+    }
+
+
+def test_tas_picture_draws_the_trained_net_with_the_search_argmax_behind_it(tmp_path: Path):
+    """A short search's argmax removed 85.5% of the FLOPs, the trained net (after the budget fit)
+    49.9%: the bars are the trained net's widths; the argmax is a lighter, labelled bar behind
+    them; blocks the trained net keeps are not hatched as removed."""
+    record = tas_record()
+    figure = plot_distributions(record, tmp_path / "tas_widths.png", "TAS test", tas_trained_spec())
+    _is_png(tmp_path / "tas_widths.png")
+    bars = figure.axes[1]
+    by_label: dict[str, list] = {}
+    for container in bars.containers:
+        by_label[container.get_label()] = [patch.get_height() for patch in container.patches]
+    assert by_label["trained net"] == [12, 12, 8, 24]
+    argmax = next(v for k, v in by_label.items() if k.startswith("search argmax"))
+    assert argmax == [8, 8, 0, 16]  # half of each dense width; block 0.1 is beyond stage 0's argmax depth
+    assert not [p for p in bars.patches if p.get_hatch()]  # the trained net keeps every drawn block
+    assert "trained net" in bars.get_title()
+    _legends_outside(figure)
+
+
+def test_tas_widths_title_names_the_trained_reduction():
+    from pruning.methods.tas import widths_title
+
+    title = widths_title(4, 0.45, 0.145, 49.9)
+    assert "search argmax removes 85.5%" in title and "the trained net removes 49.9%" in title
+
+
 def test_pfs_picture_names_the_layers(tmp_path: Path):
     figure = plot_gates(pfs_layers(), tmp_path / "pfs_gates.png", "PFS test")
     _is_png(tmp_path / "pfs_gates.png")
@@ -174,7 +210,8 @@ def test_replot_script_redraws_every_kind_from_its_record(tmp_path: Path):
 
     tas = tas_record()
     tas_epochs = [{**tas, "flops_ratio_argmax": 0.55}]
-    run("tas", "tas_search.json", {"target_flops_ratio": 0.55, "ratio": 0.45, "epochs": tas_epochs}, {})
+    tas_metrics = {"spec_pruned": tas_trained_spec(), "flops_reduction": 49.9}
+    run("tas", "tas_search.json", {"target_flops_ratio": 0.55, "ratio": 0.45, "epochs": tas_epochs}, tas_metrics)
     pfs = {
         "ratio": 0.5,
         "achieved": 0.49,
@@ -210,3 +247,25 @@ def test_replot_script_redraws_every_kind_from_its_record(tmp_path: Path):
     for path in written:
         assert path.read_bytes()[:8] == PNG
     assert not (unfinished / "anp_masks.png").exists() and any("running" in s for s in said)
+
+
+def test_a_tas_run_draws_the_net_it_trains_not_the_raw_search_result(tmp_path: Path, monkeypatch):
+    """``tas_widths.png`` in a run directory is drawn after the budget fit, from the spec that is
+    trained, with its FLOPs reduction in the title (the search cache keeps the argmax picture)."""
+    import pruning.methods.tas as tas
+    from pruning.data import load_digits_data
+    from pruning.methods.base import PruneContext
+    from tests.test_tas import tiny_resnet
+
+    calls = []
+    real = tas.plot_distributions
+    monkeypatch.setattr(tas, "plot_distributions", lambda *a: calls.append(a) or real(*a))
+    method = tas.TAS(ratio=0.5, search_epochs=1, batch_size=256, init_from_dense=True)
+    ctx = PruneContext(data=load_digits_data(), device="cpu", input_shape=(1, 8, 8), seed=0, work_dir=tmp_path)
+    result = method.prune(tiny_resnet(14), ctx)
+    record, path, title, trained = calls[-1]
+    assert path == tmp_path / "tas_widths.png" and path.stat().st_size > 1000
+    assert trained == result.spec
+    assert f"the trained net removes {result.extras['achieved_flops_reduction']:.1f}%" in title
+    widths, _ = tas.trained_widths(trained)
+    assert set(widths) <= {layer["name"] for layer in record["layers"]}

@@ -282,19 +282,42 @@ def distribution_record(net: TASSupernet) -> dict:
     return {"layers": layers, "depth": stages}
 
 
-def widths_title(search_epochs: int, ratio: float, flops_ratio_argmax: float) -> str:
-    """The title of ``tas_widths.png`` (also used by ``scripts/replot_run_figures.py``)."""
-    return (
+def widths_title(
+    search_epochs: int, ratio: float, flops_ratio_argmax: float, trained_reduction: float | None = None
+) -> str:
+    """The title of ``tas_widths.png`` (also used by ``scripts/replot_run_figures.py``);
+    ``trained_reduction``: the FLOPs reduction (%) of the network that was trained, when the
+    picture shows it (after ``fit_budget``)."""
+    title = (
         f"TAS width distributions after {search_epochs} search epochs "
-        f"(target: remove {100 * ratio:.1f}% FLOPs; argmax removes {100 * (1 - flops_ratio_argmax):.1f}%)"
+        f"(target: remove {100 * ratio:.1f}% FLOPs; search argmax removes {100 * (1 - flops_ratio_argmax):.1f}%"
     )
+    if trained_reduction is not None:
+        title += f"; the trained net removes {trained_reduction:.1f}%"
+    return title + ")"
 
 
-def plot_distributions(record: dict, path: Path, title: str) -> Any:
+def trained_widths(spec: dict) -> tuple[dict[str, int], list[int]]:
+    """A ``resnet_tas`` spec (the network that was trained) as the search record's layer names ->
+    width (``stem``, ``stages.<s>.<b>.conv<j>``; a removed block's layers are absent) and the
+    blocks kept per stage."""
+    widths = {"stem": int(spec["stem"])}
+    depths = []
+    for s, stage in enumerate(spec["stages"]):
+        depths.append(len(stage["blocks"]))
+        for b, block in enumerate(stage["blocks"]):
+            widths.update({f"stages.{s}.{b}.conv{j}": int(width) for j, width in enumerate(block)})
+    return widths, depths
+
+
+def plot_distributions(record: dict, path: Path, title: str, trained_spec: dict | None = None) -> Any:
     """``tas_widths.png``: per searched layer (named on the x axis) the probability of each candidate
     width (colour centred on the uniform 1/K, so that a near-uniform search shows as pale and the
-    argmax is marked), the searched (argmax) widths vs the dense ones, and the depth distribution of
-    each stage. Returns the Figure."""
+    argmax is marked), the widths vs the dense ones, and the depth distribution of each stage.
+    With ``trained_spec`` (the ``resnet_tas`` spec that was trained, after ``fit_budget``) the
+    middle panel shows that network's widths and removed blocks, the search's own argmax drawn
+    behind them in a lighter shade (it can differ far: 85.5% vs 49.9% removed); without it, the
+    argmax (a search-cache picture). Returns the Figure."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
@@ -331,27 +354,51 @@ def plot_distributions(record: dict, path: Path, title: str) -> Any:
 
     xs = np.arange(len(layers))
     mid.bar(xs, [layer["dense"] for layer in layers], color="lightgray", label="dense")
-    depth_of = {s["stage"]: s["chosen"] for s in stages}
-    dropped = []  # layers of the blocks beyond a stage's searched depth: not in the searched net
-    for layer in layers:
-        parts = layer["name"].split(".")
-        inside = len(parts) >= 3 and parts[0] == "stages" and parts[1].isdigit() and parts[2].isdigit()
-        dropped.append(inside and int(parts[2]) >= depth_of.get(int(parts[1]), len(layers)))
-    chosen = [0 if d else layer["chosen"] for layer, d in zip(layers, dropped, strict=True)]
-    mid.bar(xs, chosen, color="C0", label="searched (argmax)")
+
+    def removed(depth_of: dict[int, int]) -> list[bool]:  # layers of the blocks beyond a stage's depth
+        out = []
+        for layer in layers:
+            parts = layer["name"].split(".")
+            inside = len(parts) >= 3 and parts[0] == "stages" and parts[1].isdigit() and parts[2].isdigit()
+            out.append(inside and int(parts[2]) >= depth_of.get(int(parts[1]), len(layers)))
+        return out
+
+    argmax_dropped = removed({s["stage"]: s["chosen"] for s in stages})
+    argmax = [0 if d else layer["chosen"] for layer, d in zip(layers, argmax_dropped, strict=True)]
+    if trained_spec is None:
+        dropped = argmax_dropped
+        mid.bar(xs, argmax, color="C0", label="searched (argmax)")
+        what = "searched widths (argmax of each layer's distribution) vs dense"
+        removed_label = "block removed by\nthe depth argmax"
+    else:
+        widths, depths = trained_widths(trained_spec)
+        dropped = removed(dict(enumerate(depths)))
+        trained = [0 if d else widths.get(layer["name"], 0) for layer, d in zip(layers, dropped, strict=True)]
+        mid.bar(
+            xs,
+            argmax,
+            width=0.8,
+            color="#aec7e8",
+            edgecolor="#6d9ccf",
+            linewidth=0.6,
+            label="search argmax\n(before the budget fit)",
+        )
+        mid.bar(xs, trained, width=0.5, color="C0", label="trained net")
+        what = "widths of the trained net (after the budget fit) vs the search's argmax and dense"
+        removed_label = "block not in the\ntrained net"
     if any(dropped):
         mid.bar(
             [x for x, d in zip(xs, dropped, strict=True) if d],
             [layer["dense"] for layer, d in zip(layers, dropped, strict=True) if d],
-            color="white",
+            color="none",
             edgecolor="gray",
             hatch="///",
-            label="block removed by\nthe depth argmax",
+            label=removed_label,
         )
     mid.set_ylabel("channels")
     set_layer_ticks(mid, names)
     mid.set_xlabel("searched layer (stage.block.conv)")
-    mid.set_title("searched widths (argmax of each layer's distribution) vs dense", fontsize=9)
+    mid.set_title(what, fontsize=9)
     legend_outside(mid)
     if stages:
         bottom = axes[2]
@@ -483,6 +530,21 @@ class TAS(Method):
             widths, depths, moves = fit_budget(net, widths, depths, flops_dense, 1.0 - self.ratio, self.flop_tolerance)
         pruned = extract(net, widths, depths)
         flops_pruned = count_macs(pruned, ctx.input_shape)
+        if ctx.work_dir is not None:  # the run's picture: the net that is trained, the argmax behind it
+            draw_safely(
+                plot_distributions,
+                search["record"],
+                Path(ctx.work_dir) / "tas_widths.png",
+                widths_title(
+                    self.search_epochs,
+                    self.ratio,
+                    search["flops_ratio_argmax"],
+                    100.0 * (1 - flops_pruned / flops_dense),
+                ),
+                pruned.spec,
+                say=ctx.say,
+                what="tas_widths.png",
+            )
         extras = {
             "requested_flops_reduction": 100.0 * self.ratio,
             "achieved_flops_reduction": 100.0 * (1 - flops_pruned / flops_dense),
