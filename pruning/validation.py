@@ -17,6 +17,16 @@ import torch
 from pruning import PruneLabError
 
 LR_SCHEDULES = ("step", "cosine", "noam")
+# sane maxima: a value beyond these is a typo (schedule.epochs=1e23), never a plan
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_SUBSET = 10**10  # images, or bytes of a text corpus (enwik8: 10**8)
+MAX_STEPS = 10**9  # warm-up steps
+MAX_BPTT = 1_000_000
+MAX_SEED = 2**31 - 1  # numpy seeds take 32 bits; seed + offsets must stay within them
+MAX_REPEATS = 10_000  # latency repeats / warm-up
+MAX_COUNT = 10**12  # any other integer setting
+MAX_LR = 100.0
 
 
 def _get(cfg: dict, dotted: str) -> Any:
@@ -28,8 +38,10 @@ def _get(cfg: dict, dotted: str) -> Any:
     return node
 
 
-def as_int(value: Any, key: str, minimum: int | None = None, hint: str = "") -> int:
-    """``value`` as an int (bools and non-integral floats refused), at least ``minimum``."""
+def as_int(value: Any, key: str, minimum: int | None = None, hint: str = "", maximum: int | None = MAX_COUNT) -> int:
+    """``value`` as an int (bools and non-integral floats refused), at least ``minimum`` and at
+    most ``maximum`` (by default ``MAX_COUNT``: no count prune-lab uses is larger)."""
+    given = value
     ok = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(value, float) and value.is_integer():
         value, ok = int(value), True
@@ -42,6 +54,9 @@ def as_int(value: Any, key: str, minimum: int | None = None, hint: str = "") -> 
         raise PruneLabError(f"{key}={value!r} is not an integer{hint and '; ' + hint}")
     if minimum is not None and value < minimum:
         raise PruneLabError(f"{key}={value} must be >= {minimum}{hint and '; ' + hint}")
+    if maximum is not None and value > maximum:
+        shown = f"{given:g}" if isinstance(given, float) else str(given)
+        raise PruneLabError(f"{key}={shown} is beyond any sane value: it must be <= {maximum:,}{hint and '; ' + hint}")
     return int(value)
 
 
@@ -72,17 +87,17 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
     """Types and ranges of the keys every run uses. ``needs_pretrain``: the method prunes a
     trained dense model (or it is the dense baseline itself), so 0 pretraining epochs cannot
     work unless the dense weights come from ``model.init_from``."""
-    as_int(cfg.get("seed"), "seed", 0, "use a non-negative integer, e.g. seed=0")
+    as_int(cfg.get("seed"), "seed", 0, "use a non-negative integer, e.g. seed=0", maximum=MAX_SEED)
     s = "schedule"
-    epochs = as_int(_get(cfg, "schedule.epochs"), f"{s}.epochs", 0)
+    epochs = as_int(_get(cfg, "schedule.epochs"), f"{s}.epochs", 0, maximum=MAX_EPOCHS)
     if epochs == 0 and needs_pretrain and not _get(cfg, "model.init_from"):
         raise PruneLabError(
             f"{s}.epochs=0, but method={_get(cfg, 'method.name')} needs a trained dense model; "
             f"set {s}.epochs>=1 (or model.init_from=PATH for pretrained weights)"
         )
-    as_int(_get(cfg, "schedule.batch_size"), f"{s}.batch_size", 1)
-    as_int(_get(cfg, "schedule.test_batch_size"), f"{s}.test_batch_size", 1)
-    as_float(_get(cfg, "schedule.lr"), f"{s}.lr", 0.0, exclusive=True, hint="e.g. schedule.lr=0.1")
+    as_int(_get(cfg, "schedule.batch_size"), f"{s}.batch_size", 1, maximum=MAX_BATCH_SIZE)
+    as_int(_get(cfg, "schedule.test_batch_size"), f"{s}.test_batch_size", 1, maximum=MAX_BATCH_SIZE)
+    as_float(_get(cfg, "schedule.lr"), f"{s}.lr", 0.0, exclusive=True, maximum=MAX_LR, hint="e.g. schedule.lr=0.1")
     as_float(_get(cfg, "schedule.momentum"), f"{s}.momentum", 0.0, maximum=1.0)
     as_float(_get(cfg, "schedule.weight_decay"), f"{s}.weight_decay", 0.0)
     as_float(_get(cfg, "schedule.gamma"), f"{s}.gamma", 0.0, exclusive=True)
@@ -100,25 +115,25 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
         raise PruneLabError(f"{s}.optimizer={optimizer!r} is not an optimizer; use sgd or adam")
     for key in (f"{s}.warmup_steps", "finetune.warmup_steps"):
         if _get(cfg, key) is not None:
-            as_int(_get(cfg, key), key, 0)
+            as_int(_get(cfg, key), key, 0, maximum=MAX_STEPS)
     if _get(cfg, f"{s}.lr_schedule") == "noam" and not _get(cfg, f"{s}.warmup_steps"):
         raise PruneLabError(f"{s}.lr_schedule=noam needs {s}.warmup_steps > 0 (FLOP's SRU recipe: 16000)")
     if _get(cfg, f"{s}.grad_clip") is not None:
         as_float(_get(cfg, f"{s}.grad_clip"), f"{s}.grad_clip", 0.0, hint="0 turns clipping off")
     for key in (f"{s}.bptt", f"{s}.eval_bptt", "data.bptt", "data.eval_bptt", "data.final_eval_batch_size"):
         if _get(cfg, key) is not None:
-            as_int(_get(cfg, key), key, 1)
+            as_int(_get(cfg, key), key, 1, maximum=MAX_BATCH_SIZE if key.endswith("batch_size") else MAX_BPTT)
     for key in (f"{s}.warmup_epochs", "finetune.warmup_epochs"):
         if _get(cfg, key) is not None:
-            as_int(_get(cfg, key), key, 0)
-    for key in ("finetune.epochs", f"{s}.finetune_epochs"):
+            as_int(_get(cfg, key), key, 0, maximum=MAX_EPOCHS)
+    for key in (f"{s}.finetune_epochs", "finetune.epochs"):  # the key users set first (finetune's follows it)
         if _get(cfg, key) is not None:
-            as_int(_get(cfg, key), key, 0)
-    for key in ("finetune.lr", f"{s}.finetune_lr"):
+            as_int(_get(cfg, key), key, 0, maximum=MAX_EPOCHS)
+    for key in (f"{s}.finetune_lr", "finetune.lr"):
         if _get(cfg, key) is not None:
-            as_float(_get(cfg, key), key, 0.0, exclusive=True)
+            as_float(_get(cfg, key), key, 0.0, exclusive=True, maximum=MAX_LR)
     if _get(cfg, "finetune.max_epochs") is not None:
-        as_int(_get(cfg, "finetune.max_epochs"), "finetune.max_epochs", 1)
+        as_int(_get(cfg, "finetune.max_epochs"), "finetune.max_epochs", 1, maximum=MAX_EPOCHS)
     subset = _get(cfg, "data.train_subset")
     if subset is not None:
         as_int(
@@ -126,15 +141,19 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
             "data.train_subset",
             1,
             "it is the number of training images (bytes of a text corpus) used; data.train_subset=null uses them all",
+            maximum=MAX_SUBSET,
         )
+    for key in ("data.test_bytes", "data.valid_bytes"):
+        if _get(cfg, key) is not None:
+            as_int(_get(cfg, key), key, 0, maximum=MAX_SUBSET)
     lat = cfg.get("latency") or {}
     for b in lat.get("cpu_batch_sizes") or []:
-        as_int(b, "latency.cpu_batch_sizes", 1)
+        as_int(b, "latency.cpu_batch_sizes", 1, maximum=MAX_BATCH_SIZE)
     for key in ("gpu_batch_size", "repeats"):
         if key in lat:
-            as_int(lat[key], f"latency.{key}", 1)
+            as_int(lat[key], f"latency.{key}", 1, maximum=MAX_BATCH_SIZE if key == "gpu_batch_size" else MAX_REPEATS)
     if "warmup" in lat:
-        as_int(lat["warmup"], "latency.warmup", 0)
+        as_int(lat["warmup"], "latency.warmup", 0, maximum=MAX_REPEATS)
 
 
 @contextlib.contextmanager
@@ -170,3 +189,35 @@ def check_model_fits_data(model_name: str, spec: dict, data_name: str, input_sha
             f"model={model_name} cannot run on data={data_name} (input {'x'.join(map(str, input_shape))}): "
             f"{reason}; pick a model made for this input size (e.g. model=vgg_small for 8x8 digits)"
         ) from None
+
+
+def check_source_checkpoint(source: str, data_name: str, input_shape: tuple[int, ...]) -> None:
+    """``robustness.source`` (the black-box attacks' source network) given as a file: a prune-lab
+    checkpoint (``final.pt`` of another run) that loads with ``weights_only=True``, holds a model
+    state dict and its spec, builds, takes its weights and runs on this data's input size. Checked
+    before training, as the attack needs it only at the end of the run."""
+    from pruning.io import load_checkpoint
+    from pruning.models import build
+
+    fix = "give the final.pt of another prune-lab run (black-box source), or robustness.source=standard"
+    try:
+        state = load_checkpoint(source)
+    except PruneLabError as e:  # CorruptFileError: truncated, foreign, not a dict
+        raise PruneLabError(f"robustness.source={source}: {e}; {fix}") from None
+    spec, weights = state.get("spec"), state.get("model")
+    if not isinstance(spec, dict) or not spec.get("arch") or not isinstance(weights, dict):
+        raise PruneLabError(
+            f"robustness.source={source} is not a prune-lab final.pt: it has no "
+            f"{'spec (the architecture)' if not isinstance(spec, dict) or not spec.get('arch') else 'model state dict'}"
+            f"; {fix}"
+        )
+    try:
+        with _skip_weight_init():
+            model = build(spec)
+        model.load_state_dict(weights)
+    except PruneLabError as e:
+        raise PruneLabError(f"robustness.source={source}: {e}; {fix}") from None
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise PruneLabError(f"robustness.source={source}: its weights do not fit its spec ({reason}); {fix}") from None
+    check_model_fits_data(f"{spec['arch']} (robustness.source)", spec, data_name, input_shape)

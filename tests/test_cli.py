@@ -35,6 +35,38 @@ def test_dry_run_writes_counts_without_training(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     (m,) = metrics_files(tmp_path)
     assert m["status"] == "dry_run" and m["flops_pruned"] == 155_124_352 and "stages" in m and not m["stages"]
+    # on screen too: the pruned row with its sizes and reductions, not only the dense row (issue 22)
+    assert "pruned" in out.stdout and "155.12M" in out.stdout and "38.7%" in out.stdout, out.stdout
+    assert "dry run" in out.stdout and "+finetune" not in out.stdout
+
+
+def test_dry_run_summary_shows_the_pruned_sizes() -> None:
+    """In-process: the summary of a dry run's metrics (image and language-model tables)."""
+    from rich.console import Console
+
+    from pruning.summary import summary_table
+
+    key = {"method": "l1_norm", "model": "resnet110", "data": "cifar10", "variant": "B", "finetune": "finetune"}
+    metrics = {
+        "key": {**key, "seed": 0},
+        "status": "dry_run",
+        "stages": {},
+        "params_dense": 1_730_000,
+        "flops_dense": 252_890_000,
+        "params_pruned": 1_170_000,
+        "flops_pruned": 155_120_000,
+        "params_reduction": 32.4,
+        "flops_reduction": 38.7,
+        "budget": {"pretrain_epochs": 160, "stage_epochs": 40},
+    }
+    console = Console(width=160, record=True)
+    console.print(summary_table(metrics))
+    text = console.export_text()
+    assert "1.17M" in text and "155.12M" in text and "32.4%" in text and "38.7%" in text, text
+    assert "planned: pretrain 160 epochs, finetune 40 epochs" in " ".join(text.split()) and "+finetune" not in text
+    lm = {**metrics, "final": {"bpc": None}, "key": {**metrics["key"], "model": "sru_small", "variant": None}}
+    console.print(summary_table(lm))
+    assert console.export_text().count("155.12M") == 1  # the export above cleared the record
 
 
 @pytest.mark.parametrize(
