@@ -132,6 +132,13 @@ RUN_COLUMNS = (
     "unpruned_bpc",
     "sparsity_target",
     "sparsity_achieved",
+    # which dense net a run descends from (one_net_per_baseline) and the spec of that net
+    "baseline_id",
+    "baseline_sha256",
+    "unpruned_top1_last",
+    "dense_spec",
+    "finished",
+    "run_path",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
@@ -352,7 +359,29 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
     if key.method == "none" and metrics.params_dense is not None:  # nothing pruned: the paper's trivial values
         record.update(paper_memory_pct=100.0, paper_flops_speedup=1.0, paper_unit_sparsity=0.0)
     record["status"] = metrics.status
+    record.update(
+        baseline_id=pretrain.baseline_id,
+        baseline_sha256=baseline_checksum(metrics),
+        unpruned_top1_last=pretrain.top1,
+        dense_spec=json.dumps(metrics.spec_dense, sort_keys=True) if metrics.spec_dense else None,
+        finished=metrics.finished or metrics.updated,
+    )
     return record
+
+
+def baseline_checksum(metrics: RunMetrics) -> str | None:
+    """The sha256 of the dense net's weights a run descends from (``baseline_sha256``, recorded
+    since issue 22 at the top level and in the pretrain stage); None for older runs."""
+    pretrain = metrics.stages.get("pretrain") or StageRecord()
+    for value in (
+        getattr(metrics, "baseline_sha256", None),
+        metrics.other.get("baseline_sha256"),
+        getattr(pretrain, "baseline_sha256", None),
+        pretrain.extra.get("baseline_sha256"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def robustness_fields(metrics: RunMetrics) -> dict[str, Any]:
@@ -471,6 +500,11 @@ TEXT_COLUMNS = frozenset(
         "settings",
         "mode",
         "robust_attack",
+        "baseline_id",
+        "baseline_sha256",
+        "dense_spec",
+        "finished",
+        "run_path",
     )
 )
 
@@ -538,7 +572,7 @@ def scan_runs(results_root: str | Path) -> RunScan:
             except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as e:
                 problem = f"a field of the wrong type ({type(e).__name__}: {e})"
             if not problem:
-                records.append(record)
+                records.append({**record, "run_path": shown})
                 continue
         elif metrics is not None:
             error = " ".join(str(metrics.error or "").split())
@@ -766,12 +800,16 @@ class ReportTable:
     figure: Any = None  # a matplotlib Figure (sweeps), written as <file_stem>.png
     commands: list[str] = field(default_factory=list)  # c1, c2, ...: the commands that fill empty cells
     key_columns: int = 1  # leading columns (the row's name) repeated in every part of a split table
+    paper_budget: bool = False  # the table at the spec's default (paper) budget: written as <spec>.{md,csv,tex}
+    replaces_placeholder: bool = False  # writing it removes the spec's empty table (specs without a paper budget)
     legend: str = ""  # the cell notation (the caption's first sentence): what the terminal shows of the caption
     command: str = ""  # the command that fills the whole table
 
     @property
     def file_stem(self) -> str:
-        return self.spec_name if self.group is None else f"{self.spec_name}__{self.group.slug}"
+        """``<spec>`` for the paper-budget table (with runs or without: it is never removed),
+        ``<spec>__<budget slug>`` for a table of another budget."""
+        return self.spec_name if self.group is None or self.paper_budget else f"{self.spec_name}__{self.group.slug}"
 
     def by_row(self) -> dict[str, dict[str, str]]:
         """The cells by row name (the last key column) and header, e.g.
@@ -869,9 +907,34 @@ def _cell_runs(
     spec: Mapping[str, Any], row: Mapping[str, Any], column: Mapping[str, Any], runs: pd.DataFrame
 ) -> pd.DataFrame:
     ignored = set(column.get("ignore_filter") or [])
-    key_filter = {k: v for k, v in {**(spec.get("filter") or {}), **row["filter"]}.items() if k not in ignored}
+    row_filter = {**(spec.get("filter") or {}), **row["filter"]}
+    key_filter = {k: v for k, v in row_filter.items() if k not in ignored}
     selected = select_runs(runs, {**key_filter, **(column.get("filter") or {})})
+    if ignored and column["metric"] in BASELINE_METRICS:
+        selected = own_baselines(selected, select_runs(runs, row_filter), row_filter.get("method"))
     return one_per_seed(selected) if column.get("one_per_seed") else selected
+
+
+BASELINE_METRICS = ("unpruned_top1", "unpruned_bpc")  # the dense net's: a baseline cell
+
+
+def own_baselines(candidates: pd.DataFrame, own: pd.DataFrame, method: Any) -> pd.DataFrame:
+    """The runs of a baseline cell (a column that ignores part of the row's filter) that carry
+    the dense net the row's own method trains from, never another method's: a run of the row's
+    own method, or a dense-only run (method ``none``), with the dense spec of the row's own runs
+    (when it has any); a run of another method only when it descends from the very baseline of
+    one of the row's runs (same ``baseline_id``). A TAS full-width net (its own shortcuts) is
+    not the L1-norm ResNet-56's "Unpruned"."""
+    if candidates.empty or "dense_spec" not in candidates:
+        return candidates
+    own_ids = set(own["baseline_id"].dropna()) if "baseline_id" in own else set()
+    own_specs = set(own["dense_spec"].dropna())
+    methods = list(method) if isinstance(method, list | tuple) else [method]
+    same_kind = candidates["method"].isin([m for m in (*methods, "none") if m is not None])
+    if own_specs:
+        same_kind &= candidates["dense_spec"].isin(own_specs) | candidates["dense_spec"].isna()
+    same_net = candidates["baseline_id"].isin(own_ids) if own_ids else pd.Series(False, index=candidates.index)
+    return candidates[same_kind | same_net]
 
 
 def _table_runs(spec: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
@@ -1771,13 +1834,87 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame, figures: bool = Tr
         return build_paper_table(spec, used, group, arch, figures)
 
     tables = []
+    paper_budget = False  # a table at the spec's default (the paper's) budget: file <spec>.{md,csv,tex}
     for group, group_runs in split_by_budget(done):
         used = _table_runs(spec, group_runs)
-        if not used.empty:
-            tables.append(build(used, group))
-    if not tables:
+        if used.empty:
+            continue
+        before = len(used)
+        used, left_out = one_net_per_baseline(used)
+        table = build(used, group)
+        if is_paper_budget(spec, group) and not paper_budget:
+            table.paper_budget = paper_budget = True
+        table.replaces_placeholder = not spec.get("default_budget")
+        if left_out:
+            log.warning("prune-report: %s (%s): %s", spec["name"], group.describe(), " ".join(left_out))
+            table.caption += (
+                f" Left out: {before - len(used)} runs that descend from "
+                "another dense net under the same baseline cache id (never averaged or compared; listed below)."
+            )
+            table.footnotes += left_out
+        tables.append(table)
+    if not tables or (spec.get("default_budget") and not paper_budget):
+        # the paper's table keeps its file while no run has the paper's budget: its empty cells
+        # name the commands that fill them (short-budget runs have tables of their own)
         tables.append(build(done.iloc[0:0], None))
     return tables
+
+
+def is_paper_budget(spec: Mapping[str, Any], group: BudgetGroup | None) -> bool:
+    """Whether a budget group has the spec's ``default_budget`` (the paper's recipe; an
+    evidence table's own short budget); False for a spec without one."""
+    default = spec.get("default_budget")
+    if group is None or not default:
+        return False
+    return group.pretrain_epochs == default.get("pretrain_epochs") and group.train_subset == default.get("train_subset")
+
+
+RUN_SEPARATOR = ", "  # between the run directories a left-out note lists
+
+
+def _net_text(runs: pd.DataFrame, with_checksum: bool) -> str:
+    first = runs.iloc[0]
+    top1 = first["unpruned_top1"]
+    text = "pretrain top-1 ?" if top1 is None or pd.isna(top1) else f"pretrain top-1 {top1:.2f}"
+    return text + (f", weights sha256 {str(first['baseline_sha256'])[:12]}" if with_checksum else "")
+
+
+def one_net_per_baseline(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of one table with one dense net per baseline cache id, and a note per id that
+    named more than one net (a baseline retrained under another build, e.g. pretrain top-1 58.09
+    and 57.25 under one id): runs descending from different nets are never averaged or compared.
+    Two runs of one ``baseline_id`` descend from different nets when their ``baseline_sha256``
+    differ (where every run of the id recorded one), else when their recorded pretrain top-1
+    (best and last epoch) differ. Kept: the net most of the table's runs descend from (a tie: the
+    one of the most recently finished run); the note names the runs left out."""
+    if runs.empty or "baseline_id" not in runs or runs["baseline_id"].isna().all():
+        return runs, []
+    keep = pd.Series(True, index=runs.index)
+    notes = []
+    for baseline_id, group in runs[runs["baseline_id"].notna()].groupby("baseline_id", sort=True):
+        with_checksum = bool(group["baseline_sha256"].notna().all())
+        if with_checksum:
+            nets = group["baseline_sha256"].astype(str)
+        else:
+            nets = group["unpruned_top1"].astype(str) + "/" + group["unpruned_top1_last"].astype(str)
+        if nets.nunique() < 2:
+            continue
+        counts = nets.value_counts()
+        latest = group["finished"].fillna("").astype(str).groupby(nets).max()
+        kept = max(counts.index, key=lambda net: (counts[net], latest.get(net, "")))
+        dropped = group[nets != kept]
+        keep[dropped.index] = False
+        others = "; ".join(
+            f"{_net_text(net_runs, with_checksum)}: "
+            + RUN_SEPARATOR.join(sorted(net_runs["run_path"].fillna(net_runs["run_dir"]).astype(str)))
+            for _, net_runs in dropped.groupby(nets[dropped.index], sort=True)
+        )
+        notes.append(
+            f"Baseline {baseline_id} names more than one dense net: kept the {counts[kept]} runs from "
+            f"{_net_text(group[nets == kept], with_checksum)}; left out {len(dropped)} from another net ({others}). "
+            "Re-run the left-out runs from one baseline to bring them back."
+        )
+    return runs[keep], notes
 
 
 # --------------------------------------------------------------------------- rendering
@@ -2034,7 +2171,7 @@ def write_tables(
             path = out_dir / f"{table.file_stem}{FILE_SUFFIXES[fmt]}"
             write_atomic(path, RENDERERS[fmt](table))
             written.append(path)
-            if table.group is not None:
+            if table.group is not None and table.replaces_placeholder:
                 placeholder = out_dir / f"{table.spec_name}{FILE_SUFFIXES[fmt]}"
                 try:
                     placeholder.unlink(missing_ok=True)
@@ -2104,10 +2241,10 @@ def generate_reports(
         page = render_html(every_table, pngs, results_label(results_root), done)
         write_atomic(path, with_run_notices_html(page, scan))
         written.append(path)
-    return written
     if console is not None:
         for line in run_notice_lines(scan):
             console.print(Text(line), overflow="fold", crop=False)
+    return written
 
 
 def run_notice_lines(scan: RunScan) -> list[str]:

@@ -61,6 +61,9 @@ def metrics_dict(
     pretrain_epochs: int = 3,
     train_subset: int | None = 10000,
     method_settings: dict[str, Any] | None = None,
+    baseline_id: str | None = None,
+    spec_dense: dict[str, Any] | None = None,
+    finished: str | None = None,
 ) -> dict[str, Any]:
     """A metrics.json as prune-exp writes it, built from the results schema."""
     flops_reduction, params_reduction = (
@@ -73,7 +76,7 @@ def metrics_dict(
         epochs=pretrain_epochs,
         wall_s=10.0,
         cached=True,
-        baseline_id=f"{model}-{seed}",
+        baseline_id=baseline_id or f"{model}-{seed}",
     )
     metrics = RunMetrics(
         key=RunKey(
@@ -102,6 +105,8 @@ def metrics_dict(
         command="prune-exp ...",
         run_dir="elsewhere",
         method_settings=method_settings or {},
+        spec_dense=spec_dense,
+        finished=finished,
     )
     if method == "none":
         metrics.final = {"top1": pretrain.top1, "top1_best": pretrain.top1_best, "top5": pretrain.top5}
@@ -222,8 +227,9 @@ def test_budget_groups_are_never_averaged_together(results: Path, specs) -> None
     groups = [group for group, _ in split_by_budget(runs)]
     assert groups == [BudgetGroup("CIFAR-10", 160, None), BudgetGroup(JPEG_LABEL, 3, 10000)]
     tables = tables_by_stem(specs["rethinking_l1_cifar10"], runs)
-    assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}", f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"}
-    official = render_markdown(tables[f"rethinking_l1_cifar10__{OFFICIAL_SLUG}"])
+    # the paper-budget table is <spec>.md (never removed); other budgets get a suffix
+    assert set(tables) == {f"rethinking_l1_cifar10__{JPEG_SLUG}", "rethinking_l1_cifar10"}
+    official = render_markdown(tables["rethinking_l1_cifar10"])
     assert "93.05 (92.97†, +0.08)" in official and "92.30±0.28" not in official
     assert "schedule.epochs" not in official  # the paper's budget needs no overrides
 
@@ -282,7 +288,7 @@ def test_latex_and_placeholder_files(results: Path, tmp_path: Path) -> None:
     latex = (out / f"rethinking_l1_cifar10__{JPEG_SLUG}.tex").read_text()
     assert r"\toprule" in latex and r"92.30$\pm$0.28 (92.97$^\dagger$, -0.67)" in latex
     assert latex.count(r"\begin{table}") == 1 and r"\footnotesize" in latex
-    assert not (out / "rethinking_l1_cifar10.md").exists()  # replaced by the group tables
+    assert "93.05 (92.97†, +0.08)" in (out / "rethinking_l1_cifar10.md").read_text()  # filled at the paper budget
 
 
 def test_measured_speedup_prefers_gpu_then_cpu_batch64() -> None:
@@ -356,9 +362,9 @@ def test_cli_exit_codes(results: Path, tmp_path: Path, capsys) -> None:
     assert main(["--results-root", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert main(["rethinking_l1_cifar10", "--results-root", str(results), "--out", str(out), "--format", "md"]) == 0
     assert {p.name for p in out.iterdir()} == {  # the markdown and the figures it links to
-        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.md",
+        "rethinking_l1_cifar10.md",  # the paper-budget table
         f"rethinking_l1_cifar10__{JPEG_SLUG}.md",
-        f"rethinking_l1_cifar10__{OFFICIAL_SLUG}.png",
+        "rethinking_l1_cifar10.png",
         f"rethinking_l1_cifar10__{JPEG_SLUG}.png",
     }
 
@@ -594,7 +600,7 @@ def test_each_malformed_metrics_file_is_skipped_with_one_warning_and_every_table
     assert "final.top1_best is 'ninety', not a number" in next(w for w in warnings if "/top1_string/" in w)
     assert {n.status for n in scan.unreadable} == {"unreadable"} and len(scan.unreadable) == len(bad)
 
-    (table,) = build_tables(load_specs(SPEC_DIR)["rethinking_l1_cifar10"], scan.runs, figures=False)
+    table, _ = build_tables(load_specs(SPEC_DIR)["rethinking_l1_cifar10"], scan.runs, figures=False)
     assert table.by_row()["ResNet-56-A"]["Fine-tuned"].startswith("92.10 (")  # the good run's table
 
     main = load_cli_main()  # the command: exit 0, its tables written (one without a figure: fast)
@@ -629,3 +635,71 @@ def test_running_failed_and_interrupted_runs_are_listed_in_the_terminal_and_the_
     section = page[page.index('id="runs-not-in-tables"') : page.index("<main>")]
     for words in ("results/runs/failed", "CUDA out of memory", "interrupted", "results/runs/garbled", "JSON object"):
         assert words in section, words
+
+
+def test_a_baseline_cell_takes_only_the_dense_net_the_rows_own_method_trains_from(tmp_path: Path, specs) -> None:
+    """A TAS ResNet-56 run (TAS shortcuts: another dense net) is not the L1-norm table's
+    ResNet-56 "Unpruned", with or without L1-norm runs in the row; a dense-only run is."""
+    root = tmp_path / "results"
+    paper = {"pretrain_epochs": 160, "train_subset": None}
+    tas_spec = {"name": "resnet56", "shortcut": "tas"}
+    write_run(
+        root, "tas", model="resnet56", method="tas", variant="kd", ratio=0.7, unpruned_top1=9.95,
+        baseline_id="resnet56-tas", spec_dense=tas_spec, **paper,
+    )  # fmt: skip
+    (table,) = build_tables(specs["rethinking_l1_cifar10"], load_runs(root), figures=False)
+    assert "9.95" not in table.by_row()["ResNet-56-A"]["Unpruned"]  # no L1-norm run yet: only the command
+    assert table.by_row()["ResNet-56-A"]["Unpruned"].startswith("[c")
+
+    l1_spec = {"name": "resnet56", "shortcut": "A"}
+    write_run(root, "l1", model="resnet56", unpruned_top1=93.10, spec_dense=l1_spec, **paper)
+    write_run(
+        root, "dense", model="resnet56", method="none", variant=None, finetune="none", seed=1, unpruned_top1=93.30,
+        spec_dense=l1_spec, **paper,
+    )  # fmt: skip
+    (table,) = build_tables(specs["rethinking_l1_cifar10"], load_runs(root), figures=False)
+    cell = table.by_row()["ResNet-56-A"]["Unpruned"]
+    assert cell.startswith("93.20±0.14 ") and "9.95" not in cell  # seed 0 of the L1 run, seed 1 dense-only
+    assert table.records.set_index("pruned_model").loc["ResNet-56-A", "unpruned_ours_n"] == 2
+
+
+def test_the_paper_budget_table_keeps_its_file_beside_short_budget_tables(
+    results: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("pruning.report.build_row_figure", lambda *args, **kwargs: None)  # tables only: fast
+    out = tmp_path / "tables"
+    short = tmp_path / "short"
+    write_run(short, "r56A", model="resnet56", seed=0, final_top1=92.10)  # a short budget only
+    generate_reports(short, out, names=["rethinking_l1_cifar10"], formats=["md"], spec_dir=SPEC_DIR)
+    paper_table = (out / "rethinking_l1_cifar10.md").read_text()
+    assert "no done runs yet" in paper_table and "seed=0,1,2,3,4`" in paper_table  # the fill commands
+    assert (out / f"rethinking_l1_cifar10__{JPEG_SLUG}.md").is_file()
+    generate_reports(short, out, names=["rethinking_l1_cifar10"], formats=["md"], spec_dir=SPEC_DIR)
+    assert (out / "rethinking_l1_cifar10.md").read_text() == paper_table  # never removed by a second run
+
+    tables = build_tables(load_specs(SPEC_DIR)["rethinking_l1_cifar10"], load_runs(results), figures=False)
+    stems = {table.file_stem: table for table in tables}  # runs at the paper's budget: they fill <spec>.md
+    assert set(stems) == {"rethinking_l1_cifar10", f"rethinking_l1_cifar10__{JPEG_SLUG}"}
+    assert stems["rethinking_l1_cifar10"].group == BudgetGroup("CIFAR-10", 160, None)
+
+
+def test_runs_from_different_dense_nets_under_one_baseline_id_are_never_averaged(tmp_path: Path, specs) -> None:
+    """The seed-0 ResNet-20 baseline retrained under one cache id (pretrain top-1 58.09, then
+    57.25): the sweep keeps the runs of the net most runs descend from and names the others."""
+    root = tmp_path / "results"
+    common = {"model": "resnet20", "variant": None, "baseline_id": "resnet20-cifar10-61eb", "seed": 0}
+    for ratio, finetune, top1 in ((0.2, "finetune", 58.09), (0.4, "finetune", 58.09), (0.4, "scratch_b", 58.09)):
+        write_run(root, f"old/{ratio}-{finetune}", ratio=ratio, finetune=finetune, unpruned_top1=top1, **common)
+    write_run(root, "new/0.2-ft", ratio=0.2, finetune="finetune", unpruned_top1=57.25, final_top1=80.0, **common)
+    runs = load_runs(root)
+    (table,) = build_tables(specs["sweep"], runs, figures=False)
+    assert set(table.records["unpruned_mean"]) == {58.09}  # one dense net in the whole table
+    assert list(table.records["final_n"]) == [1, 1, 1] and 80.0 not in set(table.records["final_mean"])
+    note = next(note for note in table.footnotes if note.startswith("Baseline resnet20-cifar10-61eb"))
+    assert "kept the 3 runs from pretrain top-1 58.09" in note and "pretrain top-1 57.25" in note
+    assert "new/0.2-ft" in note and "Left out: 1 runs" in table.caption
+
+    checked = runs.assign(baseline_sha256=["b" * 64, "a" * 64, "a" * 64, "a" * 64])  # the checksum decides
+    checked["unpruned_top1"] = 58.09  # even where the recorded top-1 agree
+    (table,) = build_tables(specs["sweep"], checked, figures=False)
+    assert "weights sha256 bbbbbbbbbbbb" in " ".join(table.footnotes)
