@@ -30,13 +30,17 @@ nav ol { columns: 2; column-gap: 2rem; padding-left: 1.2rem; }
 nav li { break-inside: avoid; margin-bottom: .2rem; }
 .muted, .budget { color: var(--muted); }
 .budget { font-weight: 600; }
-.scroll { overflow-x: auto; margin: .6rem 0; }
+.scroll { overflow-x: auto; margin: .6rem 0; max-width: 100%; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: .25rem .6rem; white-space: nowrap; }
 th { background: var(--head); text-align: right; position: sticky; top: 0; }
 td { text-align: right; }
 th.key, td.key { text-align: left; }
 td.key { font-weight: 600; }
+/* the row's name stays in view while a wide table scrolls sideways inside its box */
+th.key:first-child, td.key:first-child { position: sticky; left: 0; z-index: 1; background: #fff;
+       white-space: normal; min-width: 9rem; max-width: 22rem; box-shadow: inset -1px 0 0 var(--line); }
+th.key:first-child { background: var(--head); z-index: 2; }
 td.empty { color: var(--muted); }
 a { color: var(--accent); }
 code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: #f5f6f8;
@@ -77,21 +81,37 @@ def _cell(table: ReportTable, text: str) -> str:
     return escaped
 
 
+HEADLINE_HEADERS = ("Unpruned top-1", "Final top-1")  # a sweep's accuracy: shown right after the row's name
+
+
+def column_order(table: ReportTable) -> list[int]:
+    """The page's column order: the row's name (the key columns), then a sweep's accuracy
+    columns (``HEADLINE_HEADERS``, last in the markdown), then the rest as in the markdown. A
+    paper table's headline already follows its name."""
+    keys = list(range(table.key_columns))
+    lead = [i for i, h in enumerate(table.headers) if i >= table.key_columns and h in HEADLINE_HEADERS]
+    return keys + lead + [i for i in range(table.key_columns, len(table.headers)) if i not in lead]
+
+
 def _table_html(table: ReportTable) -> str:
-    head = "".join(
-        f'<th class="key" scope="col">{html.escape(h)}</th>'
-        if i < table.key_columns
-        else f'<th scope="col">{html.escape(h)}</th>'
-        for i, h in enumerate(table.headers)
-    )
+    """The table in a box that scrolls sideways; the key columns are one sticky row header (the
+    row's name, its parts joined by ``·``), so the name and the headline beside it stay in view."""
+    order = column_order(table)
+    keys = [i for i in order if i < table.key_columns]
+    values = [i for i in order if i >= table.key_columns]
+    head = ""
+    if keys:
+        head += f'<th class="key" scope="col">{html.escape(" · ".join(table.headers[i] for i in keys))}</th>'
+    head += "".join(f'<th scope="col">{html.escape(table.headers[i])}</th>' for i in values)
     body = []
     for row in table.rows:
         cells = []
-        for i, text in enumerate(row):
-            classes = ["key"] if i < table.key_columns else []
-            if str(text).startswith("[c") or text in ("", "—", "n/i"):
-                classes.append("empty")
-            attr = f' class="{" ".join(classes)}"' if classes else ""
+        if keys:
+            name = " · ".join(_cell(table, row[i]) for i in keys if str(row[i]))
+            cells.append(f'<th class="key" scope="row">{name}</th>')
+        for i in values:
+            text = row[i]
+            attr = ' class="empty"' if str(text).startswith("[c") or text in ("", "—", "n/i") else ""
             cells.append(f"<td{attr}>{_cell(table, text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
@@ -126,6 +146,17 @@ def _section(table: ReportTable, png: bytes | None) -> str:
     return "\n".join(parts)
 
 
+def contents_note(table: ReportTable) -> str:
+    """What tells a table apart from the others of its spec in the contents: its data and budget
+    (``MNIST (5k subset), pretrain 6 ep, train subset 4000``), or that it has no runs yet."""
+    group = table.group
+    if group is None:
+        return "no runs yet"
+    epochs = "?" if group.pretrain_epochs is None else group.pretrain_epochs
+    subset = "full training set" if group.train_subset is None else f"train subset {group.train_subset}"
+    return f"{group.data_label}, pretrain {epochs} ep, {subset}"
+
+
 def render_html(tables: Sequence[ReportTable], pngs: dict[str, bytes], results_label: str, runs: int) -> str:
     """The page: a contents list, then every table (those with runs first). ``pngs``: each
     table's figure by ``file_stem``; ``results_label``: how the results root is named on the
@@ -133,7 +164,7 @@ def render_html(tables: Sequence[ReportTable], pngs: dict[str, bytes], results_l
     ordered = [t for t in tables if t.group is not None] + [t for t in tables if t.group is None]
     contents = "".join(
         f'<li><a href="#{t.file_stem}">{html.escape(t.title)}</a>'
-        f' <span class="muted">— {html.escape(t.group.data_label) if t.group else "no runs yet"}</span></li>'
+        f' <span class="muted">— {html.escape(contents_note(t))}</span></li>'
         for t in ordered
     )
     sections = "\n".join(_section(t, pngs.get(t.file_stem)) for t in ordered)

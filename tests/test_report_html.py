@@ -79,7 +79,8 @@ def test_the_html_page_is_self_contained_and_holds_every_table_figure_and_comman
     text = page.read_text(encoding="utf-8")
     parser = PageParser()
     parser.feed(text)
-    assert parser.tables == len(tables)
+    notices = 'id="runs-not-in-tables"' in text  # the fixture's broken metrics.json is listed in a table of its own
+    assert parser.tables == len(tables) + notices
     assert parser.external == []  # nothing fetched from anywhere: styles inline, images embedded, no script
     figures = [t for t in tables if t.group is not None and t.file_stem.startswith(("rethinking", "sweep"))]
     assert len(parser.images) >= len(figures) >= 2
@@ -128,6 +129,20 @@ def test_the_html_page_loads_in_headless_chromium_without_errors(results: Path, 
             link.click()
             assert page.evaluate("location.hash") == target
             assert page.locator(f"[id='{target[1:]}']").is_visible()
+            # at 1,400 px, each table's name column and the column after it are in view, also with
+            # the table scrolled to its right end (the name column is sticky inside its box)
+            page.set_viewport_size({"width": 1400, "height": 900})
+            in_view = page.evaluate(
+                """() => Array.from(document.querySelectorAll('.scroll')).map(box => {
+                    const row = box.querySelector('tbody tr') || box.querySelector('thead tr');
+                    const [name, next] = [row.children[0], row.children[1] || row.children[0]];
+                    const headline = next.getBoundingClientRect().right <= 1400;
+                    box.scrollLeft = box.scrollWidth;
+                    const edge = box.getBoundingClientRect(), after = name.getBoundingClientRect();
+                    return [after.left >= edge.left - 1 && after.right <= 1400, headline];
+                })"""
+            )
+            assert in_view and all(name and headline for name, headline in in_view), in_view
             shot = os.environ.get("PRUNE_LAB_SCREENSHOT") or str(tmp_path / "report.png")
             page.screenshot(path=shot, full_page=True)
             assert Path(shot).stat().st_size > 10_000
@@ -146,3 +161,40 @@ def test_run_records_name_runs_relative_to_the_results_root_not_by_machine_paths
     elsewhere = Path("/scratch") / "prl"  # a results root outside it ($PRUNE_LAB_RESULTS=/scratch/prl)
     assert portable_path(elsewhere / "runs" / "x", elsewhere) == "prl/runs/x"
     assert portable_path("/srv/other/x", elsewhere) == "/srv/other/x"  # neither: as given
+
+
+def test_contents_entries_name_their_data_and_budget(results: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The contents repeated one title for every budget group of a spec: each entry now says its
+    data and budget, and no two entries read alike."""
+    page, tables = write_page(results, tmp_path / "tables")
+    nav = page.read_text(encoding="utf-8").split("<nav>", 1)[1].split("</nav>", 1)[0]
+    entries = [re.sub(r"<[^>]+>", "", item) for item in re.findall(r"<li>(.*?)</li>", nav)]
+    assert len(entries) == len(tables) >= 3
+    assert len(set(entries)) == len(entries), entries
+    with_runs = [t for t in tables if t.group is not None]
+    assert len({t.title for t in with_runs}) < len(with_runs)  # one spec, two budgets: the case that repeated
+    for table in with_runs:
+        assert any(table.group.data_label in e and f"pretrain {table.group.pretrain_epochs} ep" in e for e in entries)
+
+
+def test_wide_tables_keep_the_row_name_and_the_headline_in_view(results: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A sweep's accuracy columns were its last two, off-screen at 1,400 px: on the page they
+    follow the row's name, which is one sticky row header (its key columns joined by ·) inside a
+    box that scrolls sideways."""
+    from pruning.report_html import STYLE, column_order
+
+    page, tables = write_page(results, tmp_path / "tables")
+    text = page.read_text(encoding="utf-8")
+    sweep = next(t for t in tables if t.spec_name == "sweep" and t.group is not None)
+    order = column_order(sweep)
+    assert [sweep.headers[i] for i in order[sweep.key_columns : sweep.key_columns + 2]] == [
+        "Unpruned top-1",
+        "Final top-1",
+    ]
+    section = text.split(f'id="{sweep.file_stem}"', 1)[1].split("</table>", 1)[0]
+    headers = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", section.split("</thead>", 1)[0])
+    assert headers[:3] == ["Model · Method · Fine-tune · Ratio", "Unpruned top-1", "Final top-1"]
+    body = section.split("<tbody>", 1)[1]
+    assert body.count('<th class="key" scope="row">') == len(sweep.rows)
+    assert re.search(r"th\.key:first-child, td\.key:first-child \{ position: sticky; left: 0;", STYLE)
+    assert ".scroll { overflow-x: auto;" in STYLE
