@@ -5,6 +5,7 @@ sweep fails fast with a clear message instead of after the good jobs have traine
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -28,12 +29,32 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+def check_sweep_dir(config: DictConfig) -> None:
+    """Hydra writes ``multirun.yaml`` into the sweep folder (``<results_root>/runs``) with a plain
+    ``open``, which follows a link: no link on the way down from the results root, none there."""
+    from pruning.io import refuse_symlinks
+
+    sweep = Path(str(config.hydra.sweep.dir))
+    refuse_symlinks(sweep / "multirun.yaml", Path(str(config.paths.results_root)), contents=False)
+
+
 class ValidateSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pruning.cli.precheck import KeyChecker, check_job_keys
+
+        from pruning.config import check_run_safety
         from pruning.pipeline import validate
 
+        try:
+            check_sweep_dir(config)
+        except PruneLabError as e:
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]prune-exp: error:[/] {escape(str(e))}")
+            sys.exit(2)
+
+        checker = KeyChecker(config.hydra.job.config_name)
         for job in sweep_jobs(config):
             try:
+                check_job_keys(job, checker=checker)  # an unknown key: our message, not Hydra's advice
                 cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
                 plain = {
                     k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
@@ -41,6 +62,7 @@ class ValidateSweep(Callback):
                     if k != "hydra"
                 }
                 validate(plain)
+                check_run_safety(plain)  # safe names, no links, device, init_from: before any job writes
             except (PruneLabError, HydraException, OmegaConfBaseException) as e:
                 Console(stderr=True, soft_wrap=True).print(
                     f"[bold red]prune-exp: error[/] in sweep job {escape(' '.join(job))}: {escape(str(e))}"

@@ -12,6 +12,9 @@ compute once and reuse (PFS gates, FLOP masks, ...).
 * ``build(directory)`` computes the value, writes the entry's files (atomically) and returns it;
   it may checkpoint inside ``directory`` and resume from there when killed.
 * Under DDP only rank 0 takes the lock and decides; every rank then loads or builds together.
+* An entry is ``<cache_dir>/<kind>/<name>``: both names must be safe folder names and the entry
+  must hold no link that leads out of it (its ``.lock`` would be truncated through one), so a
+  crafted ``model.name`` or a link planted in a shared cache never writes outside the cache.
 """
 
 from __future__ import annotations
@@ -26,10 +29,34 @@ from filelock import FileLock
 
 from pruning import CorruptFileError, PruneLabError, distributed
 from pruning.distributed import SINGLE, DistInfo
-from pruning.io import clean_stray_temp_files, ensure_dir, os_error_message, quarantine
+from pruning.io import (
+    SAFE_NAME,
+    SAFE_NAME_RULE,
+    check_inside,
+    clean_stray_temp_files,
+    ensure_dir,
+    os_error_message,
+    quarantine,
+    refuse_symlinks,
+)
 
 T = TypeVar("T")
-UNREADABLE = (CorruptFileError, KeyError, TypeError, RuntimeError, ValueError)
+# AttributeError: a JSON file of the wrong shape (info.json holding a string: ``info.get``)
+UNREADABLE = (CorruptFileError, KeyError, TypeError, RuntimeError, ValueError, AttributeError)
+
+
+def check_entry(directory: Path, what: str = "cached artefact") -> None:
+    """``PruneLabError`` unless ``directory`` is ``<cache folder>/<kind>/<name>`` with two safe
+    names, lies inside the cache folder once resolved, and holds no link leading out of it."""
+    directory = Path(directory)
+    for part in (directory.parent.name, directory.name):
+        if not SAFE_NAME.fullmatch(part):
+            raise PruneLabError(
+                f"the {what} {directory} would not be a folder of its cache ({part!r}: {SAFE_NAME_RULE}); "
+                "check the names in the config (model.name, data.name)"
+            )
+    refuse_symlinks(directory, directory.parent.parent)
+    check_inside(directory, directory.parent.parent, f"the {what}", "its cache folder")
 
 
 def digest(identity: Any, length: int = 12) -> str:
@@ -50,6 +77,7 @@ def cached(
     """The entry's value and whether it came from the cache (see the module docstring).
     ``files``: the entry's final files; all present means the entry is complete."""
     directory = Path(directory)
+    check_entry(directory, what)
     lock = FileLock(str(directory / ".lock"))
     if dist.is_main:
         ensure_dir(directory)

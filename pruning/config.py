@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from pruning import data as datasets
 from pruning.methods.base import Method
 from pruning.models import default_spec
 from pruning.train import Schedule
-from pruning.validation import as_float, as_int, check_model_fits_data, check_values
+from pruning.validation import as_float, as_int, check_model_fits_data, check_source_checkpoint, check_values
 
 POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned net is final
 METHODS_PACKAGE = "pruning.methods"
@@ -40,6 +42,11 @@ def make_method(method_cfg: dict) -> Method:
         raise PruneLabError(f"method _target_ {target!r} cannot be imported: {e}") from None
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise PruneLabError(f"method _target_ {target!r} is not a Method class")
+    if cls is Method or inspect.isabstract(cls):
+        raise PruneLabError(
+            f"method _target_ {target!r} is the abstract base of the methods, not a pruning method; "
+            "choose one with method=<name> (prune-exp --help lists them)"
+        )
     kwargs = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
     return cls(**kwargs)
 
@@ -142,8 +149,10 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     method = make_method(cfg["method"])
     check_values(cfg, needs_pretrain=method.needs_pretrained or not method.prunes)
     adversarial_training(cfg)
-    robustness_settings(cfg)
+    robustness = robustness_settings(cfg)
     check_task(cfg["model"], cfg["data"])
+    if robustness and robustness["black_box"] and robustness["source"] != "standard":  # before any training
+        check_source_checkpoint(robustness["source"], cfg["data"]["name"], data_input_shape(cfg["data"]))
     recipe = str(cfg["schedule"].get("name", ""))
     if cfg["model"].get("arch") == "transformer_xl" and not recipe.startswith("txl"):
         own = "transformer_xl_small" if "small" in str(cfg["model"]["name"]) else "transformer_xl"
@@ -168,12 +177,112 @@ def validate(cfg: dict) -> tuple[Method, dict]:
     return method, spec
 
 
+DEVICES = "auto | cpu | cuda | cuda:N"
+
+
 def resolve_device(name: str) -> str:
+    """``device=`` as a torch device name: auto (CUDA when there is one), cpu, cuda or cuda:N;
+    anything else, or CUDA where there is none, is a ``PruneLabError`` with the valid values."""
+    name = str(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu":
+        return name
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise PruneLabError(f"device={name!r} is not a device prune-exp can use; valid values: {DEVICES}")
+    if not torch.cuda.is_available():
         raise PruneLabError(f"device={name} requested but CUDA is not available; use device=cpu or device=auto")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise PruneLabError(
+            f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of them or device=cuda"
+        )
     return name
+
+
+# the config values that become folder names under the results root or the cache
+PATH_NAME_KEYS = ("data", "model", "method", "finetune", "adv_train")
+
+
+def check_path_names(cfg: dict, method: Method | None = None) -> None:
+    """Every config value that becomes a path component (``<group>.name``, the method's variant
+    tag; the dense baseline's cache id is built from model.name and data.name) must be one safe
+    folder name: ``data.name=../../x`` would put the run, or the cache entry, outside the root."""
+    from pruning.io import check_name
+
+    for group in PATH_NAME_KEYS:
+        section = cfg.get(group)
+        if isinstance(section, dict) and "name" in section:
+            check_name(section["name"], f"{group}.name")
+    method = method or make_method(cfg["method"])
+    check_name(method.tag(), "method.variant")
+
+
+def check_init_from(cfg: dict) -> None:
+    """``model.init_from`` (a torchvision .pth for the dense net): a file that loads as a state
+    dict with ``weights_only=True`` and fits the model (names and shapes, checked on the meta
+    device: no memory, no time); else a ``PruneLabError`` naming the file."""
+    init = (cfg.get("model") or {}).get("init_from")
+    if not init:
+        return
+    from pruning.models import build
+    from pruning.models.torchvision_compat import from_torchvision
+
+    path = Path(str(init))
+    fix = "give the path of a torchvision .pth file (e.g. resnet50-0676ba61.pth), or model.init_from=null"
+    if not path.is_file():
+        raise PruneLabError(f"model.init_from={init} is not a file; {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  any failure to read a user's file is a user error naming it
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise PruneLabError(
+            f"model.init_from={init} cannot be loaded as a checkpoint with weights_only=True "
+            f"({type(e).__name__}: {reason}); {fix}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise PruneLabError(f"model.init_from={init} holds no state dict (parameter names -> tensors); {fix}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    spec = model_spec(cfg["model"], cfg["data"])
+    try:
+        mapped = from_torchvision(spec, state)
+    except (KeyError, ValueError, IndexError, RuntimeError, TypeError) as e:
+        mapped, problem = None, f"{type(e).__name__}: {str(e)[:120]}"
+    if mapped is not None:
+        with torch.device("meta"):
+            own = build(spec).state_dict()
+        missing, unexpected = sorted(set(own) - set(mapped)), sorted(set(mapped) - set(own))
+        shapes = [k for k in own if k in mapped and tuple(own[k].shape) != tuple(mapped[k].shape)]
+        if not (missing or unexpected or shapes):
+            return
+        problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {shapes[:3]}"
+    raise PruneLabError(f"model.init_from={init} does not fit model={cfg['model'].get('name')} ({problem}); {fix}")
+
+
+def check_run_safety(cfg: dict) -> Path:
+    """The checks that keep a run from writing outside its results root, made before Hydra
+    creates anything (prune-exp's precheck; a sweep's ValidateSweep, per job): safe folder names,
+    a run directory that resolves inside ``paths.results_root`` with no link on its way down or
+    leading out of it (nor on the way to ``paths.cache_dir``), a device that exists and an
+    ``init_from`` file that loads. Returns the run directory."""
+    from pruning.io import check_inside, refuse_symlinks
+
+    check_path_names(cfg)
+    resolve_device(str(cfg.get("device", "auto")))
+    check_init_from(cfg)
+    root = Path(str(cfg["paths"]["results_root"]))
+    run_dir = root / "runs" / run_subdir(cfg)
+    refuse_symlinks(run_dir, root)  # first: its message names the link
+    check_inside(run_dir, root)
+    cache = Path(str(cfg["paths"].get("cache_dir") or root / "cache")).absolute()
+    if root.absolute() in cache.parents:  # a cache_dir set elsewhere is the user's own choice
+        refuse_symlinks(cache, root, contents=False)
+    return run_dir
 
 
 def run_key(cfg: dict, method: Method) -> dict:
@@ -271,4 +380,9 @@ def run_subdir(cfg: dict) -> str:
     }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stage = key["finetune"] + (f"+{key['adv_train']}" if key["adv_train"] != "none" else "")
-    return f"{key['data']}/{key['model']}/{key['method']}-{method.tag()}/{stage}/seed{key['seed']}-{digest}"
+    parts = (key["data"], key["model"], f"{key['method']}-{method.tag()}", stage, f"seed{key['seed']}-{digest}")
+    from pruning.io import check_name
+
+    for part, what in zip(parts, ("data.name", "model.name", "method.name", "finetune.name", "seed"), strict=True):
+        check_name(part, f"{what} (run directory part)")  # one folder each: never '..' or a '/'
+    return "/".join(parts)

@@ -11,6 +11,10 @@
 * A checkpoint or JSON file that cannot be read back is a ``CorruptFileError`` naming the file;
   ``quarantine`` moves it aside so that the caller can rebuild it.
 * Checkpoints are loaded with ``weights_only=True``: no code runs from a results file.
+* Nothing is written through a symbolic link (a results root may be shared by a group): a write
+  replaces the link (``atomic_write``, ``atomic_copy``, ``LinkReplacingFileHandler``), a name that
+  becomes a path component must be one safe component (``check_name``), and a run directory that
+  a link leads out of is refused before anything is written (``refuse_symlinks``, ``check_inside``).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import pickle
+import re
 import tempfile
 import time
 import zipfile
@@ -105,6 +111,97 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically; a link at ``target`` is replaced, not followed
+    (``shutil.copyfile`` writes through it)."""
+    write_bytes(Path(target), Path(source).read_bytes())
+
+
+class LinkReplacingFileHandler(logging.FileHandler):
+    """``logging.FileHandler`` (Hydra's job log, ``<run_dir>/<job>.log``) that never appends
+    through a symbolic link: a link at the log's path is removed and a regular file created."""
+
+    def _open(self):  # noqa: ANN202  (logging's own hook)
+        path = Path(self.baseFilename)
+        if path.is_symlink():
+            path.unlink()
+        append = "a" in self.mode
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o666)  # the umask applies
+        return os.fdopen(fd, "a" if append else "w", encoding=self.encoding, errors=self.errors)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+SAFE_NAME_RULE = (
+    "use one path component of letters, digits, '_', '-', '.' and '+' (not starting with '.' or '-', "
+    "at most 128 characters)"
+)
+
+
+def check_name(value: Any, key: str) -> str:
+    """``value`` as a string when it can be one folder or file name inside the results root or
+    the cache (no '/', no '..', no hidden names); else a ``PruneLabError`` naming the key."""
+    text = str(value)
+    if not SAFE_NAME.fullmatch(text):
+        raise PruneLabError(f"{key}={text!r} cannot name a folder of the results: {SAFE_NAME_RULE}")
+    return text
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in ``root`` once links and '..' are resolved (``root`` itself counts)."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path == root or root in path.parents
+
+
+def check_inside(path: Path, root: Path, what: str = "the run directory", key: str = "paths.results_root") -> None:
+    if not is_inside(path, root):
+        raise PruneLabError(
+            f"{what} {path} resolves to {Path(path).resolve()}, outside {key}={root}; "
+            "prune-exp writes only inside it (check the names in the config and the links under it)"
+        )
+
+
+def _link_message(link: Path) -> str:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return (
+        f"{link} is a symbolic link (to {target}): prune-exp never writes through a link inside the results "
+        f"root (a shared root could point it at anyone's files); remove the link ({link}) and re-run"
+    )
+
+
+def refuse_symlinks(path: Path, root: Path | None = None, contents: bool = True) -> None:
+    """``PruneLabError`` naming the link when ``path`` (a run directory or cache entry), or a folder
+    on its way down from ``root`` (``root`` itself may be a link: that is the user's choice), is a
+    symbolic link, or when ``path`` holds a link that leads out of it (``contents``). Links that
+    stay inside ``path`` (wandb's ``latest-run``) are harmless and allowed. Creates nothing."""
+    path = Path(path).absolute()
+    if root is not None:
+        root = Path(root).absolute()
+        below = Path(os.path.normpath(path))
+        base = Path(os.path.normpath(root))
+        if base in below.parents:
+            current = base
+            for part in below.relative_to(base).parts:
+                current = current / part
+                if current.is_symlink():
+                    raise PruneLabError(_link_message(current))
+                if not current.exists():
+                    return
+    if path.is_symlink():
+        raise PruneLabError(_link_message(path))
+    if not contents or not path.is_dir():
+        return
+    real = path.resolve()
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            entry = Path(folder) / name
+            if entry.is_symlink() and not is_inside(entry, real):
+                raise PruneLabError(_link_message(entry))
+
+
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:
     """``path`` relative to the working directory when it lies inside it (what a committed
     metrics.json should hold: no machine's absolute checkout path); else, when it lies inside
@@ -149,6 +246,23 @@ def read_json(path: Path) -> Any:
         raise CorruptFileError(
             path, f"{path} is corrupt or truncated (not valid JSON: {e}); delete it or move it aside and re-run"
         ) from None
+    except RecursionError:  # a crafted file: [[[[...]]]] deeper than Python's recursion limit
+        raise CorruptFileError(
+            path, f"{path} is corrupt (JSON nested too deeply to read); delete it or move it aside and re-run"
+        ) from None
+
+
+def read_json_object(path: Path) -> dict:
+    """``read_json`` for files that hold one JSON object (metrics.json, a cache entry's info.json):
+    a list, a string or a number there is a ``CorruptFileError`` naming the file."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise CorruptFileError(
+            path,
+            f"{path} is corrupt (holds a JSON {type(value).__name__}, not an object); "
+            "delete it or move it aside and re-run",
+        )
+    return value
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
@@ -192,7 +306,12 @@ def quarantine(path: Path) -> Path:
     """Move a corrupt file aside (``NAME.corrupt-<timestamp>``) so it can be rebuilt; returns the
     new path. The evidence is kept for inspection, never silently deleted."""
     path = Path(path)
-    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists() or target.is_symlink():  # two in one second: keep both pieces of evidence
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     try:
         os.replace(path, target)
     except OSError as e:

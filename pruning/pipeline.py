@@ -44,6 +44,7 @@ from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public 
     MODEL_KEYS,
     POLICIES,
     adversarial_training,
+    check_path_names,
     data_input_shape,
     make_method,
     model_spec,
@@ -64,6 +65,8 @@ from pruning.io import (
     portable_path,
     quarantine,
     read_json,
+    read_json_object,
+    refuse_symlinks,
     save_checkpoint,
     write_json,
 )
@@ -92,6 +95,8 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
     cfg = copy.deepcopy(cfg)
     run_dir = Path(run_dir)
     method, spec = validate(cfg)
+    check_path_names(cfg, method)  # names become folders (run dir, cache ids): never one outside the root
+    refuse_symlinks(run_dir, (cfg.get("paths") or {}).get("results_root"))  # never write through a planted link
     rt = make_runtime(cfg, console)
     finished = _finished_run(run_dir, cfg, rt)
     if finished is not None and not _missing_evaluations(finished, cfg):
@@ -128,13 +133,13 @@ def run(cfg: dict, run_dir: str | Path, console: Console | None = None) -> dict:
 
 
 def _finished_run(run_dir: Path, cfg: dict, rt: Runtime) -> dict | None:
-    """The metrics of a finished run (skipped unless rerun=true); a corrupt metrics.json is moved
-    aside (the run's checkpoints decide what is redone)."""
+    """The metrics of a finished run (skipped unless rerun=true); a corrupt metrics.json (not JSON,
+    nested too deeply, not an object) is moved aside (the run's checkpoints decide what is redone)."""
     path = run_dir / "metrics.json"
     if not path.exists() or cfg.get("rerun"):
         return None
     try:
-        previous = read_json(path)
+        previous = read_json_object(path)
     except CorruptFileError as e:
         if rt.dist.is_main:
             rt.say(

@@ -36,7 +36,6 @@ ratio: it is cached under ``<cache_dir>/pfs_gates/`` and shared by every ratio a
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 
 from pruning import PruneLabError
 from pruning.cache import cached, digest
-from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
+from pruning.io import atomic_copy, load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
 from pruning.methods import pfs_imagenet
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
@@ -619,7 +618,7 @@ class PFS(Method):
         if hit and not ctx.quiet:
             ctx.say(f"PFS gates: cached ({entry_dir.name})")
         if ctx.work_dir is not None and (entry_dir / "gates_history.json").exists():
-            shutil.copyfile(entry_dir / "gates_history.json", Path(ctx.work_dir) / "pfs_gates_history.json")
+            atomic_copy(entry_dir / "gates_history.json", Path(ctx.work_dir) / "pfs_gates_history.json")
         return result
 
     def learn_gates(self, wide: dict, ctx: PruneContext, work: Path | None) -> dict:

@@ -37,7 +37,6 @@ reduction and the number of such moves next to the requested and achieved reduct
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 
 from pruning import PruneLabError
 from pruning.cache import cached, digest
-from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
+from pruning.io import atomic_copy, load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
@@ -613,7 +612,7 @@ class TAS(Method):
         if ctx.work_dir is not None:
             for name in ("tas_search.json", "tas_widths.png"):
                 if (work / name).exists():
-                    shutil.copyfile(work / name, Path(ctx.work_dir) / name)
+                    atomic_copy(work / name, Path(ctx.work_dir) / name)  # never through a link
         return result
 
     def search(
