@@ -23,6 +23,7 @@ from pruning.validation import as_float, as_int, check_model_fits_data, check_so
 POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned net is final
 METHODS_PACKAGE = "pruning.methods"
 LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0, "optimizer": "sgd"}
+LATER_DATA_DEFAULTS = {"newlines": "keep"}  # data keys added later: counted only when not at their default
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
 
@@ -368,7 +369,11 @@ def run_subdir(cfg: dict) -> str:
     # counted below, resolved) or a robustness evaluation does (recorded with the evaluation); where
     # the files live (``root``) changes nothing either: the same data from another folder or machine
     # is the same run (metrics.json records the data's fingerprint)
-    identity["data"] = {k: v for k, v in cfg["data"].items() if k not in ("adversarial", "root")}
+    identity["data"] = {
+        k: v
+        for k, v in cfg["data"].items()
+        if k not in ("adversarial", "root") and not (k in LATER_DATA_DEFAULTS and v == LATER_DATA_DEFAULTS[k])
+    }
     if key["adv_train"] != "none":  # only then: existing commands keep their directories
         identity["adv_train"] = cfg["adv_train"]
     # schedule keys added to the YAML later count only when not at their default, so existing

@@ -506,6 +506,29 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
     return data, np.asarray(labels, dtype=np.int64)
 
 
+def _read_cifar(name: str, folder: Path, strict_sizes: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test images and labels of a CIFAR folder, every content check made (layout,
+    sizes, label range); any problem is a ``PruneLabError`` naming the file and the fix."""
+    meta = CIFAR[name]
+    x_train, y_train = _read_batches(folder, list(meta["train"]), meta["label_key"])
+    x_test, y_test = _read_batches(folder, list(meta["test"]), meta["label_key"])
+    n_train, n_test = meta["sizes"]
+    if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
+        raise PruneLabError(
+            f"{folder}: expected {n_train:,} train / {n_test:,} test images, found {len(x_train):,} / {len(x_test):,} "
+            f"(incomplete, or a subset of {PRETTY[name]}). Fix: data.strict_sizes=false to train on this smaller "
+            "set (its tables say so), or re-extract the official archive (data.download=true)"
+        )
+    for labels, split in ((y_train, "train"), (y_test, "test")):
+        bad = int(((labels < 0) | (labels >= meta["num_classes"])).sum())
+        if bad:
+            raise PruneLabError(
+                f"{folder}: {bad:,} {split} labels outside [0, {meta['num_classes']}): not {PRETTY[name]}. "
+                "Fix: re-extract the official archive (data.download=true)"
+            )
+    return x_train, y_train, x_test, y_test
+
+
 def load_cifar(
     name: str, root: str | Path, download: bool = False, check_md5: bool = True, strict_sizes: bool = True
 ) -> ImageData:
@@ -521,17 +544,7 @@ def load_cifar(
         missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise PruneLabError(_missing_cifar_message(name, root, missing))
-    x_train, y_train = _read_batches(folder, list(meta["train"]), meta["label_key"])
-    x_test, y_test = _read_batches(folder, list(meta["test"]), meta["label_key"])
-    n_train, n_test = meta["sizes"]
-    if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
-        raise PruneLabError(
-            f"{folder}: expected {n_train} train / {n_test} test images, found {len(x_train)} / {len(x_test)} "
-            "(incomplete or not CIFAR; data.strict_sizes=false accepts a partial set)"
-        )
-    bad = int(((y_train < 0) | (y_train >= meta["num_classes"])).sum())
-    if bad:
-        raise PruneLabError(f"{folder}: {bad} labels outside [0, {meta['num_classes']})")
+    x_train, y_train, x_test, y_test = _read_cifar(name, folder, strict_sizes)
     official = (
         all(_md5(folder / f) == md5 for f, md5 in {**meta["train"], **meta["test"]}.items()) if check_md5 else None
     )
@@ -567,8 +580,39 @@ def load_digits_data(test_fraction: float = 0.2) -> ImageData:
     return ImageData("digits", train, test, 10, (mean,), (std,), False, info)
 
 
+def _check_fixed_shape(kind: str, cfg: dict) -> None:
+    """``data.num_classes`` / ``in_channels`` / ``image_size`` of a dataset whose files fix them
+    (CIFAR, the MNIST family, digits) must be those values: the model is built from them."""
+    meta = CIFAR.get(kind) or IDX.get(kind) or {}
+    fixed = {
+        "num_classes": meta.get("num_classes", 10),
+        "in_channels": 3 if kind in CIFAR else 1,
+        "image_size": 32 if kind in CIFAR else (IDX_IMAGE_SIZE if kind in IDX else 8),
+    }
+    units = {"num_classes": "classes", "in_channels": "channels", "image_size": "pixels a side"}
+    for key, value in fixed.items():
+        given = cfg.get(key)
+        if given is not None and str(given) != str(value):
+            raise PruneLabError(
+                f"data.{key}={given!r}, but {PRETTY[kind]} has {value} {units[key]}: the model is built from it. "
+                f"Fix: data.{key}={value} (or leave it out: data={cfg.get('name', kind)} sets it)"
+            )
+
+
+_CHECKED: set[tuple] = set()  # datasets whose content passed in this process: (files' identity, settings)
+
+
+def _files_key(paths: list[Path], *settings: Any) -> tuple:
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) for p in paths]
+    return (*stats, *settings)
+
+
 def check_available(cfg: dict) -> None:
-    """Fail before any training if a dataset is neither present nor going to be downloaded."""
+    """Fail before any training, and before any run directory exists, if a dataset is neither
+    present nor going to be downloaded, or if its files are broken: IDX headers and lengths,
+    CIFAR batches, counts, label range, the official sizes (``strict_sizes``), and the class
+    count / image shape the config gives. Text corpora: ``pruning.text_data.check_available``.
+    Files that passed once in this process (same size and mtime) are not read again."""
     kind = cfg.get("kind", cfg["name"])
     if kind in TEXT_KINDS:
         from pruning import text_data
@@ -577,17 +621,34 @@ def check_available(cfg: dict) -> None:
         return
     if kind == "imagenet":
         check_imagenet(cfg)
-    if kind in CIFAR and not cfg.get("download"):
+    if kind in (*CIFAR, *IDX, "digits"):
+        _check_fixed_shape(kind, cfg)
+    strict = bool(cfg.get("strict_sizes", True))
+    if kind in CIFAR:
         root = Path(cfg["root"]).expanduser().resolve()
         folder = root / CIFAR[kind]["folder"]
-        missing = [f for f in [*CIFAR[kind]["train"], *CIFAR[kind]["test"]] if not (folder / f).is_file()]
+        files = [*CIFAR[kind]["train"], *CIFAR[kind]["test"]]
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing and cfg.get("download"):
+            return  # downloaded (and checked) by the run
         if missing:
             raise PruneLabError(_missing_cifar_message(kind, root, missing))
-    if kind in IDX and not cfg.get("download"):
+        key = _files_key([folder / f for f in files], kind, strict)
+        if key not in _CHECKED:
+            _read_cifar(kind, folder, strict)
+            _CHECKED.add(key)
+    if kind in IDX:
         root = Path(cfg["root"]).expanduser().resolve()
-        missing = [name for name in IDX[kind]["files"] if idx_path(root, name) is None]
-        if missing:
+        paths = [idx_path(root, name) for name in IDX[kind]["files"]]
+        if None in paths and cfg.get("download"):
+            return
+        if None in paths:
+            missing = [name for name, p in zip(IDX[kind]["files"], paths, strict=True) if p is None]
             raise PruneLabError(_missing_idx_message(kind, root, missing))
+        key = _files_key(paths, kind, strict)  # type: ignore[arg-type]
+        if key not in _CHECKED:
+            _read_idx(kind, root, strict, check_md5=False)
+            _CHECKED.add(key)
 
 
 TEXT_KINDS = ("enwik8", "text_corpus")
@@ -766,19 +827,20 @@ def _read_idx_split(kind: str, root: Path, split: str, check_md5: bool) -> tuple
     image_raw, label_raw = read_idx_bytes(image_path), read_idx_bytes(label_path)
     images = parse_idx(image_raw, image_path, IDX_IMAGES)
     labels = parse_idx(label_raw, label_path, IDX_LABELS)
+    fix = f"Fix: replace both with the official {meta['pretty']} files (data.download=true after deleting them)"
     if images.shape[1:] != (IDX_IMAGE_SIZE, IDX_IMAGE_SIZE):
         raise PruneLabError(
-            f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
-            f"{kind} images are {IDX_IMAGE_SIZE}x{IDX_IMAGE_SIZE}"
+            f"{image_path}: its header gives {images.shape[1]}x{images.shape[2]} images; "
+            f"{meta['pretty']} images are {IDX_IMAGE_SIZE}x{IDX_IMAGE_SIZE}. {fix}"
         )
     if len(images) != len(labels):
         raise PruneLabError(
             f"count mismatch: {image_path} holds {len(images):,} images but {label_path} "
-            f"holds {len(labels):,} labels; the two files are from different sets"
+            f"holds {len(labels):,} labels; the two files are from different sets. {fix}"
         )
     bad = int((labels >= meta["num_classes"]).sum())
     if bad:
-        raise PruneLabError(f"{label_path}: {bad} labels outside [0, {meta['num_classes']})")
+        raise PruneLabError(f"{label_path}: {bad:,} labels outside [0, {meta['num_classes']}). {fix}")
     official = None
     if check_md5:
         official = (
@@ -786,6 +848,22 @@ def _read_idx_split(kind: str, root: Path, split: str, check_md5: bool) -> tuple
             and hashlib.md5(label_raw).hexdigest() == meta["files"][label_name][1]
         )
     return images[:, None], labels.astype(np.int64), official
+
+
+def _read_idx(kind: str, root: Path, strict_sizes: bool, check_md5: bool) -> tuple[tuple, tuple]:
+    """Both splits of an IDX dataset, every content check made (headers, sizes against the file
+    lengths, image size, counts, label range, the official sizes unless ``strict_sizes`` is off)."""
+    meta = IDX[kind]
+    train = _read_idx_split(kind, root, "train", check_md5)
+    test = _read_idx_split(kind, root, "test", check_md5)
+    n_train, n_test = meta["sizes"]
+    if (len(train[0]), len(test[0])) != (n_train, n_test) and strict_sizes:
+        raise PruneLabError(
+            f"{root}: expected {n_train:,} train / {n_test:,} test images, found {len(train[0]):,} / {len(test[0]):,} "
+            f"(incomplete, or a subset of {meta['pretty']}). Fix: data.strict_sizes=false to train on this smaller "
+            "set (its tables say so), or put the four official files there (data.download=true)"
+        )
+    return train, test
 
 
 def load_idx(
@@ -804,14 +882,7 @@ def load_idx(
         missing = [name for name in meta["files"] if idx_path(root, name) is None]
     if missing:
         raise PruneLabError(_missing_idx_message(kind, root, missing))
-    x_train, y_train, official_train = _read_idx_split(kind, root, "train", check_md5)
-    x_test, y_test, official_test = _read_idx_split(kind, root, "test", check_md5)
-    n_train, n_test = meta["sizes"]
-    if (len(x_train), len(x_test)) != (n_train, n_test) and strict_sizes:
-        raise PruneLabError(
-            f"{root}: expected {n_train:,} train / {n_test:,} test images, found {len(x_train):,} / {len(x_test):,} "
-            f"(incomplete or a subset of {meta['pretty']}; data.strict_sizes=false accepts it)"
-        )
+    (x_train, y_train, official_train), (x_test, y_test, official_test) = _read_idx(kind, root, strict_sizes, check_md5)
     train = Split(torch.from_numpy(x_train.copy()), torch.from_numpy(y_train))
     test = Split(torch.from_numpy(x_test.copy()), torch.from_numpy(y_test))
     info = {

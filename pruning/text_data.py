@@ -12,6 +12,18 @@
   0..V-1, as FLOP's ``read_corpus`` does (``np.unique(..., return_inverse=True)``: 205 symbols for
   enwik8); ``vocab: bytes`` uses the byte values themselves (V = 256). ``data.num_classes`` is V
   (the model's output size is fixed before the data is read) and is checked against the file.
+* **Newlines.** ``newlines: keep`` (default) keeps every byte, as FLOP's SRU loader (``read_corpus``
+  reads the raw file). ``newlines: drop`` is the Transformer-XL protocol: ``prep_enwik8.py`` (from
+  salesforce/awd-lstm-lm, fetched by kimiyoung/transformer-xl's ``getdata.sh``) splits the raw bytes
+  90M / 5M / 5M and writes each byte as a number, a newline byte as a line break; ``data_utils.py``
+  reads enwik8 line by line with ``add_eos=False``, so the newline bytes vanish and V = 204
+  (41,055,436 parameters for the 12-layer base model). Here: split the raw bytes first, then remove
+  byte 10 from each split (the official vocabulary orders symbols by frequency; ours by byte value:
+  a relabelling of the same V symbols).
+* **Content.** ``check_content`` (run by ``check_available`` before any run directory exists, and
+  again by ``load_text``) refuses a file that is not text: more than 1% control bytes (NUL, 0x01-0x08,
+  0x0E-0x1F, 0x7F), or more than 25% of a sample not valid UTF-8 (random bytes: ~11% control bytes
+  and ~45% invalid UTF-8; a tar of JPEGs: ~49% control bytes; real text: none of either).
 * **Splits.** As the Transformer-XL (``prep_enwik8.py``) and FLOP (``read_corpus``) code: the last
   ``test_bytes`` bytes are the test split, the ``valid_bytes`` before them validation, the rest
   training (enwik8: 90M / 5M / 5M). For other corpora ``valid_fraction`` / ``test_fraction``
@@ -60,6 +72,14 @@ ENWIK8 = {
     "split_bytes": 5_000_000,  # valid and test each (prep_enwik8.py: num_test_chars = 5000000)
 }
 LN2 = math.log(2.0)
+VOCAB_MODES = ("unique", "bytes")
+NEWLINE_MODES = ("keep", "drop")  # drop: the Transformer-XL protocol (see the module docstring)
+NEWLINE = 10
+# Bytes that text does not contain: C0 controls except TAB, LF, VT, FF, CR; and DEL.
+CONTROL_BYTES = np.array([*range(0, 9), *range(14, 32), 127])
+MAX_CONTROL_SHARE = 0.01  # of all bytes
+MAX_INVALID_UTF8_SHARE = 0.25  # of the sample's bytes (Latin-1 text has a few percent)
+SAMPLE_BYTES = 1 << 20  # per place sampled for the UTF-8 check: start, middle, end
 
 
 def bits_per_char(nats: float) -> float:
@@ -69,6 +89,11 @@ def bits_per_char(nats: float) -> float:
 # ----------------------------------------------------------------------------- reading
 def read_corpus_bytes(path: Path) -> bytes:
     """The bytes of a plain, gzipped (.gz) or zipped (.zip, one member) file."""
+    if path.suffix in (".gz", ".zip") and path.is_file() and path.stat().st_size == 0:
+        raise PruneLabError(
+            f"{path} is empty (0 bytes), not a {path.suffix[1:]} archive. Fix: fetch or copy it again "
+            "(an interrupted download?), or point data.path / data.root at a good copy."
+        )
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
@@ -84,7 +109,8 @@ def read_corpus_bytes(path: Path) -> bytes:
                     )
                 return z.read(members[0])
         return path.read_bytes()
-    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:
+        # gzip.BadGzipFile is an OSError; RuntimeError: an encrypted zip; NotImplementedError: its compression
         raise PruneLabError(
             f"cannot read the corpus {path}: {e}. Fix: check the file (a truncated download? re-fetch it) "
             "or point data.path / data.root at a good copy."
@@ -158,11 +184,176 @@ def corpus_path(cfg: dict) -> Path:
     return path
 
 
+def check_options(cfg: dict) -> tuple[str, str]:
+    """``data.vocab`` and ``data.newlines``, checked."""
+    vocab = str(cfg.get("vocab", "unique"))
+    if vocab not in VOCAB_MODES:
+        raise PruneLabError(
+            f"data.vocab={vocab!r} is not a vocabulary mode. Fix: data.vocab=unique (the file's distinct bytes, "
+            "FLOP's read_corpus) or data.vocab=bytes (all 256 byte values)"
+        )
+    newlines = str(cfg.get("newlines", "keep"))
+    if newlines not in NEWLINE_MODES:
+        raise PruneLabError(
+            f"data.newlines={newlines!r}: use data.newlines=keep (every byte, FLOP's SRU loader) or "
+            "data.newlines=drop (the Transformer-XL enwik8 protocol: newline bytes removed, V = 204)"
+        )
+    return vocab, newlines
+
+
+def _stored_size(path: Path) -> int | None:
+    """The content size without decompressing: a plain file's length, a one-member zip's
+    recorded size; None for .gz (only reading tells) and for zips that are not one member."""
+    if path.suffix == ".gz":
+        return None
+    if path.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = [i for i in z.infolist() if not i.is_dir()]
+                return members[0].file_size if len(members) == 1 else None
+        except (OSError, zipfile.BadZipFile):
+            return None  # reading the file names the problem
+    return path.stat().st_size
+
+
+def _check_enwik8_size(cfg: dict, path: Path, size: int) -> None:
+    if size != ENWIK8["size"] and cfg.get("strict_sizes", True):
+        raise PruneLabError(
+            f"{path} holds {size:,} bytes; enwik8 is {ENWIK8['size']:,}. Fix: re-download it "
+            "(data.download=true after deleting the file), or data.strict_sizes=false to read a partial copy."
+        )
+
+
+def byte_counts(data: np.ndarray) -> np.ndarray:
+    """How often each byte value occurs: (256,) int64 (in chunks: np.bincount widens its input to
+    int64, 8x the memory of 100 MB at once, and is several times slower that way)."""
+    counts = np.zeros(256, dtype=np.int64)
+    for start in range(0, len(data), 1 << 22):
+        counts += np.bincount(data[start : start + (1 << 22)], minlength=256)
+    return counts
+
+
+def check_text(raw: bytes | np.ndarray, path: Path, counts: np.ndarray | None = None) -> None:
+    """Refuse content that is not text (see the module docstring): a byte-level language model
+    trained on random bytes, an image archive or compressed data learns nothing and says so only
+    in its bits per character. ``counts``: the byte counts of ``raw`` when already known."""
+    data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, bytes | bytearray) else raw
+    n = len(data)
+    if n == 0:
+        return
+    counts = byte_counts(data) if counts is None else counts
+    control = int(counts[CONTROL_BYTES].sum())
+    problem = None
+    if control > MAX_CONTROL_SHARE * n:
+        problem = (
+            f"{control / n:.1%} of its {n:,} bytes are control bytes ({int(counts[0]):,} NUL bytes); "
+            f"text has almost none (at most {MAX_CONTROL_SHARE:.0%} accepted)"
+        )
+    else:
+        places = sorted({0, max(0, n // 2 - SAMPLE_BYTES // 2), max(0, n - SAMPLE_BYTES)})
+        sample = b"".join(data[p : p + SAMPLE_BYTES].tobytes() for p in places)
+        invalid = len(sample) - len(sample.decode("utf-8", errors="ignore").encode("utf-8"))  # bytes dropped
+        if invalid > MAX_INVALID_UTF8_SHARE * len(sample):
+            problem = (
+                f"{invalid / len(sample):.0%} of a {len(sample):,}-byte sample is not valid UTF-8 "
+                f"(at most {MAX_INVALID_UTF8_SHARE:.0%} accepted)"
+            )
+    if problem:
+        raise PruneLabError(
+            f"{path} is not text: {problem}. A byte-level language model needs a text file (UTF-8 or ASCII; "
+            "plain, .gz, or .zip holding one file), not binary data, a compressed file under another name, "
+            "or an archive of images. Fix: point data.path (data.root for enwik8) at a text file; convert "
+            "UTF-16 text to UTF-8 first."
+        )
+
+
+@dataclass(frozen=True)
+class CorpusLayout:
+    """What ``check_content`` found: where the raw bytes are cut into train / valid / test, the
+    vocabulary (the byte value of each token id) and the newline rule."""
+
+    cuts: tuple[int, int]  # raw offsets: train = [0, cuts[0]), valid = [cuts[0], cuts[1]), test = the rest
+    vocab: tuple[int, ...]
+    newlines: str
+
+    def splits(self, raw: bytes) -> list[np.ndarray]:
+        """The three splits as byte arrays, newline bytes removed with ``newlines: drop``."""
+        data = np.frombuffer(raw, dtype=np.uint8)
+        parts = [data[: self.cuts[0]], data[self.cuts[0] : self.cuts[1]], data[self.cuts[1] :]]
+        return [part[part != NEWLINE] for part in parts] if self.newlines == "drop" else parts
+
+
+def check_content(cfg: dict, path: Path, raw: bytes) -> CorpusLayout:
+    """Every check of a corpus's content: enwik8's size, that it is text, the split sizes, the
+    vocabulary against ``data.num_classes``. One pass of byte counts per split, no copies."""
+    kind = cfg.get("kind", cfg["name"])
+    vocab_mode, newlines = check_options(cfg)
+    if kind == "enwik8":
+        _check_enwik8_size(cfg, path, len(raw))
+    data = np.frombuffer(raw, dtype=np.uint8)
+    n = len(data)
+    if n == 0:
+        raise PruneLabError(
+            f"{path} is empty (0 bytes): there is nothing to train on. Fix: point "
+            f"{'data.root' if kind == 'enwik8' else 'data.path'} at the corpus file (a failed download or copy?)"
+        )
+    valid_n, test_n = _split_sizes(cfg, n, path)
+    cuts = (n - valid_n - test_n, n - test_n)
+    counts = [byte_counts(part) for part in (data[: cuts[0]], data[cuts[0] : cuts[1]], data[cuts[1] :])]
+    check_text(data, path, counts=sum(counts))
+    if newlines == "drop":
+        for part in counts:
+            part[NEWLINE] = 0
+        short = [(name, int(c.sum())) for name, c in zip(("train", "valid", "test"), counts, strict=True)]
+        short = [(name, size) for name, size in short if size < 2]
+        if short:
+            raise PruneLabError(
+                f"{path}: with data.newlines=drop the {short[0][0]} split keeps {short[0][1]} bytes (it is all "
+                "newlines); each split needs at least 2. Fix: data.newlines=keep, or larger split sizes."
+            )
+    present = sum(counts) > 0
+    vocab = tuple(range(256)) if vocab_mode == "bytes" else tuple(int(b) for b in np.flatnonzero(present))
+    expected = cfg.get("num_classes")
+    if expected is not None and int(expected) != len(vocab):
+        kept = ", newlines dropped" if newlines == "drop" else ""
+        raise PruneLabError(
+            f"{path} has {len(vocab)} distinct symbols (data.vocab={vocab_mode}{kept}) but "
+            f"data.num_classes={expected}: the model's output size. Fix: data.num_classes={len(vocab)}"
+        )
+    return CorpusLayout(cuts, vocab, newlines)
+
+
+_CHECKED: set[tuple] = set()  # corpora already checked in this process: (file identity, settings)
+
+
 def check_available(cfg: dict) -> None:
+    """Before any run directory exists: the options, that the file is there, and its content
+    (``check_content``); a corpus that passed once in this process (same file, size, mtime and
+    settings) is not read again."""
+    check_options(cfg)
     kind = cfg.get("kind", cfg["name"])
     if kind == "enwik8" and cfg.get("download"):
+        root = Path(cfg["root"]).expanduser().resolve()
+        if enwik8_path(root) is None:
+            return  # downloaded (and checked) by the run
+    path = corpus_path(cfg)
+    if kind == "enwik8":
+        stored = _stored_size(path)
+        if stored is not None:  # before decompressing 100 MB
+            _check_enwik8_size(cfg, path, stored)
+    stat = path.stat()
+    settings = ("kind", "vocab", "newlines", "num_classes", "strict_sizes", "test_bytes", "valid_bytes")
+    key = (
+        str(path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ino,
+        *(str(cfg.get(k)) for k in (*settings, "test_fraction", "valid_fraction")),
+    )
+    if key in _CHECKED:
         return
-    corpus_path(cfg)
+    check_content(cfg, path, read_corpus_bytes(path))
+    _CHECKED.add(key)
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -297,31 +488,40 @@ class TextData(Data):
         )
 
 
-def _split_sizes(cfg: dict, n: int) -> tuple[int, int]:
+def _split_sizes(cfg: dict, n: int, path: Path | str = "the corpus") -> tuple[int, int]:
+    """(valid, test) sizes in bytes of an ``n``-byte corpus; every split needs at least 2 bytes."""
     kind = cfg.get("kind", cfg["name"])
     if cfg.get("test_bytes") is not None or kind == "enwik8":
         test = int(cfg.get("test_bytes") or ENWIK8["split_bytes"])
         valid = int(cfg.get("valid_bytes") or test)
+        how = f"data.valid_bytes={valid:,} / data.test_bytes={test:,}"
     else:
-        test = int(round(n * float(cfg.get("test_fraction", 0.05))))
-        valid = int(round(n * float(cfg.get("valid_fraction", 0.05))))
+        valid_fraction, test_fraction = float(cfg.get("valid_fraction", 0.05)), float(cfg.get("test_fraction", 0.05))
+        test = int(round(n * test_fraction))
+        valid = int(round(n * valid_fraction))
+        fractions = f"data.valid_fraction={valid_fraction:g} / data.test_fraction={test_fraction:g}"
+        how = f"{fractions}: {valid:,} / {test:,} bytes"
     if valid < 2 or test < 2 or valid + test >= n - 2:
         raise PruneLabError(
-            f"cannot split {n:,} bytes into {n - valid - test:,} train / {valid:,} valid / {test:,} test; "
-            "Fix: use a larger file or smaller data.valid_fraction / data.test_fraction (or valid_bytes / test_bytes)"
+            f"{path} holds {n:,} bytes: too small for validation and test splits of {how}, plus training "
+            f"({n - valid - test:,} bytes left; validation and test need at least 2 bytes each, training 3). "
+            "Fix: a larger file, or other split sizes (data.valid_fraction / data.test_fraction, or "
+            "data.valid_bytes / data.test_bytes)."
         )
     return valid, test
 
 
-def encode(raw: bytes, vocab_mode: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Token ids (uint8) and the byte value of each id."""
-    data = np.frombuffer(raw, dtype=np.uint8)
+def encode(raw: bytes | np.ndarray, vocab_mode: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Token ids (uint8) and the byte value of each id. ``unique``: the ids of FLOP's
+    ``np.unique(data, return_inverse=True)``, computed with a 256-entry lookup table (no sort)."""
+    data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, bytes | bytearray) else raw
     if vocab_mode == "bytes":
         return data, tuple(range(256))
     if vocab_mode != "unique":
         raise PruneLabError(f"data.vocab={vocab_mode!r}: use unique (FLOP's read_corpus) or bytes (all 256 values)")
-    unique, ids = np.unique(data, return_inverse=True)
-    return ids.astype(np.uint8), tuple(int(b) for b in unique)
+    present = byte_counts(data) > 0
+    rank = (np.cumsum(present) - 1).astype(np.uint8)  # byte value -> its index among the present values
+    return rank[data], tuple(int(b) for b in np.flatnonzero(present))
 
 
 def load_text(cfg: dict) -> TextData:
@@ -333,29 +533,24 @@ def load_text(cfg: dict) -> TextData:
             download_enwik8(root)
     path = corpus_path(cfg)
     raw = read_corpus_bytes(path)
-    info: dict[str, Any] = {"source": str(path), "bytes": len(raw)}
-    if kind == "enwik8":
-        if len(raw) != ENWIK8["size"] and cfg.get("strict_sizes", True):
-            raise PruneLabError(
-                f"{path} holds {len(raw):,} bytes; enwik8 is {ENWIK8['size']:,}. Fix: re-download it "
-                "(data.download=true after deleting the file), or data.strict_sizes=false to read a partial copy."
-            )
-        if cfg.get("check_md5", True):
-            info["official_md5"] = hashlib.md5(raw).hexdigest() == ENWIK8["md5"]
-    ids, vocab = encode(raw, str(cfg.get("vocab", "unique")))
-    expected = cfg.get("num_classes")
-    if expected is not None and int(expected) != len(vocab):
-        raise PruneLabError(
-            f"{path} has {len(vocab)} distinct symbols (data.vocab={cfg.get('vocab', 'unique')}) but "
-            f"data.num_classes={expected}: the model's output size. Fix: data.num_classes={len(vocab)}"
-        )
-    valid_n, test_n = _split_sizes(cfg, len(ids))
-    n = len(ids)
+    layout = check_content(cfg, path, raw)
+    vocab_mode, newlines = check_options(cfg)
+    info: dict[str, Any] = {"source": str(path), "bytes": len(raw), "newlines": newlines}
+    if kind == "enwik8" and cfg.get("check_md5", True):
+        info["official_md5"] = hashlib.md5(raw).hexdigest() == ENWIK8["md5"]
+    parts = layout.splits(raw)
+    joined = np.concatenate(parts) if newlines == "drop" else np.frombuffer(raw, dtype=np.uint8)
+    ids, vocab = encode(joined, vocab_mode)
+    assert vocab == layout.vocab
     tensor = torch.from_numpy(ids.copy())
-    train = TokenSplit(tensor[: n - valid_n - test_n])
-    valid = TokenSplit(tensor[n - valid_n - test_n : n - test_n])
-    test = TokenSplit(tensor[n - test_n :])
-    info["fingerprint"] = hashlib.sha1(raw).hexdigest()[:16]
+    n_train, n_valid = len(parts[0]), len(parts[1])
+    train = TokenSplit(tensor[:n_train])
+    valid = TokenSplit(tensor[n_train : n_train + n_valid])
+    test = TokenSplit(tensor[n_train + n_valid :])
+    fingerprint = hashlib.sha1(raw)
+    if newlines == "drop":  # other tokens from the same file: another baseline (keep: ids unchanged)
+        fingerprint.update(b"\0newlines=drop")
+    info["fingerprint"] = fingerprint.hexdigest()[:16]
     data = TextData(
         name=cfg["name"],
         train=train,

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,7 +147,7 @@ def test_count_mismatch_size_and_label_range_are_named(tmp_path) -> None:
         datasets.load(_cfg(root))
     write_idx(root / NAMES[1], np.arange(60) % 10, gz=False)
     write_idx(root / NAMES[0], np.zeros((60, 32, 32)), gz=False)
-    with pytest.raises(PruneLabError, match=r"train-images-idx3-ubyte: images are 32x32, mnist images are 28x28"):
+    with pytest.raises(PruneLabError, match=r"idx3-ubyte: its header gives 32x32 images; MNIST images are"):
         datasets.load(_cfg(root))
 
 
@@ -352,3 +353,133 @@ def test_real_fashion_mnist_loads_and_trains(tmp_path) -> None:
     assert metrics["status"] == "done" and metrics["data"]["label"] == "Fashion-MNIST"
     assert metrics["final"]["top1"] > 60.0, metrics["final"]  # 10 classes: far above chance
     assert json.loads((run_dir / "metrics.json").read_text())["data"]["official_md5"] is True
+
+
+# ----------------------------------------------------------------------------- checked before any run directory
+def _break(root: Path, case: str) -> str:
+    """Break the fake MNIST files in ``root`` as ``case`` says; returns what the message must match."""
+    images, labels = root / NAMES[0], root / NAMES[1]
+    if case == "bad magic":
+        images.write_bytes(labels.read_bytes())
+        return r"train-images-idx3-ubyte: bad magic number 2049"
+    if case == "bad dims":
+        write_idx(root / NAMES[2], np.zeros((20, 14, 56)), gz=False)
+        return r"t10k-images-idx3-ubyte: its header gives 14x56 images; MNIST images are 28x28.*Fix:"
+    if case == "shorter than the header says":
+        images.write_bytes(images.read_bytes()[:-100])
+        return r"train-images-idx3-ubyte is truncated: its header announces 60 images"
+    if case == "longer than the header says":
+        labels.write_bytes(labels.read_bytes() + b"\0")
+        return r"train-labels-idx1-ubyte has 1 bytes after the 60 labels"
+    if case == "truncated gzip":
+        (root / NAMES[3]).unlink()
+        write_idx(root / NAMES[3], np.arange(20) % 10, gz=True).write_bytes(
+            gzip.compress(labels.read_bytes(), mtime=0)[:-12]
+        )
+        return r"t10k-labels-idx1-ubyte.gz is not a readable gzip file"
+    if case == "images vs labels count":
+        write_idx(root / NAMES[3], np.arange(19) % 10, gz=False)
+        return r"count mismatch: .*holds 20 images but .*holds 19 labels.*Fix:"
+    if case == "labels out of range":
+        write_idx(root / NAMES[3], np.full(20, 12), gz=False)
+        return r"t10k-labels-idx1-ubyte: 20 labels outside \[0, 10\).*Fix:"
+    raise AssertionError(case)
+
+
+BROKEN_IDX = [
+    "bad magic",
+    "bad dims",
+    "shorter than the header says",
+    "longer than the header says",
+    "truncated gzip",
+    "images vs labels count",
+    "labels out of range",
+]
+
+
+@pytest.mark.parametrize("case", BROKEN_IDX)
+def test_broken_idx_files_are_refused_by_the_up_front_check(tmp_path, case) -> None:
+    """``check_available`` (prune-exp's precheck: before Hydra makes the run directory) reads the
+    IDX headers and lengths, so a broken file never leaves a failed run behind."""
+    root = write_fake_mnist(tmp_path / "m", gz=False)
+    datasets.check_available(_cfg(root))  # intact: passes
+    datasets._CHECKED.clear()
+    pattern = _break(root, case)
+    with pytest.raises(PruneLabError, match=pattern):
+        datasets.check_available(_cfg(root))
+    with pytest.raises(PruneLabError, match=pattern):  # the loader says the same
+        datasets.load(_cfg(root))
+
+
+def test_strict_sizes_is_checked_up_front_and_names_the_fix(tmp_path) -> None:
+    root = write_fake_mnist(tmp_path / "m")
+    for kind in ("mnist", "fashion_mnist"):
+        with pytest.raises(PruneLabError, match=r"found 60 / 20 .*Fix: data\.strict_sizes=false"):
+            datasets.check_available(_cfg(root, name=kind, kind=kind, strict_sizes=True))
+    cifar = write_fake_cifar(tmp_path / "c")
+    cifar_cfg = {"name": "cifar10", "kind": "cifar10", "root": str(cifar)}
+    with pytest.raises(PruneLabError, match=r"found 200 / 60 .*Fix: data\.strict_sizes=false"):
+        datasets.check_available({**cifar_cfg, "strict_sizes": True})
+    datasets.check_available({**cifar_cfg, "strict_sizes": False})
+
+
+def test_broken_cifar_batches_are_refused_up_front(tmp_path) -> None:
+    root = write_fake_cifar(tmp_path / "c")
+    cfg = {"name": "cifar10", "kind": "cifar10", "root": str(root), "strict_sizes": False}
+    batch = root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(PruneLabError, match=r"data_batch_3 is not a readable CIFAR batch"):
+        datasets.check_available(cfg)
+
+
+@pytest.mark.parametrize(
+    "kind,key,value,right",
+    [
+        ("mnist", "num_classes", 5, 10),
+        ("fashion_mnist", "in_channels", 3, 1),
+        ("cifar10", "num_classes", 100, 10),
+        ("cifar100", "image_size", 28, 32),
+        ("digits", "image_size", 28, 8),
+    ],
+)
+def test_class_count_and_image_shape_must_be_the_datasets(tmp_path, kind, key, value, right) -> None:
+    """The model is built from data.num_classes / in_channels / image_size: a value the files
+    contradict (MNIST with 5 classes) would crash mid-training; refuse it up front."""
+    cfg = {"name": kind, "kind": kind, "root": str(tmp_path / "absent"), "download": True, key: value}
+    with pytest.raises(PruneLabError, match=rf"data\.{key}={value}.* has {right} .*Fix: data\.{key}={right}"):
+        datasets.check_available(cfg)
+    datasets.check_available({**cfg, key: right})  # (download=true: the files come later)
+
+
+def test_each_dataset_is_read_once_per_process_unless_its_files_change(tmp_path, monkeypatch) -> None:
+    root = write_fake_mnist(tmp_path / "m", gz=False)
+    reads = []
+    real = datasets._read_idx
+    monkeypatch.setattr(datasets, "_read_idx", lambda *a, **k: reads.append(a) or real(*a, **k))
+    datasets.check_available(_cfg(root))
+    datasets.check_available(_cfg(root))
+    assert len(reads) == 1
+    _break(root, "labels out of range")  # a new file: read again
+    with pytest.raises(PruneLabError, match="outside"):
+        datasets.check_available(_cfg(root))
+    assert len(reads) == 2
+
+
+@pytest.mark.integration  # prune-exp in a subprocess (~4 s each)
+@pytest.mark.parametrize("case", ["bad magic", "images vs labels count", "strict sizes", "num_classes"])
+def test_prune_exp_refuses_broken_image_data_and_leaves_nothing(tmp_path, case) -> None:
+    root = write_fake_mnist(tmp_path / "m", gz=False)
+    extra = ["data.strict_sizes=false"]
+    if case == "strict sizes":
+        extra, pattern = [], r"data\.strict_sizes=false"
+    elif case == "num_classes":
+        extra, pattern = [*extra, "data.num_classes=5"], r"data\.num_classes=10"
+    else:
+        pattern = _break(root, case)
+    results = tmp_path / "results"
+    env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "pruning.cli.exp", "data=mnist", f"data.root={root}", "model=lenet5_caffe", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(pattern, " ".join(out.stderr.split())), out.stderr
+    assert not list(results.rglob("*")) if results.exists() else True

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
+import os
+import re
+import subprocess
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -111,7 +117,7 @@ def test_train_subset_keeps_the_first_bytes(tmp_path):
 
 
 def test_enwik8_split_sizes_md5_and_size_checks(tmp_path):
-    raw = bytes((i * 7) % 200 + 10 for i in range(3000))
+    raw = bytes((i * 7) % 95 + 32 for i in range(3000))  # printable ASCII
     (tmp_path / "enwik8").write_bytes(raw)
     cfg = {
         "name": "enwik8",
@@ -159,10 +165,280 @@ def test_missing_and_bad_files_name_the_path_and_the_fix(tmp_path):
         load_text(corpus_cfg(bad))
     tiny = tmp_path / "tiny.txt"
     tiny.write_bytes(b"abc")
-    with pytest.raises(PruneLabError, match="cannot split"):
+    with pytest.raises(PruneLabError, match="too small"):
         load_text(corpus_cfg(tiny))
 
 
 def test_lanes_refuse_more_lanes_than_tokens():
     with pytest.raises(PruneLabError, match="lanes"):
         lanes(TokenSplit(torch.zeros(5, dtype=torch.uint8)), 8)
+
+
+# ----------------------------------------------------------------------------- content checked before any run
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    return path
+
+
+def _words(n: int, seed: int = 0) -> bytes:
+    """~n bytes of text that does not compress to nothing (so truncating an archive cuts data)."""
+    rng = np.random.default_rng(seed)
+    words = [b"alpha ", b"beta ", b"gamma. ", b"<page>", b"</page>\n", b"[[Link]] ", b"caf\xc3\xa9 ", b"42 "]
+    return b"".join(words[i] for i in rng.integers(0, len(words), n // 5))[:n]
+
+
+CORPUS = _words(6000)
+
+
+def _enwik8_cfg(root: Path, **kw) -> dict:
+    cfg = {"name": "enwik8", "kind": "enwik8", "root": str(root), "vocab": "unique", "num_classes": None}
+    return {**cfg, "test_bytes": 500, "valid_bytes": 500, **kw}
+
+
+def _bad_corpus(tmp_path: Path, case: str) -> tuple[dict, str]:
+    """A broken corpus config and the pattern its message must match."""
+    plain = tmp_path / "c.txt"
+    plain.write_bytes(CORPUS)
+    if case == "empty file":
+        plain.write_bytes(b"")
+        return corpus_cfg(plain), rf"{plain} is empty \(0 bytes\).*Fix: point data.path"
+    if case == "empty archive":
+        (tmp_path / "enwik8.zip").write_bytes(b"")
+        return _enwik8_cfg(tmp_path), r"enwik8\.zip is empty \(0 bytes\), not a zip archive\. Fix:"
+    if case == "empty enwik8":
+        (tmp_path / "enwik8").write_bytes(b"")
+        return _enwik8_cfg(tmp_path, strict_sizes=False), r"enwik8 is empty \(0 bytes\).*Fix: point data.root"
+    if case == "truncated zip":
+        whole = _zip(tmp_path / "c.zip", {"c.txt": CORPUS}).read_bytes()
+        (tmp_path / "c.zip").write_bytes(whole[: len(whole) // 2])
+        return corpus_cfg(tmp_path / "c.zip"), r"cannot read the corpus .*c\.zip.*Fix:"
+    if case == "truncated gz":
+        (tmp_path / "c.txt.gz").write_bytes(gzip.compress(CORPUS)[:-40])
+        return corpus_cfg(tmp_path / "c.txt.gz"), r"cannot read the corpus .*c\.txt\.gz.*Fix:"
+    if case == "two-member zip":
+        _zip(tmp_path / "c.zip", {"a.txt": CORPUS, "b.txt": CORPUS})
+        return corpus_cfg(tmp_path / "c.zip"), r"holds 2 files \(a\.txt, b\.txt\).*exactly one"
+    if case == "two-member enwik8 zip":
+        _zip(tmp_path / "enwik8.zip", {"enwik8": CORPUS, "extra": CORPUS})
+        return _enwik8_cfg(tmp_path, strict_sizes=False), r"enwik8\.zip holds 2 files"
+    if case == "truncated enwik8 zip":
+        whole = _zip(tmp_path / "x.zip", {"enwik8": CORPUS}).read_bytes()
+        (tmp_path / "enwik8.zip").write_bytes(whole[:-100])
+        return _enwik8_cfg(tmp_path, strict_sizes=False), r"cannot read the corpus .*enwik8\.zip"
+    if case == "wrong-size enwik8":
+        _zip(tmp_path / "enwik8.zip", {"enwik8": CORPUS})
+        return _enwik8_cfg(tmp_path), r"holds 6,000 bytes; enwik8 is 100,000,000.*data\.strict_sizes=false"
+    if case == "vocab=foo":
+        return corpus_cfg(plain, vocab="foo"), r"data\.vocab='foo'.*Fix: data\.vocab=unique"
+    if case == "newlines=foo":
+        return corpus_cfg(plain, newlines="foo"), r"data\.newlines='foo'.*data\.newlines=drop"
+    if case == "num_classes mismatch":
+        n = len(set(CORPUS))
+        return corpus_cfg(plain, vocab="unique", num_classes=205), rf"has {n} distinct .*Fix: data\.num_classes={n}"
+    if case == "too small for the splits":
+        plain.write_bytes(CORPUS[:20])
+        return corpus_cfg(plain), r"holds 20 bytes: too small for validation and test splits of .*: 1 / 1 bytes"
+    if case == "random bytes":
+        plain.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+        return corpus_cfg(plain), rf"{plain} is not text: .*control bytes.*Fix:"
+    raise AssertionError(case)
+
+
+BAD_CORPORA = [
+    "empty file",
+    "empty archive",
+    "empty enwik8",
+    "truncated zip",
+    "truncated gz",
+    "two-member zip",
+    "two-member enwik8 zip",
+    "truncated enwik8 zip",
+    "wrong-size enwik8",
+    "vocab=foo",
+    "newlines=foo",
+    "num_classes mismatch",
+    "too small for the splits",
+    "random bytes",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CORPORA)
+def test_bad_corpora_are_refused_by_the_up_front_check(tmp_path, case):
+    """``check_available`` (prune-exp's precheck, before Hydra makes the run directory) reads the
+    corpus, so none of these leaves a failed run behind; the loader says the same."""
+    cfg, pattern = _bad_corpus(tmp_path, case)
+    with pytest.raises(PruneLabError, match=pattern):
+        datasets.check_available(cfg)
+    with pytest.raises(PruneLabError, match=pattern):
+        load_text(cfg)
+
+
+def test_an_empty_corpus_says_empty_and_a_small_one_gives_the_sizes(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(PruneLabError) as e:
+        load_text(corpus_cfg(empty))
+    assert "is empty (0 bytes)" in str(e.value) and not re.search(r" -\d", str(e.value))  # not "-8,000 train"
+    small = tmp_path / "small.txt"
+    small.write_bytes(CORPUS[:3000])
+    with pytest.raises(PruneLabError) as e:
+        load_text(corpus_cfg(small, test_bytes=2000, valid_bytes=1000))
+    assert "holds 3,000 bytes" in str(e.value) and "data.valid_bytes=1,000 / data.test_bytes=2,000" in str(e.value)
+
+
+def _fake_jpeg(rng: np.random.Generator, n: int) -> bytes:
+    """JPEG-like bytes: SOI + JFIF APP0 header, then entropy-coded (high-entropy) data, EOI."""
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + rng.bytes(n) + b"\xff\xd9"
+
+
+def test_binary_data_and_image_archives_are_not_text(tmp_path):
+    rng = np.random.default_rng(0)
+    tar_path = tmp_path / "images.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for i in range(5):
+            jpeg = _fake_jpeg(rng, 3000)
+            info = tarfile.TarInfo(f"train/cat/{i:04d}.jpg")
+            info.size = len(jpeg)
+            tar.addfile(info, io.BytesIO(jpeg))
+    (tmp_path / "images.tar.gz").write_bytes(gzip.compress(tar_path.read_bytes()))
+    high = tmp_path / "high.bin"  # no control bytes, but not UTF-8 either
+    high.write_bytes(bytes(rng.integers(128, 256, 20_000, dtype=np.uint8)))
+    for path in (tar_path, tmp_path / "images.tar.gz", high):
+        with pytest.raises(PruneLabError, match=rf"{path} is not text: .*Fix: point data\.path"):
+            datasets.check_available(corpus_cfg(path))
+
+
+def test_real_text_of_any_script_passes(tmp_path):
+    texts = {
+        "ascii": TEXT,
+        "utf8": ("Zürich, Ελληνικά, 日本語, emoji 🙂; <tag attr='x'>\tvalue</tag>\r\n" * 200).encode(),
+        "latin1": ("Köln, Málaga, Ærøskøbing: a Latin-1 file.\n" * 200).encode("latin-1"),
+        "markup": CORPUS,
+    }
+    for name, raw in texts.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(raw)
+        datasets.check_available(corpus_cfg(path))
+
+
+PYDOCS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pydocs" / "pydocs-3.11.txt.gz"
+
+
+@pytest.mark.skipif(not PYDOCS.is_file(), reason="no ../shared/data/pydocs here")
+def test_the_real_pydocs_corpus_passes_the_content_check():
+    raw = text_data.read_corpus_bytes(PYDOCS)
+    text_data.check_text(raw, PYDOCS)
+    layout = text_data.check_content(corpus_cfg(PYDOCS, vocab="unique", num_classes=165), PYDOCS, raw)
+    assert len(layout.vocab) == 165 and layout.cuts == (len(raw) - 2 * 552_414, len(raw) - 552_414)
+
+
+def test_a_checked_corpus_is_not_read_again_unless_it_changes(tmp_path, monkeypatch):
+    path = tmp_path / "c.txt"
+    path.write_bytes(CORPUS)
+    reads = []
+    real = text_data.read_corpus_bytes
+    monkeypatch.setattr(text_data, "read_corpus_bytes", lambda p: reads.append(p) or real(p))
+    datasets.check_available(corpus_cfg(path))
+    datasets.check_available(corpus_cfg(path))
+    assert len(reads) == 1
+    datasets.check_available(corpus_cfg(path, vocab="unique", num_classes=len(set(CORPUS))))  # other settings
+    assert len(reads) == 2
+    path.write_bytes(b"\0" * len(CORPUS))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(PruneLabError, match="not text"):
+        datasets.check_available(corpus_cfg(path))
+
+
+# ----------------------------------------------------------------------------- the Transformer-XL protocol
+def _official_txl_tokens(raw: bytes, test_chars: int) -> list[list[int]]:
+    """What kimiyoung/transformer-xl trains on, re-stated: prep_enwik8.py splits the raw bytes (last
+    test_chars test, the test_chars before valid) and writes each split as byte values joined by
+    spaces, a newline byte written as a line break; data_utils.py (enwik8: add_eos=False) reads each
+    file line by line, strips each line and splits it on whitespace."""
+    splits = (raw[: -2 * test_chars], raw[-2 * test_chars : -test_chars], raw[-test_chars:])
+    out = []
+    for part in splits:
+        written = " ".join("\n" if c == 10 else str(c) for c in part)
+        out.append([int(symbol) for line in io.StringIO(written) for symbol in line.strip().split()])
+    return out
+
+
+def _enwik8_like_205_symbols(seed: int = 0) -> bytes:
+    """A tiny enwik8-format text with exactly enwik8's 205 distinct bytes: printable ASCII, TAB and
+    newline (97), and 108 high bytes from UTF-8: 2-byte characters (lead bytes C2-DF, continuation
+    bytes 80-BF) and 3-byte characters with lead bytes E0-ED."""
+    rng = np.random.default_rng(seed)
+    chars = [chr(c) for c in range(32, 127)] + ["\t", "\n"]
+    chars += [chr(0x80 + 64 * i + j) for i in range(30) for j in (0, 63)]  # C2..DF x 80, BF
+    chars += [chr(c) for c in range(0x80, 0xC0)]  # C2 80..C2 BF: every continuation byte
+    chars += [chr(0x0800)] + [chr(i << 12) for i in range(1, 14)]  # lead bytes E0 (U+0800), E1..ED (U+1000..)
+    base = "".join(chars)
+    filler = "".join(rng.choice(list("<page> text [[link]]\n"), 3000))
+    raw = (base + filler + base[::-1] + filler[::-1] + base).encode()
+    assert len(set(raw)) == 205 and 10 in raw
+    return raw
+
+
+def test_newlines_drop_is_the_transformer_xl_protocol_and_gives_204_symbols(tmp_path):
+    raw = _enwik8_like_205_symbols()
+    test_chars = 700
+    _zip(tmp_path / "enwik8.zip", {"enwik8": raw})
+    cfg = _enwik8_cfg(tmp_path, strict_sizes=False, test_bytes=test_chars, valid_bytes=test_chars)
+    keep = load_text({**cfg, "num_classes": 205})  # FLOP's SRU loader: every byte
+    assert keep.num_classes == 205 and keep.info["newlines"] == "keep"
+    drop = load_text({**cfg, "num_classes": 204, "newlines": "drop"})
+    assert drop.num_classes == 204 and NEWLINE_BYTE not in drop.vocab
+    official = _official_txl_tokens(raw, test_chars)
+    assert len(set().union(*official)) == 204  # Vocab.count_file over train, valid and test
+    for split, expected in zip((drop.train, drop.valid, drop.test), official, strict=True):
+        assert [drop.vocab[i] for i in split.ids.tolist()] == expected
+    with pytest.raises(PruneLabError, match=r"204 distinct symbols \(data\.vocab=unique, newlines dropped\)"):
+        datasets.check_available({**cfg, "num_classes": 205, "newlines": "drop"})
+    # other tokens from the same file: another dense baseline; keep's fingerprint is the file's hash
+    assert keep.info["fingerprint"] == hashlib.sha1(raw).hexdigest()[:16] != drop.info["fingerprint"]
+
+
+NEWLINE_BYTE = 10
+RUNS = Path(__file__).resolve().parents[1] / "results" / "runs" / "text_corpus"
+
+
+@pytest.mark.skipif(not RUNS.is_dir(), reason="no committed text_corpus runs")
+def test_newlines_keep_leaves_the_committed_run_directories_where_they_are():
+    """data.newlines was added later: at its default (keep) it is not part of the run directory's
+    hash, so every committed pydocs run (its saved config, resolved, plus newlines=keep) maps to
+    its own directory; drop gives new ones."""
+    import pruning.cli.exp  # noqa: F401  (registers the resolvers the saved configs use)
+    from omegaconf import OmegaConf
+
+    from pruning.config import run_subdir
+
+    saved = {f.parents[2]: f for f in sorted(RUNS.glob("*/*/*/*/.hydra/config.yaml"))}.values()  # one per setting
+    assert saved
+    for config_file in saved:
+        cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+        assert "newlines" not in cfg["data"]  # written before the key existed
+        run_dir = str(config_file.parent.parent.relative_to(RUNS.parent))
+        cfg["data"]["newlines"] = "keep"
+        assert run_subdir(cfg) == run_dir
+        cfg["data"]["newlines"] = "drop"
+        assert run_subdir(cfg) != run_dir
+
+
+@pytest.mark.integration  # prune-exp in a subprocess (~4 s each)
+@pytest.mark.parametrize("case", ["empty file", "two-member zip", "vocab=foo", "wrong-size enwik8", "random bytes"])
+def test_prune_exp_refuses_bad_corpora_and_leaves_nothing(tmp_path, case):
+    cfg, pattern = _bad_corpus(tmp_path, case)
+    if cfg["kind"] == "enwik8":
+        data = ["data=enwik8", f"data.root={cfg['root']}"]
+    else:
+        data = ["data=text_corpus", f"data.path={cfg['path']}"] + (["data.vocab=foo"] if case == "vocab=foo" else [])
+    results = tmp_path / "results"
+    env = {**os.environ, "PRUNE_LAB_RESULTS": str(results), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "pruning.cli.exp", *data, "model=sru_small", "method=none", "quiet=true"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    first = pattern.split(".*")[0].replace(str(tmp_path), "")  # the message's start, without the (wrapped) path
+    assert re.search(first, " ".join(out.stderr.split())), out.stderr
+    assert not results.exists() or not list(results.rglob("*")), sorted(results.rglob("*"))
