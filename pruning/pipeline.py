@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.markup import escape
 
-from pruning import CorruptFileError, PruneLabError, Terminated, distributed, trackers
+from pruning import CorruptFileError, PruneLabError, Terminated, distributed, rng, trackers
 from pruning import data as datasets
 from pruning.cache import cached, digest
 from pruning.config import (  # noqa: F401  (re-exported: the pipeline's public names)
@@ -290,6 +290,7 @@ class Run:
                     "wall_s",
                     "cached",
                     "baseline_id",
+                    "baseline_sha256",
                     "epoch_s_median",
                     "peak_gpu_mem_mb",
                     "peak_rss_mb",
@@ -303,6 +304,7 @@ class Run:
             entry = Path(self.cfg["paths"]["cache_dir"]) / "baselines" / str(info["baseline_id"])
             self.tracker.replay(trackers.history_rows(entry / "history.jsonl"))
         m = self.metrics
+        m.baseline_sha256 = info["baseline_sha256"]  # the exact dense net this run descends from
         m.params_dense = count_params(dense)
         m.flops_dense = count_macs(dense, self.input_shape)
         m.spec_dense = self.spec
@@ -313,10 +315,11 @@ class Run:
 
     def random_dense(self) -> torch.nn.Module:
         """The dense network at its initialisation, for methods that start from random weights
-        (no pretraining stage, no baseline cache)."""
-        torch.manual_seed(self.seed)
+        (no pretraining stage, no baseline cache); its checksum names the initialisation."""
+        rng.seed_all(self.seed)
         dense = build(self.spec).to(self.rt.device)
         m = self.metrics
+        m.baseline_sha256 = rng.state_sha256(dense.state_dict())
         m.params_dense, m.flops_dense, m.spec_dense = (
             count_params(dense),
             count_macs(dense, self.input_shape),
@@ -434,10 +437,12 @@ class Run:
             m.final = {"top1": prune.top1, "top1_best": prune.top1, "top5": prune.top5}
             self.final_model = pruned
             return
+        # every policy starts its random stream (dropout, ...) from the seed, never from whatever the
+        # earlier stages of this process drew (a cached or a freshly trained baseline, a resumed run)
+        rng.seed_all(self.seed + 1)
         if policy == "finetune":
             model = pruned
         else:
-            torch.manual_seed(self.seed + 1)
             model = build(m.spec_pruned).to(self.rt.device)
             self.method.scratch_init(model, masks)
         kd = self.method.distillation()  # train against the frozen dense net (not checkpointed)
@@ -541,7 +546,11 @@ class Run:
         cfg["model"] = {**cfg["model"], "init_from": None}
         self.rt.say(f"[cyan]black-box source:[/] standard dense net, seed {cfg['seed']}")
         source, info = pretrain(cfg, self.data, self.spec, NoPruning(), self.rt, Eta(self.rt, 0.0))
-        self.metrics.budget["black_box_source"] = {"seed": cfg["seed"], "baseline_id": info.get("baseline_id")}
+        self.metrics.budget["black_box_source"] = {
+            "seed": cfg["seed"],
+            "baseline_id": info.get("baseline_id"),
+            "baseline_sha256": info.get("baseline_sha256"),
+        }
         return source.eval()
 
     def evaluate_finished(self, finished: dict) -> dict:
@@ -638,21 +647,37 @@ def pretrain(
 ) -> tuple[torch.nn.Module, dict]:
     """Train (or load) the cached dense baseline (``pruning.cache.cached``: concurrent jobs wait
     for one trainer; a corrupt entry is moved aside and trained again). ``on_row``: each trained
-    epoch's history row (the run's tracker; a cached baseline trains nothing, so logs nothing)."""
+    epoch's history row (the run's tracker; a cached baseline trains nothing, so logs nothing).
+
+    A cache id names one trained net: ``info.json`` records the sha256 of the weights
+    (``baseline_sha256``, ``pruning.rng.state_sha256``) and every load checks it; weights that do
+    not match it are a corrupt entry (moved aside, trained again), never a second net under the
+    same id. An entry written before checksums were recorded gets its checksum on its next load."""
     directory = Path(cfg["paths"]["cache_dir"]) / "baselines" / baseline_id(cfg, data, spec, method)
 
     def load(entry: Path) -> tuple[torch.nn.Module, dict]:
         state = load_checkpoint(entry / "baseline.pt", map_location="cpu")
         info = read_json(entry / "info.json")
-        if not isinstance(info.get("top1"), (int, float)):
+        if not isinstance(info, dict) or not isinstance(info.get("top1"), (int, float)):
             raise CorruptFileError(entry / "info.json", f"{entry / 'info.json'} has no top-1 accuracy")
         model = build(state["spec"])
         model.load_state_dict(state["model"])
+        checksum, recorded = rng.state_sha256(model.state_dict()), info.get("baseline_sha256")
+        if recorded is None:  # an entry from before checksums: pin the net it holds now
+            info["baseline_sha256"] = checksum
+            if rt.dist.is_main:
+                write_json(entry / "info.json", info)
+        elif recorded != checksum:
+            raise CorruptFileError(
+                entry / "baseline.pt",
+                f"{entry / 'baseline.pt'} does not hold the net its cache id names: weights sha256 "
+                f"{checksum[:12]}, info.json records {str(recorded)[:12]}",
+            )
         return model, info
 
     def train(entry: Path) -> tuple[torch.nn.Module, dict]:
         rt.say(f"[cyan]dense baseline: training[/] ({entry.name})")
-        torch.manual_seed(int(cfg["seed"]))
+        rng.seed_all(int(cfg["seed"]))
         model = build(spec).to(rt.device)
         if cfg["model"].get("init_from"):
             from pruning.models.torchvision_compat import load_torchvision_file
@@ -676,7 +701,7 @@ def pretrain(
             adversary=adversarial_training(cfg, "pretrain"),
             on_row=on_row,
         )
-        info = {**stage, "baseline_id": entry.name}
+        info = {**stage, "baseline_id": entry.name, "baseline_sha256": rng.state_sha256(model.state_dict())}
         if getattr(data, "task", "") == "language_model":  # the dense model's bpc, official protocol
             info.update(final_lm_eval(model, data, rt))
         if rt.dist.is_main:

@@ -12,7 +12,10 @@ It has room for every regime prune-lab runs:
 * per-sample cost of dynamic networks (``cost_per_sample``: mean and percentiles of MACs);
 * sparsity targets (``sparsity``: target and achieved fraction);
 * the compute each stage spent (``StageRecord.samples`` and ``train_macs`` = samples seen x
-  forward MACs per sample: the "training cost" a table can show next to the accuracy).
+  forward MACs per sample: the "training cost" a table can show next to the accuracy);
+* which exact dense net a run descends from (``RunMetrics.baseline_sha256``: the sha256 of the
+  pretrained baseline's weights, or of the random initialisation a method starts from; runs whose
+  checksums differ descend from different nets even under one ``baseline_id``).
 
 Schema history: 1 (prune-lab <= this issue: no ``evaluations``/``cost``/``sparsity``; still read,
 never dropped), 2 (this module).
@@ -73,7 +76,8 @@ class StageRecord:
     peak_gpu_mem_mb: float | None = None
     peak_rss_mb: float | None = None
     cached: bool | None = None  # pretrain: loaded from the baseline cache
-    baseline_id: str | None = None
+    baseline_id: str | None = None  # pretrain: the cache id (a hash of what determines the baseline)
+    baseline_sha256: str | None = None  # pretrain: the sha256 of the baseline's weights (pruning.rng.state_sha256)
     load_s: float | None = None
     samples: int | None = None  # training samples processed (epochs x training-set size)
     macs_per_sample: int | None = None  # forward MACs of the network trained in this stage
@@ -83,6 +87,8 @@ class StageRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageRecord:
         known, rest = _known(cls, data)
+        if not isinstance(known.get("baseline_sha256", ""), str):  # a checksum is a string or absent
+            rest["baseline_sha256"] = known.pop("baseline_sha256")
         record = cls(**known)
         record.extra.update(rest)
         return record
@@ -150,6 +156,9 @@ class RunMetrics:
     flops_speedup: float | None = None
     spec_dense: dict[str, Any] | None = None
     spec_pruned: dict[str, Any] | None = None
+    # the dense net the run started from: sha256 of its state_dict (pruning.rng.state_sha256), the
+    # pretrained baseline's (= stages.pretrain.baseline_sha256) or the random init's; None: not recorded
+    baseline_sha256: str | None = None
     latency: dict[str, LatencyRecord] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)  # top1, top1_best, top5 of the last stage
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # named extra evaluations
@@ -185,6 +194,8 @@ class RunMetrics:
         for name in ("method_settings", "versions", "engine", "data", "budget", "final", "evaluations", "extras"):
             known[name] = known.get(name) or {}
         known["schema"] = SCHEMA_VERSION  # migrated on read
+        if not isinstance(known.get("baseline_sha256", ""), str):  # a checksum is a string or absent
+            rest["baseline_sha256"] = known.pop("baseline_sha256")
         return cls(**known, other=rest)
 
     def to_dict(self) -> dict[str, Any]:

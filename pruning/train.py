@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pruning import CorruptFileError, PruneLabError
+from pruning import CorruptFileError, PruneLabError, rng
 from pruning.data import ImageData
 from pruning.distributed import SINGLE, DistInfo, all_reduce_sum, wrap
 from pruning.io import load_checkpoint, quarantine, save_checkpoint, write_jsonl
@@ -375,6 +375,14 @@ def _resume_state(ckpt_path: Path, device: torch.device, dist: DistInfo) -> dict
         return None
 
 
+def _warn_on_main(dist: DistInfo) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        if dist.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    return warn
+
+
 def run_stage(
     name: str,
     model: nn.Module,
@@ -397,9 +405,10 @@ def run_stage(
 ) -> dict:
     """Train ``model`` for ``schedule.epochs`` epochs, checkpointing after every epoch.
 
-    Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy),
-    so a killed run re-launched with the same command continues from its last finished epoch.
-    Data order depends only on (seed, epoch), so a resumed run sees the batches it would have.
+    Resumes from ``ckpt_path`` if present (the model, optimiser, history and best accuracy, and
+    the random-number states, ``pruning.rng``), so a killed run re-launched with the same command
+    continues from its last finished epoch bit for bit: data order depends only on (seed, epoch),
+    and dropout (any global random draw) continues on the stream it would have.
     Under DDP every rank trains; rank 0 alone writes. ``on_epoch(epoch, seconds)`` is called
     after each epoch (the pipeline's ETA); ``on_row(row)`` with each epoch's history row once it is
     checkpointed, and first with the rows a resumed stage restored (the pipeline's experiment
@@ -430,6 +439,8 @@ def run_stage(
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    if state is not None:  # last: nothing between here and the first epoch draws a random number
+        rng.restore(state, _warn_on_main(dist), what=f"{name} checkpoint {ckpt_path}")
     t0 = time.perf_counter()
     with make_progress() as progress:
         progress.disable = quiet or not dist.is_main
@@ -512,6 +523,7 @@ def run_stage(
                         "wall_s": wall,
                         "spec": getattr(model, "spec", None),
                         "schedule": asdict(schedule),
+                        rng.RNG_KEY: rng.capture(),
                     },
                 )
                 write_jsonl(history_path, history)

@@ -232,3 +232,65 @@ def test_remeasure_latency_script_replaces_cpu_figures(fake_cifar, tmp_path) -> 
     assert fixed["latency_remeasured"]["reason"] == "test" and fixed["final"] == m["final"]
     with pytest.raises(SystemExit, match="not found"):
         script.main([str(tmp_path / "nowhere")])
+
+
+# ----------------------------------------------------------------------------- baseline identity (issue 22)
+SMALL_DENSE = ("method=none", "schedule.epochs=1", "model=vgg_small", "data.train_subset=50")
+
+
+def _baseline_entry(metrics: dict, results: Path) -> Path:
+    return results / "cache" / "baselines" / metrics["stages"]["pretrain"]["baseline_id"]
+
+
+def test_a_run_records_the_checksum_of_the_baseline_it_descends_from(fake_cifar, tmp_path) -> None:
+    from pruning.io import load_checkpoint
+    from pruning.results import RunMetrics
+    from pruning.rng import state_sha256
+
+    first = _run(_cfg(fake_cifar, tmp_path, *SMALL_DENSE))
+    entry = _baseline_entry(first, tmp_path)
+    checksum = state_sha256(load_checkpoint(entry / "baseline.pt")["model"])
+    assert first["baseline_sha256"] == first["stages"]["pretrain"]["baseline_sha256"] == checksum
+    assert json.loads((entry / "info.json").read_text())["baseline_sha256"] == checksum
+    assert RunMetrics.from_dict(first).baseline_sha256 == checksum  # a typed field: the report groups on it
+    # an entry cached before checksums were recorded: loaded as it is, and its checksum pinned
+    info = json.loads((entry / "info.json").read_text())
+    del info["baseline_sha256"]
+    (entry / "info.json").write_text(json.dumps(info))
+    again = _run(_cfg(fake_cifar, tmp_path, *SMALL_DENSE, "rerun=true"))
+    assert again["stages"]["pretrain"]["cached"] is True and again["baseline_sha256"] == checksum
+    assert json.loads((entry / "info.json").read_text())["baseline_sha256"] == checksum
+
+
+def test_a_cached_baseline_whose_weights_do_not_match_its_checksum_is_trained_again(fake_cifar, tmp_path) -> None:
+    """One cache id, one net: weights that are not the recorded ones are a corrupt entry."""
+    from pruning.io import load_checkpoint, save_checkpoint
+
+    first = _run(_cfg(fake_cifar, tmp_path, *SMALL_DENSE))
+    entry = _baseline_entry(first, tmp_path)
+    state = load_checkpoint(entry / "baseline.pt")
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] * 1.001  # e.g. retrained under another torch build
+    save_checkpoint(entry / "baseline.pt", state)
+    again = _run(_cfg(fake_cifar, tmp_path, *SMALL_DENSE, "rerun=true"))
+    assert again["stages"]["pretrain"]["cached"] is False  # trained again
+    assert len(list(entry.glob("baseline.pt.corrupt-*"))) == 1  # the evidence kept
+    assert again["baseline_sha256"] == first["baseline_sha256"]  # the same recipe on the same torch: the same net
+
+
+def test_a_method_from_random_weights_records_the_checksum_of_its_initialisation(fake_cifar, tmp_path) -> None:
+    import torch
+
+    from pruning.models import build
+    from pruning.pipeline import Run, validate
+    from pruning.rng import state_sha256
+    from pruning.runtime import make_runtime
+
+    cfg = _cfg(fake_cifar, tmp_path, "method=pfs", "model=resnet20_pfs", "seed=3")
+    method, spec = validate(cfg)
+    run = Run(cfg, tmp_path / "run", method, spec, make_runtime(cfg, QUIET))
+    run.input_shape = (3, 32, 32)
+    dense = run.random_dense()
+    torch.manual_seed(3)
+    assert run.metrics.baseline_sha256 == state_sha256(build(spec).state_dict()) == state_sha256(dense.state_dict())
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["baseline_sha256"] == run.metrics.baseline_sha256

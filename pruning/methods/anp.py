@@ -57,7 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning import PruneLabError
+from pruning import PruneLabError, rng
 from pruning.attacks import AttackSpec, capture, feature_sites, perturb, vulnerability
 from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
@@ -904,9 +904,7 @@ class ANP(Method):
             opt_w.load_state_dict(state["opt_w"])
             history, start, step = state["history"], state["epoch"], state["step"]
             seen, wall_before = state["seen"], state["wall_s"]
-            torch.set_rng_state(state["rng"].cpu())
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+            rng.restore(state, ctx.say, what=f"ANP checkpoint {ckpt}")
             if not ctx.quiet:
                 ctx.say(f"ANP: resumed after epoch {start}/{self.epochs}")
         else:
@@ -977,8 +975,7 @@ class ANP(Method):
                             "step": step,
                             "seen": seen,
                             "wall_s": wall_before + time.perf_counter() - t0,
-                            "rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                            rng.RNG_KEY: rng.capture(),
                         },
                     )
                 if not ctx.quiet:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning import PruneLabError
+from pruning import PruneLabError, rng
 from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
@@ -243,9 +243,7 @@ class EpochTrainer:
             state["wall_s"],
         )
         self.load_extra(state)
-        torch.set_rng_state(state["rng"].cpu())
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        rng.restore(state, ctx.say, what=f"{self.label} checkpoint {self.ckpt}")
         if not ctx.quiet:
             ctx.say(f"{self.label}: resumed after epoch {self.start}/{self.epochs}")
 
@@ -261,8 +259,7 @@ class EpochTrainer:
             "step": self.step,
             "seen": self.seen,
             "wall_s": wall,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            rng.RNG_KEY: rng.capture(),
         }
         save_checkpoint(self.ckpt, state)
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning import PruneLabError
+from pruning import PruneLabError, rng
 from pruning.cache import cached, digest
 from pruning.io import atomic_copy, load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
@@ -729,6 +729,7 @@ class PFS(Method):
             "samples": self.gate_epochs * len(train.train),
             "macs_per_sample": spec_macs(wide, ctx.input_shape),
             "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+            rng.restore(state, ctx.say, what=f"gate-learning checkpoint {ckpt}")
         }
 
 
@@ -789,6 +790,7 @@ def plot_gates(layers: list[dict], path: Path, title: str) -> Any:
     top.set_ylabel("gate value")
     top.set_ylim(-0.05, 1.05)
     set_layer_ticks(top, names)
+                        rng.RNG_KEY: rng.capture(),
     top.set_title("learnt gate values per layer (the budget search keeps the largest gates across layers)", fontsize=9)
     legend_outside(top)
     bottom.bar(xs, [layer["size"] for layer in layers], color="lightgray", label="gated (expanded) net")

@@ -67,7 +67,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning import PruneLabError
+from pruning import PruneLabError, rng
 from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
@@ -465,9 +465,7 @@ class SANP(Method):
             for opt, opt_state in zip(opts, state["opts"], strict=True):
                 opt.load_state_dict(opt_state)
             history, start, seen, wall_before = state["history"], state["epoch"], state["seen"], state["wall_s"]
-            torch.set_rng_state(state["rng"].cpu())
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+            rng.restore(state, ctx.say, what=f"SANP checkpoint {ckpt}")
             if not ctx.quiet:
                 ctx.say(f"SANP: resumed after epoch {start}/{self.epochs}")
         t0 = time.perf_counter()
@@ -528,8 +526,7 @@ class SANP(Method):
                             "epoch": epoch + 1,
                             "seen": seen,
                             "wall_s": wall_before + time.perf_counter() - t0,
-                            "rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                            rng.RNG_KEY: rng.capture(),
                         },
                     )
                 if not ctx.quiet:

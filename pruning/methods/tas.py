@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning import PruneLabError
+from pruning import PruneLabError, rng
 from pruning.cache import cached, digest
 from pruning.io import atomic_copy, load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
@@ -640,6 +640,7 @@ class TAS(Method):
             w_opt.load_state_dict(state["w_opt"])
             a_opt.load_state_dict(state["a_opt"])
             history, start, wall_before = state["history"], state["epoch"], state["wall_s"]
+            rng.restore(state, ctx.say, what=f"TAS search checkpoint {ckpt}")
         target = 1.0 - self.ratio  # kept fraction of the dense FLOPs
         t0 = time.perf_counter()
         for epoch in range(start, self.search_epochs):
@@ -714,6 +715,7 @@ class TAS(Method):
                         "history": history,
                         "epoch": epoch + 1,
                         "wall_s": wall_before + time.perf_counter() - t0,
+                        rng.RNG_KEY: rng.capture(),
                     },
                 )
                 write_json(
