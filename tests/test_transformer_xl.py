@@ -289,3 +289,28 @@ def test_model_configs_build_the_documented_specs(name: str) -> None:
     else:
         model = txl.build(spec)
         assert sum(p.numel() for p in model.parameters()) == txl.num_params(spec) < 2_000_000
+
+
+def test_the_paper_rows_read_enwik8_as_the_official_code_does() -> None:
+    """The Transformer-XL rows of experiment flop_enwik8 follow kimiyoung/transformer-xl's enwik8
+    protocol (prep_enwik8.py, then data_utils.py with add_eos=False: newline bytes dropped, 204
+    symbols), which gives the 12-layer model its 41,055,436 parameters (counted from the spec, no
+    allocation); the SRU rows keep every byte as FLOP's read_corpus does (205 symbols)."""
+    from pathlib import Path
+
+    from pruning.config import model_spec
+    from tests.conftest import plain_cfg
+
+    cfg = plain_cfg(["experiment=flop_enwik8", "table_row=flop_txl_80"], Path("unused"))  # as composed
+    assert (cfg["data"]["kind"], cfg["data"]["newlines"], cfg["data"]["num_classes"]) == ("enwik8", "drop", 204)
+    assert txl.num_params(model_spec(cfg["model"], cfg["data"])) == 41_055_436
+    enwik8 = yaml.safe_load((CONF_DIR / "data" / "enwik8.yaml").read_text())
+    assert (enwik8["newlines"], enwik8["num_classes"]) == ("keep", 205)  # FLOP's SRU loader
+    sweep = yaml.safe_load((CONF_DIR / "experiment" / "flop_enwik8.yaml").read_text())
+    for row in sweep["hydra"]["sweeper"]["params"]["table_row"].split(","):
+        text = (CONF_DIR / "table_row" / f"{row}.yaml").read_text()
+        data = yaml.safe_load(text).get("data") or {}
+        if "override /model: transformer_xl" in text:
+            assert data == {"newlines": "drop", "num_classes": 204}, row
+        else:
+            assert "newlines" not in data and "num_classes" not in data, row
