@@ -649,6 +649,7 @@ class PFS(Method):
             optimizer.load_state_dict(state["optimizer"])
             history, start, wall_before = state["history"], state["epoch"], state["wall_s"]
             best_acc, saved, saved_epoch = state["best_acc"], state["saved"], state["saved_epoch"]
+            rng.restore(state, ctx.say, what=f"gate-learning checkpoint {ckpt}")
         t0 = time.perf_counter()
         test_batch = max(self.batch_size, 100)
         for epoch in range(start, self.gate_epochs):
@@ -709,6 +710,7 @@ class PFS(Method):
                         "best_acc": best_acc,
                         "saved": saved,
                         "saved_epoch": saved_epoch,
+                        rng.RNG_KEY: rng.capture(),
                     },
                 )
                 write_json(work / "gates_history.json", {"history": history})
@@ -729,7 +731,6 @@ class PFS(Method):
             "samples": self.gate_epochs * len(train.train),
             "macs_per_sample": spec_macs(wide, ctx.input_shape),
             "wall_s": round(wall_before + time.perf_counter() - t0, 2),
-            rng.restore(state, ctx.say, what=f"gate-learning checkpoint {ckpt}")
         }
 
 
@@ -790,7 +791,6 @@ def plot_gates(layers: list[dict], path: Path, title: str) -> Any:
     top.set_ylabel("gate value")
     top.set_ylim(-0.05, 1.05)
     set_layer_ticks(top, names)
-                        rng.RNG_KEY: rng.capture(),
     top.set_title("learnt gate values per layer (the budget search keeps the largest gates across layers)", fontsize=9)
     legend_outside(top)
     bottom.bar(xs, [layer["size"] for layer in layers], color="lightgray", label="gated (expanded) net")
