@@ -448,12 +448,17 @@ def _expected_type(cfg, path: Sequence[str]) -> tuple[type | None, object]:
     for a null default the method argument's annotation / ``NUMERIC_WHEN_SET``; (None, None) else."""
     import typing
 
-    from omegaconf import DictConfig, ListConfig
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
     node = _node(cfg, path)
     default = None
     if node is not None and not isinstance(node, (DictConfig, ListConfig)):
         default = node._value()
+        if node._is_interpolation():  # finetune.epochs: ${schedule.finetune_epochs}
+            try:
+                default = OmegaConf.select(cfg, ".".join(path))
+            except Exception:  # noqa: BLE001  an interpolation that does not resolve here: no coercion
+                return None, None
         if isinstance(default, bool):
             return bool, default
         if isinstance(default, (int, float)):

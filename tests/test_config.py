@@ -75,7 +75,14 @@ def _valid_overrides(group: str, option: str) -> list[str]:
 def test_every_config_option_composes_and_validates(group: str, option: str, tmp_path) -> None:
     from pruning.pipeline import validate
 
-    cfg = plain_cfg(_valid_overrides(group, option), tmp_path)
+    overrides, corpus = _valid_overrides(group, option), None
+    if "data.path=pyproject.toml" in overrides and option.endswith("_cpu"):  # a corpus the splits fit in
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("the quick brown fox jumps over the lazy dog. " * 5000)  # 225,000 bytes of text
+        overrides = [f"data.path={corpus}" if o == "data.path=pyproject.toml" else o for o in overrides]
+    cfg = plain_cfg(overrides, tmp_path)
+    if corpus is not None and cfg["data"].get("vocab") == "unique":  # the symbols this corpus has
+        cfg["data"]["num_classes"] = len(set(corpus.read_bytes()))
     cfg["data"]["download"] = True  # no CIFAR files here: checks other than data presence
     if cfg["data"].get("kind") == "imagenet":
         cfg["dry_run"] = True  # no ImageNet here either: a dry run skips the data-presence check

@@ -184,3 +184,29 @@ def test_a_robustness_source_checkpoint_must_load_into_its_spec(tmp_path) -> Non
     good = tmp_path / "final.pt"
     save_checkpoint(good, {"model": net.state_dict(), "spec": spec})
     validate(_robustness_cfg(tmp_path, good))
+
+
+# ----------------------------------------------------------------------------- the same by subprocess
+@pytest.mark.integration  # make test-integration
+def test_unknown_keys_exit_2_with_our_message_and_leave_nothing(tmp_path) -> None:
+    from tests.conftest import prune_exp
+
+    out = prune_exp(["schedule.epoch=1"], tmp_path)
+    assert out.returncode == 2 and "did you mean schedule.epochs?" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "+schedule" not in out.stderr
+    # a job that only the experiment's sweeper params make: checked by ValidateSweep, same words
+    out = prune_exp(["-m", "experiment=l1_ratio_sweep", "method=flop", "model=sru_small", "data=enwik8"], tmp_path)
+    assert out.returncode == 2 and "method.ratio is not a key of method=flop" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "Could not override" not in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.integration
+def test_a_quoted_number_runs_in_the_same_directory_by_subprocess(tmp_path) -> None:
+    from tests.conftest import metrics_files, prune_exp
+
+    for ratio in ("'0.5'", "0.5"):
+        out = prune_exp(["dry_run=true", f"method.ratio={ratio}"], tmp_path)
+        assert out.returncode == 0, out.stderr
+    (m,) = metrics_files(tmp_path)
+    assert m["key"]["ratio"] == 0.5
