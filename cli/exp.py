@@ -153,8 +153,12 @@ def app(cfg: DictConfig) -> None:
     results_root = Path(str(cfg.paths.results_root))
     try:  # before the first write of ours (the precheck made the same checks before Hydra's mkdir)
         refuse_symlinks(run_dir, results_root)
-        check_inside(run_dir, results_root)
     except PruneLabError as e:
+        error(str(e))
+    try:
+        check_inside(run_dir, results_root)  # e.g. hydra.run.dir=/elsewhere
+    except PruneLabError as e:
+        _remove_if_empty_run(run_dir)  # what Hydra made there (the folder, its job log)
         error(str(e))
     try:
         _write_hydra_files(run_dir, cfg)

@@ -441,6 +441,11 @@ def test_prune_exp_end_to_end_bad_inputs_exit_2_and_leave_nothing(tmp_path, outs
         assert snapshot(root) == before, args
     assert outside.read_text() == "precious\n"
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+    link.unlink()
+    elsewhere = tmp_path / "elsewhere"  # the run dir moved out of the root by Hydra's own key
+    out = _prune_exp([*DRY, f"hydra.run.dir={elsewhere}"], tmp_path, root)
+    assert out.returncode == 2 and "outside paths.results_root" in out.stderr, out.stderr
+    assert not elsewhere.exists()
 
 
 @pytest.mark.integration
