@@ -23,7 +23,7 @@
 * **Content.** ``check_content`` (run by ``check_available`` before any run directory exists, and
   again by ``load_text``) refuses a file that is not text: more than 1% control bytes (NUL, 0x01-0x08,
   0x0E-0x1F, 0x7F), or more than 25% of a sample not valid UTF-8 (random bytes: ~11% control bytes
-  and ~45% invalid UTF-8; a tar of JPEGs: ~49% control bytes; real text: none of either).
+  and ~43% invalid UTF-8; the CIFAR-10 JPEG tarball: ~49% control bytes; real text: none of either).
 * **Splits.** As the Transformer-XL (``prep_enwik8.py``) and FLOP (``read_corpus``) code: the last
   ``test_bytes`` bytes are the test split, the ``valid_bytes`` before them validation, the rest
   training (enwik8: 90M / 5M / 5M). For other corpora ``valid_fraction`` / ``test_fraction``
