@@ -356,7 +356,7 @@ class Run:
                 work_dir=self.run_dir,
                 quiet=self.rt.quiet,
                 cache_dir=Path(self.cfg["paths"]["cache_dir"]),
-                source_id=self.base_info.get("baseline_id"),
+                source_id=source_id(self.base_info),
                 say=lambda message: self.rt.say(escape(message)),
             )  # a method's text, not markup
             result = self.method.prune(dense, ctx)
@@ -772,6 +772,15 @@ def plan(cfg: dict, method: Method, spec: dict, input_shape: tuple[int, ...]) ->
     elif method.prunes:  # scratch-B spends the dense net's compute, whatever the pruned FLOPs turn out to be
         out["later_dense_epochs"] = float(pretrain_schedule(cfg).epochs)
     return out
+
+
+def source_id(base_info: dict) -> str | None:
+    """What a method's cached stage (a TAS search, SANP, ANP, FLOP, ...) names its dense source by:
+    the baseline's cache id and the first 12 hex digits of its weights' sha256, so that a baseline
+    trained again under the same id (another torch build) never reuses a stage learnt on the other
+    net. None for a method that starts from random weights."""
+    baseline, checksum = base_info.get("baseline_id"), base_info.get("baseline_sha256")
+    return f"{baseline}-{checksum[:12]}" if baseline and checksum else baseline
 
 
 def _record_sizes(

@@ -294,3 +294,18 @@ def test_a_method_from_random_weights_records_the_checksum_of_its_initialisation
     torch.manual_seed(3)
     assert run.metrics.baseline_sha256 == state_sha256(build(spec).state_dict()) == state_sha256(dense.state_dict())
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["baseline_sha256"] == run.metrics.baseline_sha256
+
+
+def test_a_method_stage_names_its_source_by_the_baseline_id_and_checksum(fake_cifar, tmp_path, monkeypatch) -> None:
+    """A search or a method's own training cached under a baseline is keyed by the exact net."""
+    from pruning.methods.l1_norm import L1Norm
+
+    seen, real_prune = [], L1Norm.prune
+
+    def prune(self, model, ctx):
+        seen.append(ctx.source_id)
+        return real_prune(self, model, ctx)
+
+    monkeypatch.setattr(L1Norm, "prune", prune)
+    m = _run(_cfg(fake_cifar, tmp_path, *SMALL_DENSE, "method=l1_norm", "method.ratio=0.5", "finetune=none"))
+    assert seen[-1] == f"{m['stages']['pretrain']['baseline_id']}-{m['baseline_sha256'][:12]}"  # (before: the plan)
