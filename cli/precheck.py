@@ -6,7 +6,13 @@ fix, exit 2, nothing written):
 * an unknown option of any config group, sweep values included (``experiment=<typo>``, which
   Hydra would silently skip for an ``optional`` default, ``table_row=``, ``model=`` ...),
   answered with the list of valid options;
-* a config that does not compose (a key that does not exist, a bad interpolation);
+* a key that the composed config lacks, ``+key`` included (Hydra would advise ``+key=...``, which
+  then runs with the key ignored): "schedule.epoch is not a key of schedule=cifar10; did you mean
+  schedule.epochs?", for every job of a sweep (``check_job_keys``, also called by ValidateSweep);
+  ``+method.NAME`` may add an argument the method's class takes;
+* a string where the key's default is a number or a bool; a quoted number (``'0.5'``) is rewritten
+  as the number (``prepare``), so it runs, hashes and is recorded exactly like ``0.5``;
+* a config that does not compose (a bad interpolation);
 * a single run's values (the pipeline's ``validate``: types and ranges, model vs data size,
   data present); a multirun's jobs are validated one by one by the ``ValidateSweep`` callback;
 * a results root that cannot be written (read-only, permission denied, a file in the way).
@@ -156,7 +162,7 @@ def _precheck(overrides: list[str], multirun: bool, final: list[str]) -> str | N
                 cfg = compose(config_name="config", overrides=_first_value_overrides(parsed))
                 plain = OmegaConf.to_container(cfg, resolve=True)
             except (HydraException, OmegaConfBaseException) as e:
-                return _hydra_message(e)
+                return _check_keys(parsed, multirun, always=True)[1] or _hydra_message(e)
     except (HydraException, OmegaConfBaseException) as e:
         return _hydra_message(e)
     finally:
@@ -176,15 +182,19 @@ def _precheck(overrides: list[str], multirun: bool, final: list[str]) -> str | N
     return None
 
 
-def _check_keys(parsed: list, multirun: bool) -> tuple[list[str], str | None]:
+def _check_keys(parsed: list, multirun: bool, always: bool = False) -> tuple[list[str], str | None]:
     """(overrides, message): every job's keys exist in the config it composes (else the message
     for the first unknown key); the overrides as Hydra is to run them, one per given override,
-    with quoted numbers written as numbers and ``+group=`` as ``group=``."""
+    with quoted numbers written as numbers and ``+group=`` as ``group=``. Without ``always``, a
+    single run of plain ``key=number`` overrides is left to the full composition (no extra one):
+    a key it lacks makes that fail, and the caller asks again with ``always``."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from pruning import PruneLabError
 
+    if not (always or multirun or any(_needs_base(o) for o in parsed)):
+        return [o.input_line for o in parsed], None
     parser, checker = OverridesParser.create(), KeyChecker()
     lines = [checker.plus_group(o) or o.input_line for o in parsed]
     parsed = parser.parse_overrides(lines)
@@ -201,6 +211,18 @@ def _check_keys(parsed: list, multirun: bool) -> tuple[list[str], str | None]:
     except PruneLabError as e:
         return lines, str(e)
     return lines, None
+
+
+def _needs_base(override) -> bool:
+    """Whether the override needs the config composed without it: a `+`, `++` or `~` (Hydra's
+    composition would accept an unknown key there), or a string, which may be a quoted number."""
+    from hydra.core.override_parser.types import OverrideType, QuotedString
+
+    if override.type != OverrideType.CHANGE:
+        return True
+    if KeyChecker.is_group(override) or _is_hydra_key(override.key_or_group):
+        return False
+    return override.is_sweep_override() or isinstance(override.value(), str | QuotedString)
 
 
 def _hydra_message(e: Exception) -> str:
