@@ -62,7 +62,7 @@ def prune_exp(args: list[str], results: Path) -> subprocess.CompletedProcess:
         (["seed=1.5"], "seed=1.5 is not an integer"),
         (["model=vgg16"], "model=vgg16 cannot run on data=digits (input 1x8x8)"),
         (["schedule.lr_schedule=linear"], "schedule.lr_schedule='linear' is not a schedule"),
-        (["schedule.no_such_key=1"], "Key 'no_such_key' is not in struct"),
+        (["schedule.no_such_key=1"], "schedule.no_such_key is not a key of schedule=digits"),
         (["method.ratio=0.2,0.4"], "is a sweep (several values): add -m"),
         (["method.ratio=[0.2"], "cannot parse the command line"),
     ],
