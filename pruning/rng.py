@@ -31,12 +31,14 @@ def capture() -> dict[str, Any]:
     """The process's random-number state (see the module docstring)."""
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     py_version, py_words, py_gauss = random.getstate()
-    cuda = None
+    cuda, cuda_device = None, None
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         cuda = [s.clone() for s in torch.cuda.get_rng_state_all()]
+        cuda_device = torch.cuda.current_device()
     return {
         "torch": torch.get_rng_state().clone(),
         "cuda": cuda,
+        "cuda_device": cuda_device,  # the device this process trains on (its rank's, under DDP)
         "numpy": {
             "name": str(np_name),
             "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
@@ -59,7 +61,7 @@ def restore(checkpoint: Mapping[str, Any], say: Callable[[str], None], what: str
     run's random numbers (dropout masks, ...) differ from an uninterrupted run's."""
     state = checkpoint.get(RNG_KEY)
     if isinstance(state, Mapping):
-        _set_torch(state.get("torch"), state.get("cuda"))
+        _set_torch(state.get("torch"), state.get("cuda"), state.get("cuda_device"))
         numpy_state = state["numpy"]
         np.random.set_state(
             (
@@ -88,12 +90,16 @@ def restore(checkpoint: Mapping[str, Any], say: Callable[[str], None], what: str
     return False
 
 
-def _set_torch(cpu: torch.Tensor | None, cuda: list[torch.Tensor] | None) -> None:
+def _set_torch(cpu: torch.Tensor | None, cuda: list[torch.Tensor] | None, cuda_device: int | None = None) -> None:
+    """Under DDP rank 0 writes the checkpoint and every rank restores it: each rank's own device
+    gets the state of the device rank 0 trained on (the ranks draw the same stream from one seed)."""
     if cpu is not None:
         torch.set_rng_state(cpu.cpu())
     if cuda and torch.cuda.is_available():
         for index, device_state in enumerate(cuda[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state.cpu(), index)
+        if cuda_device is not None and 0 <= int(cuda_device) < len(cuda):
+            torch.cuda.set_rng_state(cuda[int(cuda_device)].cpu(), torch.cuda.current_device())
 
 
 def seed_all(seed: int) -> None:

@@ -150,6 +150,23 @@ def test_an_old_checkpoint_without_rng_states_still_loads_with_a_warning() -> No
     assert torch.equal(torch.rand(3), expected) and "numpy's and Python's" in said[1]
 
 
+def test_cuda_states_are_saved_and_each_rank_gets_the_state_of_the_device_rank_0_trained_on(monkeypatch) -> None:
+    """No GPU here: torch.cuda is faked. Rank 0 (device 0) saves; rank 1 (device 1) restores."""
+    states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    saved = rng.capture()
+    assert saved["cuda_device"] == 0 and [s.tolist() for s in saved["cuda"]] == [[1, 2], [3, 4]]
+    calls: list[tuple[list[int], int]] = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((state.tolist(), device)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # rank 1 trains on device 1
+    assert rng.restore({rng.RNG_KEY: saved}, say=pytest.fail) is True
+    assert calls[-1] == ([1, 2], 1)  # device 1 continues rank 0's stream
+
+
 def test_state_sha256_names_exact_weights() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
