@@ -10,6 +10,15 @@ test-time masks), as the official attack graph (``train=False``) does, and resto
 
     spec = AttackSpec("pgd", eps=0.3, step=0.01, steps=40)
     adv = perturb(model, images, labels, spec, data.mean, data.std)      # normalised, like images
+
+``official_clip`` (PGD only; ``robustness.official_clip=true``): the ANP-VS official CIFAR attack
+instead, for measuring that deviation. The official CIFAR pipeline feeds the network standardised
+images (``tf.image.per_image_standardization``) and runs the PGD above on them unchanged: eps and
+the step are in standardised units and every iterate is clipped to [0, 1] *in those units*, which
+moves all the standardised values outside [0, 1] (most of them) onto 0 or 1, far more than eps. With
+``official_clip`` the same PGD runs on the network's own (normalised) input, eps / step in those
+units, clipped to [0, 1] there. Ours normalises per channel (the data's mean / std), the official
+code per image: the same kind of clipping, not bit-identical inputs.
     with capture(model, feature_sites(model)) as feats: model(x)          # latent features
 
 ``vulnerability`` is the ANP-VS measure (official ``net.py vulnerability``): per feature tensor
@@ -40,6 +49,7 @@ class AttackSpec:
     step: float = 2 / 255
     steps: int = 10
     random_start: bool = True
+    official_clip: bool = False  # PGD in the network's normalised input, clipped to [0, 1] there (ANP-VS code)
 
     def __post_init__(self) -> None:
         if self.kind not in ATTACKS:
@@ -51,6 +61,8 @@ class AttackSpec:
                 raise PruneLabError(f"step={self.step!r} must be in (0, 1] (pixel units, e.g. 0.007)")
             if int(self.steps) < 1:
                 raise PruneLabError(f"steps={self.steps!r} must be >= 1 (the paper evaluates with 40)")
+        if self.official_clip and self.kind != "pgd":
+            raise PruneLabError(f"official_clip applies to PGD only, not {self.kind!r}")
 
     @classmethod
     def from_config(cls, cfg: dict, what: str = "robustness") -> AttackSpec:
@@ -67,6 +79,7 @@ class AttackSpec:
                 step=eps if step is None else as_float(step, f"{what}.step", 0.0, exclusive=True, maximum=1.0),
                 steps=1 if cfg.get("steps") is None else as_int(cfg["steps"], f"{what}.steps", 1),
                 random_start=bool(cfg.get("random_start", True)),
+                official_clip=_flag(cfg.get("official_clip", False), f"{what}.official_clip"),
             )
         except PruneLabError as e:
             text = str(e)
@@ -74,14 +87,25 @@ class AttackSpec:
 
     @property
     def name(self) -> str:
-        """Column-friendly name: pgd40, fgsm."""
-        return f"{self.kind}{self.steps}" if self.kind != "fgsm" else "fgsm"
+        """Column-friendly name: pgd40, fgsm, pgd40_official_clip."""
+        base = f"{self.kind}{self.steps}" if self.kind != "fgsm" else "fgsm"
+        return base + ("_official_clip" if self.official_clip else "")
 
     def describe(self) -> dict:
         out = asdict(self)
+        if not self.official_clip:  # absent unless set: evaluations recorded before it keep their settings
+            out.pop("official_clip")
         if self.kind == "fgsm":
             out.pop("steps"), out.pop("step"), out.pop("random_start")
         return out
+
+
+def _flag(value, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise PruneLabError(f"{what}={value!r} must be true or false")
 
 
 class PixelModel(nn.Module):
@@ -126,9 +150,31 @@ def _attack(spec: AttackSpec, model: nn.Module):
     return torchattacks.FGSM(model, eps=float(spec.eps))
 
 
+def official_clip_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec) -> torch.Tensor:
+    """The ANP-VS official PGD (src/model/attacks.py ``PGDAttack.perturb``) applied to the network's
+    own input ``images`` as they are (here: normalised): x = clip(x_nat + U(-eps, eps), 0, 1); each
+    step x += step * sign(grad CE), clip to x_nat +- eps, clip to [0, 1]. Eval mode (the official
+    attack graph has ``train=False``)."""
+    model.eval()
+    x_nat = images.detach()
+    eps, step = float(spec.eps), float(spec.step)
+    x = x_nat.clone()
+    if spec.random_start:
+        x = x + torch.empty_like(x).uniform_(-eps, eps)
+    x = x.clamp(0.0, 1.0)
+    for _ in range(int(spec.steps)):
+        x.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x), labels)
+        (grad,) = torch.autograd.grad(loss, x)
+        x = x.detach() + step * grad.sign()
+        x = torch.min(torch.max(x, x_nat - eps), x_nat + eps).clamp(0.0, 1.0)
+    return x.detach()
+
+
 def perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, mean, std) -> torch.Tensor:
     """Adversarial versions of normalised ``images`` (returned normalised), crafted on ``model``
-    in pixel space. The model's train/eval mode is restored afterwards; its gradients untouched."""
+    in pixel space (``spec.official_clip``: in the normalised space, see the module docstring).
+    The model's train/eval mode is restored afterwards; its gradients untouched."""
     was_training = model.training
     pixel_model = PixelModel(model, mean, std).to(images.device)
     pixel_model.train(was_training)  # a new module is in train mode; torchattacks restores *its* mode
@@ -137,6 +183,8 @@ def perturb(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
+            if spec.official_clip:
+                return official_clip_pgd(model, images, labels, spec)
             adv = _attack(spec, pixel_model)(to_pixels(images.detach(), mean, std), labels)
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
@@ -220,6 +268,7 @@ def robust_evaluate(
     torch.manual_seed(seed)
     correct = clean_correct = seen = 0
     vuln_sum, tensors = 0.0, 0
+    outside, values, moved = 0, 0, 0.0  # official_clip: how much the [0, 1] clip moves the inputs
     try:
         for images, labels in data.test_batches(batch_size):
             if limit is not None and seen >= limit:
@@ -228,6 +277,10 @@ def robust_evaluate(
                 images, labels = images[: limit - seen], labels[: limit - seen]
             images, labels = images.to(device), labels.to(device)
             adv = perturb(attacker, images, labels, spec, data.mean, data.std)
+            if spec.official_clip:
+                outside += int(((images < 0) | (images > 1)).sum())
+                values += images.numel()
+                moved += float((adv - images).abs().sum())
             with torch.no_grad():
                 with capture(model, sites) as z_clean:
                     clean_logits = model(images)
@@ -253,4 +306,13 @@ def robust_evaluate(
         "attack": spec.describe(),
         "box": "black" if source is not None else "white",
         "feature_tensors": tensors,
+        **(
+            {
+                # share of the clean (normalised) input values outside [0, 1]: clipped by the attack
+                "input_outside_0_1": outside / max(1, values),
+                "mean_abs_change": moved / max(1, values),  # mean |x_adv - x| in normalised units
+            }
+            if spec.official_clip
+            else {}
+        ),
     }

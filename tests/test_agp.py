@@ -80,6 +80,9 @@ def test_unstructured_weights_only_prunes_the_layer_matrices(tmp_path: Path) -> 
     )
     assert set(result.masks) == {f"{n}.weight" for n, _ in dense.prunable_linears()}
     assert result.extras["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.01)
+    target = result.extras["target"]  # met within 2% of the asked sparsity
+    assert (target["quantity"], target["asked"], target["met"]) == ("param_sparsity", 0.5, True)
+    assert target["achieved"] == result.extras["sparsity"]["achieved"]
 
 
 @pytest.mark.parametrize("family", ["sru_lm", "transformer_xl"])

@@ -441,13 +441,30 @@ def test_prune_resumes_from_the_epoch_checkpoint(tmp_path: Path) -> None:
     assert resumed.own_stage["samples"] == straight.own_stage["samples"] == 128
 
 
+def test_the_official_cifar_attack_is_an_option_and_off_by_default() -> None:
+    plain = ANP(attack=ATTACK, data_name="mnist")
+    assert not plain.attack.official_clip and "official_clip" not in plain.settings()["attack"]  # cache ids kept
+    official = ANP(attack={**ATTACK, "official_clip": True}, data_name="mnist")
+    assert official.attack.official_clip and official.settings()["attack"]["official_clip"] is True
+
+
 def test_prune_bp_variant_runs_without_attack(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build(default_spec("lenet"))
     method = ANP(adversarial=False, data_name="mnist", epochs=1, batch_size=32)
     method.validate("lenet5_caffe", model.spec)
-    result = method.prune(model, _ctx(tmp_path, "bp", cache=False))
+    said: list[str] = []
+    result = method.prune(model, _ctx(tmp_path, "bp", cache=False, say=said.append))
     assert result.extras["variant"] == "bp" and result.extras["lam"] == 0.0
+    # two steps prune nothing (E[pi] starts at 0.24 >> 1e-3): recorded and said, not silent
+    assert result.extras["target"] == {
+        "quantity": "pruned_units",
+        "asked": None,
+        "achieved": 0.0,
+        "met": False,
+        "rule": "achieved > 0 (some unit removed)",
+    }
+    assert any(line.startswith("warning: ANP (bp): 0 of 1370 units pruned") for line in said)
     assert result.own_stage["macs_per_sample"] == 20 * 576 * 25 + 50 * 64 * 500 + 800 * 500 + 500 * 10
 
 

@@ -60,6 +60,46 @@ def test_pgd_is_the_official_algorithm():
     assert torch.allclose(ours, reference, atol=1e-5)
 
 
+def test_official_clip_is_the_official_pgd_on_the_normalised_input():
+    """robustness.official_clip: the ANP-VS CIFAR attack (standardised input, clipped to [0, 1]
+    in standardised units), step for step; the default attack is unchanged and keeps its name."""
+    model, x01, y = _lenet_batch()
+    x = from_pixels(x01, MEAN, STD)  # normalised: ~ -0.42 .. 2.82, most values outside [0, 1]
+    spec = AttackSpec("pgd", eps=0.03, step=0.007, steps=5, official_clip=True)
+    torch.manual_seed(7)
+    ours = perturb(model, x, y, spec, MEAN, STD)
+    torch.manual_seed(7)
+    start = torch.empty_like(x).uniform_(-0.03, 0.03)
+    reference = _official_pgd(model, x, y, 0.03, 0.007, 5, start)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert ours.min() >= 0 and ours.max() <= 1  # clipped in normalised units
+    outside = ((x < 0) | (x > 1)).float().mean()
+    assert (ours - x).abs().mean() > 0.3 * outside  # far more than eps: the clip moves most values
+    assert spec.name == "pgd5_official_clip" and spec.describe()["official_clip"] is True
+    plain = AttackSpec("pgd", eps=0.03, step=0.007, steps=5)
+    assert plain.name == "pgd5" and "official_clip" not in plain.describe()  # recorded settings unchanged
+    parsed = AttackSpec.from_config({"eps": 0.03, "step": 0.007, "steps": 40, "official_clip": True})
+    assert parsed.official_clip and parsed.name == "pgd40_official_clip"
+    with pytest.raises(PruneLabError, match="robustness.official_clip"):
+        AttackSpec.from_config({"eps": 0.03, "official_clip": "maybe"})
+    with pytest.raises(PruneLabError, match="PGD only"):
+        AttackSpec("fgsm", eps=0.03, official_clip=True)
+
+
+def test_official_clip_evaluation_records_how_much_the_clip_moves_the_inputs():
+    from pruning.data import ImageData, Split
+
+    model, _, _ = _lenet_batch()
+    g = torch.Generator().manual_seed(0)
+    test = Split((torch.rand(32, 1, 28, 28, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (32,)))
+    data = ImageData("mnist", test, test, 10, MEAN, STD, False)
+    spec = AttackSpec("pgd", eps=0.03, step=0.007, steps=2, official_clip=True)
+    result = robust_evaluate(model, data, spec, batch_size=16)
+    assert result["n"] == 32 and result["attack"]["official_clip"] is True
+    assert 0.5 < result["input_outside_0_1"] < 1.0 and result["mean_abs_change"] > 0.1
+    assert "input_outside_0_1" not in robust_evaluate(model, data, AttackSpec("pgd", 0.03, 0.007, 2), batch_size=16)
+
+
 def test_perturbation_stays_in_the_ball_and_the_pixel_range():
     model, x01, y = _lenet_batch()
     adv = perturb(model, from_pixels(x01, MEAN, STD), y, AttackSpec("pgd", 0.1, 0.05, 5), MEAN, STD)

@@ -290,6 +290,9 @@ def test_sru_run_reaches_the_target_sparsity_and_is_cached(tmp_path: Path) -> No
     sparsity = result.extras["sparsity"]
     assert sparsity["target"] == 0.5 and abs(sparsity["achieved"] - 0.5) <= 0.02
     assert result.extras["accepted"] and sparsity["achieved"] > 0.48
+    target = result.extras["target"]  # the acceptance rule: achieved > asked - 0.02
+    assert target["quantity"] == "param_sparsity" and target["asked"] == 0.5 and target["met"]
+    assert target["achieved"] == sparsity["achieved"]
     assert abs(sparsity["expected"] - 0.5) < 0.05
     _check_result(result, dense.spec)
     kept = result.extras["kept_ranks"]
@@ -392,6 +395,37 @@ def test_validate_accepts_language_models_only_and_nulls_take_the_family_recipe(
 # ----------------------------------------------------------------------------- through the pipeline
 def flop_cfg(tmp_path: Path, *extra: str) -> dict:
     return text_corpus_cfg(tmp_path, *TINY_SRU_PIPELINE, *extra)
+
+
+def test_flop_and_agp_evidence_rows_prune_the_same_parameters() -> None:
+    """experiment=flop_evidence_cpu: FLOP's masked matrices and AGP's pruned tensors are one set (issue 22)."""
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from pruning.config import make_method, model_spec
+    from pruning.methods.agp import AGP, unstructured_targets
+    from pruning.methods.flop import insert_hard_concrete, prunable_sizes
+
+    cfgs = {
+        row: OmegaConf.to_container(
+            compose(["experiment=flop_evidence_cpu", f"table_row={row}", "data.path=corpus.txt"]), resolve=True
+        )
+        for row in ("flop_cpu_sru_80", "agp_cpu_sru_80")
+    }
+    flop, agp = (make_method(c["method"]) for c in cfgs.values())
+    assert isinstance(flop, FLOP) and isinstance(agp, AGP) and flop.sparsity == agp.sparsity == 0.8
+    spec, agp_spec = (model_spec(c["model"], c["data"]) for c in cfgs.values())
+    assert spec == agp_spec and spec["num_classes"] == 165 and spec["n_e"] == 165  # V < n_d: FLOP's layout
+    net = build(spec)
+    agp_set = {id(t): t.numel() for t in unstructured_targets(net, agp.targets).values()}
+    layers = insert_hard_concrete(net, {"init_mean": 0.5, "init_std": 0.01}, flop.rank)
+    flop_set = {}
+    for layer in layers.values():
+        for t in (layer.linear1.weight, layer.linear2.weight) if hasattr(layer, "linear1") else (layer.weight,):
+            flop_set[id(t)] = t.numel()
+    assert flop_set == agp_set
+    assert sum(agp_set.values()) == sum(prunable_sizes(layers).values()) == 300_032
+    assert "layers.0.transform" in layers  # layer 1 is masked (4 matrices), as in FLOP's enwik8 model
 
 
 def test_method_config_composes_with_no_second_stage(tmp_path: Path) -> None:

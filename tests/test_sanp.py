@@ -134,6 +134,34 @@ def test_skipping_path_equals_masked_path(make) -> None:
     assert (kept[:, 1] == 0).all() and (kept > 0).any()
 
 
+@pytest.mark.parametrize("make", [_resnet20, _vgg])
+def test_a_logit_of_exactly_zero_opens_its_channel_in_every_path(make) -> None:
+    """One rule (gate_open: logit >= 0): training (both relaxations), masked path, skipping path."""
+    from pruning.models.sanp import gate_open, relaxed_mask
+
+    zero = torch.zeros(2, 3)
+    assert gate_open(zero).tolist() == [[1.0] * 3] * 2
+    assert relaxed_mask(zero, 2 / 3, "sigmoid_st").tolist() == [[1.0] * 3] * 2
+    assert gate_open(torch.tensor([-1e-30, -0.0, 0.0, 1e-30])).tolist() == [0.0, 1.0, 1.0, 1.0]
+    model = make().eval()
+    _randomise_gates(model)
+    with torch.no_grad():  # channel 0 of every gate: logit exactly 0 whatever the input
+        for spm in model.gates:
+            spm.fc2.weight[0].zero_()
+            spm.fc2.bias[0] = 0.0
+    x = torch.randn(4, 3, 16, 16)
+    masked = decisions(model, x)
+    assert all(bool((m[:, 0] == 1).all()) for m in masked)
+    recorded = per_sample_macs(model, x)
+    terms = model.cost_terms((3, 16, 16))
+    for i in range(4):
+        with torch.no_grad():
+            model(x[i : i + 1])  # the skipping path
+        assert all(float(m[0, 0]) == 1.0 for m in model.last_masks)
+        executed = model.macs_from_masks([m.round().long() for m in model.last_masks], terms)
+        assert int(executed[0]) == int(recorded[i])
+
+
 def test_skipping_path_really_skips() -> None:
     """At batch 1 the gated convs are not called as modules (their slices are)."""
     model = _resnet20().eval()
@@ -224,6 +252,12 @@ def test_prune_end_to_end_resnet20_cached(tmp_path: Path) -> None:
     assert cost["p5"] <= cost["mean"] <= cost["p95"] and cost["samples"] == 20
     assert ex["budget_hit"]["requested_reduction_pct"] == 50.0
     assert ex["budget_hit"]["achieved_reduction_pct"] == pytest.approx(100 * (1 - cost["mean"] / cost["dense"]))
+    target = ex["target"]  # asked / achieved as fractions; met within 10% of the asked amount
+    assert target["quantity"] == "mean_macs_reduction" and target["asked"] == 0.5
+    assert target["achieved"] == pytest.approx(ex["budget_hit"]["achieved_reduction_pct"] / 100)
+    assert target["met"] == (abs(target["achieved"] - 0.5) <= 0.05)
+    check = ex["skip_path_check"]  # the skipping path executes what was recorded (same rule)
+    assert check["samples"] == 20 and check["max_rel_macs_diff"] < 0.01
     rates = ex["keep_rates"]
     assert len(rates["layers"]) == len(rates["overall"]) == 9 and len(rates["per_class"]) == 10
     assert rates["per_class"][0] is not None and rates["per_class"][9] is None  # labels 0..3 only
@@ -245,6 +279,28 @@ def test_prune_end_to_end_resnet20_cached(tmp_path: Path) -> None:
     assert digest(other.identity(result.model, _ctx(tmp_path, "x"))) != digest(
         method.identity(result.model, _ctx(tmp_path, "x"))
     )
+
+
+def test_a_run_far_from_its_target_says_so(tmp_path: Path) -> None:
+    from pruning.summary import summary_table
+
+    torch.manual_seed(0)
+    dense = build(default_spec("vgg_cifar", **SMALL_VGG))
+    said: list[str] = []
+    method = SANP(ratio=0.9, epochs=1, batch_size=16, lr=0.01)  # 2 steps cannot remove 90%
+    result = method.prune(dense, _ctx(tmp_path, "run", cache=False, side=16, say=said.append))
+    target = result.extras["target"]
+    assert target["met"] is False and target["asked"] == 0.9 and target["achieved"] < 0.81
+    assert any(line.startswith("warning: SANP: target missed: asked 90.0% mean MACs removed") for line in said)
+    metrics = {
+        "key": {"method": "sanp", "model": "vgg", "data": "cifar10", "ratio": 0.9, "finetune": "none", "seed": 0},
+        "status": "done",
+        "extras": {"target": target},
+        "stages": {},
+    }
+    assert "[yellow]warning: sanp: target missed: asked 90.0%" in str(summary_table(metrics).caption)
+    metrics["extras"]["target"] = {**target, "met": True}
+    assert "target" not in str(summary_table(metrics).caption)
 
 
 @pytest.mark.parametrize("gate_optimizer", ["sgd", "adam"])

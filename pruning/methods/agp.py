@@ -68,12 +68,14 @@ from pruning.methods.flop import (
     replace_factorised,
 )
 from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
+from pruning.methods.targets import relative_rule, target_record, warn_if_missed
 from pruning.models.sru_lm import ProjectedLinear
 from pruning.train import reset_state
 
 MODES = ("unstructured", "structured")
 TARGETS = ("all", "weights")
 MASK_INITS = ("uniform", "ones")
+TARGET_TOLERANCE = 0.02  # extras["target"] is met when |achieved - asked| <= 2% of asked
 
 # AGP's own official values per family (the model's training recipe is flop.RECIPES)
 AGP_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -271,7 +273,11 @@ class AGP(LMPruneMethod):
         learnt, pruned = self.learn(model, ctx)
         result = learnt["result"]
         masks = learnt.get("masks")
+        met, rule = relative_rule(self.sparsity, result["achieved"], TARGET_TOLERANCE)
+        target = target_record("param_sparsity", self.sparsity, result["achieved"], met, rule)
+        warn_if_missed(target, ctx.say, "AGP")
         extras = {
+            "target": target,
             "sparsity": {
                 "target": self.sparsity,
                 "achieved": result["achieved"],

@@ -36,8 +36,15 @@ Departures from the official code (each on purpose):
 * BP with ``beta: null`` uses beta = 1: the official ``train_model`` has no beta weight on the KL.
 * Resuming restores the masks and both optimisers (the official restore reloads only the weights).
 * PGD runs in [0, 1] pixel space with the normalisation inside the attacked model
-  (``pruning.attacks``); the official CIFAR pipeline standardises each image and then clips the
-  standardised pixels to [0, 1] inside PGD (a quirk, not reproduced).
+  (``pruning.attacks``): a true eps = 0.03 (~8/255) L-inf attack. The official CIFAR pipeline
+  standardises each image and then clips the standardised values to [0, 1] inside PGD, so its
+  "adversarial" CIFAR inputs differ from the clean ones by far more than eps (CIFAR-10 test set:
+  68% of the per-image standardised values lie outside [0, 1]; 75% with our per-channel
+  normalisation, where ``official_clip`` clips them). That attack is
+  available for measuring the deviation: ``robustness.official_clip=true`` (evaluation, recorded as
+  ``pgd40_official_clip``), and for training ``attack={..., "official_clip": True}`` (from Python or
+  a method YAML that adds the key: conf/method/anp.yaml leaves it out so that existing runs keep
+  their directories). MNIST inputs are in [0, 1]: there both agree.
 * The pruned network is physically smaller (the official code keeps the masks). For VGG a
   removed conv channel is constant after BN + ReLU; that constant is absorbed into the consumer's
   bias, exactly for dense14 and for a 3x3 padded conv except at the image border, so the removed
@@ -63,6 +70,7 @@ from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult
+from pruning.methods.targets import target_record
 from pruning.models import channel_groups, family
 from pruning.run_plots import (
     draw_safely,
@@ -684,7 +692,12 @@ class ANP(Method):
                 )
             try:
                 self.attack = AttackSpec(
-                    "pgd", eps=float(attack["eps"]), step=float(attack["step"]), steps=int(attack["steps"])
+                    "pgd",
+                    eps=float(attack["eps"]),
+                    step=float(attack["step"]),
+                    steps=int(attack["steps"]),
+                    # the official CIFAR attack (pruning/attacks.py); absent from the YAML: false
+                    official_clip=attack.get("official_clip", False) is True,
                 )
             except PruneLabError as e:
                 raise PruneLabError(f"method.attack: {e}") from None
@@ -784,7 +797,20 @@ class ANP(Method):
         pruned, keep, info = remove_units(dense, expected, self.threshold)
         removed_top1 = evaluate(pruned, ctx.data, 256, device=device)["top1"]
         side = int(ctx.input_shape[-1])
+        units = sum(u for _, _, u in masks.sites)
+        pruned_fraction = 1.0 - sum(n_active) / units if units else 0.0
+        # ANP-VS asks for no amount: its masks decide. What it must do is remove something.
+        target = target_record(
+            "pruned_units", None, pruned_fraction, sum(n_active) < units, "achieved > 0 (some unit removed)"
+        )
+        if not target["met"]:
+            ctx.say(
+                f"warning: ANP ({self.variant}): 0 of {units} units pruned (no E[pi] <= {self.threshold:g}): "
+                "the network is not pruned (more epochs, or a stronger KL: a larger method.beta or a smaller "
+                "method.kl_n, may help)"
+            )
         extras: dict[str, Any] = {
+            "target": target,
             "variant": self.variant,
             "beta": self.beta,
             "lam": self.lam,

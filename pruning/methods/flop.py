@@ -84,6 +84,7 @@ from pruning.hardconcrete import (
 )
 from pruning.methods.base import PruneContext, PruneResult
 from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
+from pruning.methods.targets import target_record, warn_if_missed
 from pruning.models.sru_lm import ProjectedLinear, _num_matrices, layer1_matrices
 from pruning.models.transformer_xl import FactorisedLinear
 from pruning.train import reset_state
@@ -421,7 +422,15 @@ class FLOP(LMPruneMethod):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         learnt, pruned = self.learn(model, ctx)
         result = learnt["result"]
+        met = result["achieved"] > self.sparsity - self.accept_margin  # the acceptance rule (official)
+        rule = f"achieved > asked - {self.accept_margin:g} (the acceptance rule)"
+        if self.accept_upper is not None:
+            met = met and result["achieved"] <= self.sparsity + self.accept_upper
+            rule = f"asked - {self.accept_margin:g} < achieved <= asked + {self.accept_upper:g} (the acceptance rule)"
+        target = target_record("param_sparsity", self.sparsity, result["achieved"], met, rule)
+        warn_if_missed(target, ctx.say, "FLOP")
         extras = {
+            "target": target,
             "sparsity": {
                 "target": self.sparsity,
                 "achieved": result["achieved"],

@@ -23,8 +23,12 @@ when the official 10 halvings of the kept fraction miss the tolerance, the searc
 the integer number of kept gates and, if one channel is still too coarse a step, fills the
 remaining budget with the next-ranked gates that fit, then exchanges single channels between
 layers until the budget is met (``out_of_order_gates``: kept gates outside the global top-k).
-Ties between equal gates (e.g. many exact zeros) are broken by position (stable sort), where ``topk`` is
-unspecified.
+Equal gates (exact zeros from the clamp, exact ones) are ordered by an explicit rule, where the
+official ``topk`` leaves the choice to its selection algorithm (``rank_gates``; default ``spread``:
+each layer keeps about the same share of its tied gates; ``tied_kept_gates`` in ``extras`` counts
+the kept gates the rule chose). The FLOPs ratio is measured as the official flop_counter.py counts
+it (``official_macs``: it also counts the ResNets' pooling module, which ``count_macs`` does not;
+``achieved_flops_reduction`` is the pipeline's count, ``..._official_counter`` the search's).
 
 ImageNet nets (MobileNet-V1/V2, ResNet-50: where the official code gates them, their expanded
 forms, closed-form MACs, the per-class validation split ``val_per_class``): ``pfs_imagenet``.
@@ -51,6 +55,7 @@ from pruning.io import atomic_copy, load_checkpoint, load_or_quarantine, save_ch
 from pruning.measure import count_macs
 from pruning.methods import pfs_imagenet
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.methods.targets import target_record, warn_if_missed
 from pruning.models import build, channel_groups, default_spec
 from pruning.run_plots import (
     draw_safely,
@@ -144,6 +149,30 @@ def spec_macs(spec: dict, input_shape: tuple[int, ...]) -> int:
     if spec["arch"] in pfs_imagenet.ARCHS:
         return pfs_imagenet.macs(spec, input_shape)
     return count_macs(build(spec), input_shape)
+
+
+def official_pool_macs(spec: dict, input_shape: tuple[int, ...]) -> int:
+    """What the official flop_counter.py adds for pooling: it counts ``nn.AvgPool2d`` /
+    ``AdaptiveAvgPool2d`` modules as their input's numel. The ResNets' head pools with a module
+    (CIFAR ``AvgPool2d(8)``: 4e * 8 * 8 at 32x32; ImageNet ``AvgPool2d(7)``) and is counted; the
+    CIFAR VGG pools with an ``nn.AvgPool2d(2)`` created inline in ``forward``, which the counter
+    never sees (0). ``count_macs`` counts no pooling."""
+    if spec["arch"] == "resnet_pfs":
+        from pruning.models.resnet_pfs import _out
+
+        _, h, w = (int(v) for v in input_shape)
+        for stage in spec["stages"]:
+            h, w = _out(h, int(stage["stride"])), _out(w, int(stage["stride"]))
+        return int(spec["stages"][-1]["width"]) * h * w
+    if spec["arch"] in pfs_imagenet.ARCHS:
+        return pfs_imagenet.official_avgpool_macs(spec, input_shape)
+    return 0
+
+
+def official_macs(spec: dict, input_shape: tuple[int, ...]) -> int:
+    """MACs as the official counter counts them (``spec_macs`` + ``official_pool_macs``): what
+    prune_model.py's ratio, and so our budget search, is measured in."""
+    return spec_macs(spec, input_shape) + official_pool_macs(spec, input_shape)
 
 
 def _set(spec: dict, path: tuple, value: int) -> None:
@@ -268,6 +297,43 @@ def exchange_moves(
     return moves
 
 
+TIE_BREAKS = ("spread", "position")
+
+
+def rank_gates(values: torch.Tensor, sizes: list[int], tie_break: str = "spread") -> torch.Tensor:
+    """Gate indices, largest gate first; ``values`` (N,) is the concatenation of layers of ``sizes``.
+
+    The official search keeps ``all_gates.topk(k)``, whose choice among equal values is unspecified
+    (it depends on the torch version and device: the CPU kernel's selection algorithm returns tied
+    gates from the middle of the vector). Ties are common: gates clamped to exactly 0 (for VGG-16 at
+    e = 80 most of them) and to exactly 1. Ours is explicit:
+
+    * ``spread`` (default): the gates that share one value are interleaved across layers: within a
+      layer they are taken in position order, and the j-th of the T tied gates of a layer ranks at
+      (j + 0.5) / T, so any prefix of the ties keeps about the same fraction of every layer's tied
+      gates (the expected result of picking tied gates at random, without the randomness);
+      remaining ties by layer order.
+    * ``position``: earliest gate first (a stable sort), which gives all kept ties to the first
+      layers.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise PruneLabError(f"tie_break={tie_break!r}: use one of {', '.join(TIE_BREAKS)}")
+    flat = values.tolist()
+    if tie_break == "position":
+        return torch.sort(values, descending=True, stable=True).indices
+    layer = [i for i, size in enumerate(sizes) for _ in range(size)]
+    counts: dict[tuple[int, float], int] = {}
+    for i, v in enumerate(flat):
+        counts[(layer[i], v)] = counts.get((layer[i], v), 0) + 1
+    seen: dict[tuple[int, float], int] = {}
+    keys = []
+    for i, v in enumerate(flat):
+        j = seen.get((layer[i], v), 0)
+        seen[(layer[i], v)] = j + 1
+        keys.append((-v, (j + 0.5) / counts[(layer[i], v)], layer[i], i))
+    return torch.tensor([k[3] for k in sorted(keys)], dtype=torch.long)
+
+
 def budget_search(
     gates: list[torch.Tensor],
     cost: Callable[[list[int]], int],
@@ -276,6 +342,7 @@ def budget_search(
     max_iter: int = 10,
     tolerance: float = 0.001,
     refine: bool = True,
+    tie_break: str = "spread",
 ) -> dict:
     """Kept channels per layer for ``ratio`` of ``flops_dense`` removed (prune_model.py).
 
@@ -284,11 +351,13 @@ def budget_search(
     the round(N * (1 - cur)) largest gates; stop when |achieved - ratio| / ratio <= tolerance.
     Ours: a layer keeps at least its largest gate; if still outside the tolerance, bisection on
     the integer count, then (one channel too coarse) the next-ranked gates that fit the budget.
+    Equal gates are ordered by ``tie_break`` (``rank_gates``), where the official ``topk`` leaves
+    the order unspecified.
     """
     sizes = [int(g.numel()) for g in gates]
     values = torch.cat([g.detach().float().cpu().flatten() for g in gates])  # (N,)
     n = int(values.numel())
-    order = torch.sort(values, descending=True, stable=True).indices  # ties: by position
+    order = rank_gates(values, sizes, tie_break)  # (N,) gate indices, best first
     rank = torch.empty(n, dtype=torch.long)
     rank[order] = torch.arange(n)
     bounds = [0]
@@ -367,7 +436,8 @@ def budget_search(
     widths = widths_of(mask)
     kept = int(mask.sum())
     out_of_order = int((mask & (rank >= kept)).sum())  # kept although outside the global top-`kept`
-    widths = widths_of(mask)
+    straddling = set(values[mask].tolist()) & set(values[~mask].tolist())  # values cut by the budget
+    tied_kept = sum(1 for v in values[mask].tolist() if v in straddling)  # kept by the tie-break alone
     keep = [torch.nonzero(mask[lo:hi]).flatten().tolist() for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     return {
         "widths": widths,
@@ -382,6 +452,8 @@ def budget_search(
         "kept_gates": kept,
         "total_gates": n,
         "one_channel_layers": sum(1 for w in widths if w == 1),
+        "tie_break": tie_break,
+        "tied_kept_gates": tied_kept,
     }
 
 
@@ -467,23 +539,29 @@ class PFS(Method):
             self.validate(dense["arch"], dense)
         wide = expanded_spec(dense, self.expansion)
         flops_dense = spec_macs(dense, ctx.input_shape)  # the default-width net (prune_model.py)
+        flops_dense_official = official_macs(dense, ctx.input_shape)  # + the pool the official counter counts
         learnt = self.cached_gates(dense, wide, ctx)
         gates = [torch.as_tensor(g) for g in learnt["gates"]]
         paths = [tuple(g.spec_path) for g in channel_groups(wide)]
 
         def cost(widths: list[int]) -> int:
-            return spec_macs(spec_with_widths(wide, paths, widths), ctx.input_shape)
+            return official_macs(spec_with_widths(wide, paths, widths), ctx.input_shape)
 
-        search = budget_search(gates, cost, flops_dense, self.ratio, self.max_iter, self.tolerance, self.refine)
+        search = budget_search(
+            gates, cost, flops_dense_official, self.ratio, self.max_iter, self.tolerance, self.refine
+        )
         pruned_spec = spec_with_widths(wide, paths, search["widths"])
         torch.manual_seed(ctx.seed + 1)
         pruned = build(pruned_spec)
         achieved = 1.0 - spec_macs(pruned_spec, ctx.input_shape) / flops_dense
-        if not search["within_tolerance"]:
-            ctx.say(
-                f"PFS: the budget search ended {100 * achieved:.2f}% away from the target "
-                f"{100 * self.ratio:.2f}% by more than the tolerance (recorded in extras)"
-            )
+        target = target_record(
+            "flops_reduction",
+            self.ratio,
+            search["achieved"],  # by the official counter, as the search measures it
+            search["within_tolerance"],
+            f"|achieved - asked| <= {100 * self.tolerance:g}% of asked (method.tolerance; official eps)",
+        )
+        warn_if_missed(target, ctx.say, "PFS")
         layers = [
             {
                 "name": name,
@@ -524,9 +602,15 @@ class PFS(Method):
                 what="pfs_gates.png",
             )
         extras = {
+            "target": target,
             "requested_flops_reduction": 100.0 * self.ratio,
             "achieved_flops_reduction": 100.0 * achieved,
             "flops_dense_reference": flops_dense,
+            # the search's own measure: the official counter, which also counts the ResNets' pool
+            "achieved_flops_reduction_official_counter": 100.0 * search["achieved"],
+            "flops_dense_reference_official_counter": flops_dense_official,
+            "tie_break": search["tie_break"],
+            "tied_kept_gates": search["tied_kept_gates"],
             "within_tolerance": search["within_tolerance"],
             "tolerance": self.tolerance,
             "search_iterations": search["iterations"],

@@ -50,6 +50,11 @@ Training (``prune``):
    extras ``cost_per_sample`` (mean, p5, p95) and ``budget_hit``; per-layer and per-class keep
    rates (``keep_rates`` + ``sanp_keep_rates.png``). At batch 1 in eval mode the model runs a real
    skipping path (only kept channels are computed), so the pipeline's batch-1 latency is wall-clock.
+   Both paths decide with one rule (``pruning.models.sanp.gate_open``: open iff logit >= 0); on the
+   first 64 test images the skipping path's executed cost is compared with the recorded one
+   (``skip_path_check``): they can differ only where a logit lies within float rounding of 0.
+7. ``target``: the asked and achieved mean-MACs reduction; met when within 10% of the asked amount
+   (a soft budget), else a warning at the end of the pruning (pruning.methods.targets).
 
 The ratio is the fraction of the dense base net's MACs removed from the MEAN per-sample cost; a
 sample may cost more or less than the target.
@@ -72,6 +77,7 @@ from pruning.cache import cached, digest
 from pruning.io import load_checkpoint, load_or_quarantine, save_checkpoint, write_json
 from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
+from pruning.methods.targets import relative_rule, target_record, warn_if_missed
 from pruning.models import build
 from pruning.models.sanp import RELAXATIONS, SANPNet
 from pruning.run_plots import (
@@ -89,6 +95,7 @@ SUPPORTED = "model=resnet20 / resnet32 / resnet56 / resnet110 or vgg16 (CIFAR), 
 COST_LOSSES = ("squared", "hinge")
 LR_SCHEDULES = ("cosine", "step", "constant")
 GATE_OPTIMIZERS = ("adam", "sgd")
+TARGET_TOLERANCE = 0.1  # extras['target'] is met when |achieved - asked| <= 10% of asked
 
 
 def _number(what: str, value: Any, cast, ok, hint: str):
@@ -141,6 +148,42 @@ def dynamic_evaluate(model: SANPNet, data, batch_size: int, device, input_shape)
         "macs": torch.cat(macs),
         "keep": torch.cat(fracs),
         "labels": torch.cat(labels_all),
+    }
+
+
+@torch.no_grad()
+def skip_path_check(model: SANPNet, data, ev: dict, input_shape, device, samples: int = 64) -> dict[str, Any]:
+    """Run the skipping path (eval, batch 1: only the kept channels are computed) on the first
+    ``samples`` test images and compare what it executes with what ``dynamic_evaluate`` recorded
+    for the same images (masked path, batched). Both decide with ``gate_open``; they can differ only
+    where a logit lies within float rounding of 0 (the two paths sum in different orders)."""
+    model.eval()
+    terms = model.cost_terms(tuple(input_shape))
+    seen = differing = decisions = 0
+    max_abs = 0
+    max_rel = 0.0
+    for images, _ in data.test_batches(max(1, samples)):
+        for image in images[:samples]:
+            model(image[None].to(device))  # (1, C, H, W): the skipping path
+            kept = [int(m.sum()) for m in model.last_masks]
+            executed = int(model.macs_from_masks([m.round().long() for m in model.last_masks], terms)[0])
+            recorded = int(ev["macs"][seen])
+            kept_recorded = [
+                round(float(f) * site.c_out) for f, site in zip(ev["keep"][seen], model.sites, strict=True)
+            ]
+            gap = sum(abs(a - b) for a, b in zip(kept, kept_recorded, strict=True))
+            differing += int(gap > 0 or executed != recorded)
+            decisions += gap
+            max_abs = max(max_abs, abs(executed - recorded))
+            max_rel = max(max_rel, abs(executed - recorded) / max(1, recorded))
+            seen += 1
+        break
+    return {
+        "samples": seen,
+        "samples_differing": differing,
+        "gate_decisions_differing": decisions,
+        "max_abs_macs_diff": max_abs,
+        "max_rel_macs_diff": max_rel,
     }
 
 
@@ -350,6 +393,11 @@ class SANP(Method):
         target = (1.0 - self.ratio) * dense_macs
         achieved = 100.0 * (1.0 - mean / dense_macs)
         record = keep_rate_record(net, ev["keep"], ev["labels"], int(getattr(ctx.data, "num_classes", 0) or 0))
+        skip_check = skip_path_check(net, ctx.data, ev, input_shape, device)
+        # a soft budget (the cost loss pulls the batch mean toward it): met within 10% of the asked amount
+        met, rule = relative_rule(self.ratio, achieved / 100.0, TARGET_TOLERANCE)
+        target_rec = target_record("mean_macs_reduction", self.ratio, achieved / 100.0, met, rule)
+        warn_if_missed(target_rec, ctx.say, "SANP")
         extras: dict[str, Any] = {
             "cost_per_sample": {
                 "mean": mean,
@@ -371,7 +419,9 @@ class SANP(Method):
                 "gap_pct": achieved - 100.0 * self.ratio,  # > 0: cheaper than asked
             },
             "requested_flops_reduction": 100.0 * self.ratio,  # the report's "requested" column (as TAS)
+            "target": target_rec,
             "dynamic_top1": ev["top1"],
+            "skip_path_check": skip_check,  # executed (batch 1) vs recorded (batched) cost, same images
             "keep_rates": record,
             "gated_layers": len(net.sites),
             "history": learnt["history"],

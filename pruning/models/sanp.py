@@ -133,16 +133,26 @@ class SPM(nn.Module):
         return (self.c_in if kept_in is None else kept_in) * self.hidden + self.hidden * self.c_out
 
 
+def gate_open(logits: torch.Tensor) -> torch.Tensor:
+    """THE decision rule, used by every path (training, the masked path, the skipping path): a
+    channel is open iff its logit is >= 0 (DGNet's test rule; a logit of exactly 0 is open).
+    Returns 0/1 in ``logits``' dtype. The masked and skipping paths apply it to logits computed with
+    different float summation orders (sliced convs, batch-size-dependent kernels), so a logit within
+    a few ulps of 0 can still fall on different sides; ``skip_path_check`` measures how often."""
+    return (logits >= 0).to(logits.dtype)
+
+
 def relaxed_mask(logits: torch.Tensor, temperature: float, relaxation: str) -> torch.Tensor:
     """Training-time hard 0/1 mask with a straight-through gradient (B, C)."""
     if relaxation == "gumbel_st":  # DGNet GumbelSoftmax (a logistic = difference of two Gumbels)
         u = torch.rand_like(logits)
         noise = torch.log(u + 1e-8) - torch.log(1 - u + 1e-8)
         soft = torch.sigmoid((logits + noise) / temperature)
-        hard = (soft >= 0.5).to(logits.dtype)
+        # DGNet's soft >= 0.5, decided on the sign (float32 sigmoid rounds |x| < ~3e-8 to 0.5)
+        hard = gate_open(logits + noise)
     elif relaxation == "sigmoid_st":  # deterministic: hard = test-time decision
         soft = torch.sigmoid(logits / temperature)
-        hard = (logits >= 0).to(logits.dtype)
+        hard = gate_open(logits)
     else:
         raise PruneLabError(f"sanp: relaxation {relaxation!r}; use one of {', '.join(RELAXATIONS)}")
     return hard + (soft - soft.detach())  # exactly 0/1 in value, the gradient of soft
@@ -256,7 +266,7 @@ class SANPNet(nn.Module):
         elif self.training:
             mask = relaxed_mask(logits, self.temperature, self.relaxation)
         else:
-            mask = (logits >= 0).to(logits.dtype)
+            mask = gate_open(logits)
         self.last_masks.append(mask)
         return mask
 
@@ -293,7 +303,7 @@ class SANPNet(nn.Module):
     # ---------------------------------------------------------------- the skipping path (eval, batch 1)
     def _keep(self, logits: torch.Tensor) -> torch.Tensor | None:
         """Kept channel indices of one sample; None when every channel is kept (no slicing needed)."""
-        mask = (logits >= 0).to(logits.dtype)  # (1, C_out)
+        mask = gate_open(logits)  # (1, C_out)
         self.last_masks.append(mask)
         keep = mask[0].nonzero().flatten()
         return None if keep.numel() == mask.shape[1] else keep
