@@ -139,6 +139,13 @@ RUN_COLUMNS = (
     "dense_spec",
     "finished",
     "run_path",
+    # what a method with a target was asked and reached (extras.target; older runs: sparsity or
+    # requested_flops_reduction), in %, and whether it met its rule (target_fields)
+    "target_quantity",
+    "target_asked",
+    "target_achieved",
+    "target_met",
+    "target_rule",
 )  # sparsity / mode: settings some table rows filter on (every method setting becomes a column)
 ARCHITECTURE_METRICS = ("flops_reduction", "params_reduction", "flops_speedup")  # dry runs fill these
 SPEEDUP_COLUMNS = ("flops_speedup", "measured_speedup_cpu_b1", "measured_speedup_cpu_b64", "measured_speedup_gpu")
@@ -157,7 +164,16 @@ SEEDED_KINDS = ("accuracy", "percent", "value", "robust", "times")  # averaged o
 ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper reports it"
 UNVERIFIED_MARK = "†"
 UNVERIFIED_FOOTNOTE = "† recalled value, not yet checked against the paper (shared/reference/papers.md)"
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "·": r"$\cdot$", "−": "-"}
+MISSED_MARK = "‡"  # a cell with a run that missed its target (asked vs achieved in the caption)
+LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "↓": r"$\downarrow$",
+    "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "·": r"$\cdot$",
+    "−": "-",
+}
 
 
 # --------------------------------------------------------------------------- loading runs
@@ -366,7 +382,55 @@ def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
         dense_spec=json.dumps(metrics.spec_dense, sort_keys=True) if metrics.spec_dense else None,
         finished=metrics.finished or metrics.updated,
     )
+    record.update(target_fields(metrics))
     return record
+
+
+TARGET_WORDS = {  # extras.target quantities (pruning.methods.targets) as a caption says them
+    "flops_reduction": "FLOPs removed",
+    "mean_macs_reduction": "mean MACs removed",
+    "param_sparsity": "of the prunable parameters removed",
+    "pruned_units": "of the units removed",
+}
+FALLBACK_TARGET_TOLERANCE = 0.10  # runs recorded before extras.target: met when |achieved - asked| <= 10% of asked
+
+
+def target_fields(metrics: RunMetrics) -> dict[str, Any]:
+    """What a run was asked to reach and what it reached, in % (``target_*`` columns): the
+    method's ``extras.target`` (quantity, asked, achieved as fractions, met, rule), else, for
+    runs recorded before it, a sparsity target (FLOP, AGP) or a requested FLOPs reduction (TAS,
+    PFS, SANP) judged by ``FALLBACK_TARGET_TOLERANCE``. All None for a run without a target."""
+    out: dict[str, Any] = dict.fromkeys(("target_quantity", "target_asked", "target_achieved", "target_met"))
+    out["target_rule"] = None
+    target = metrics.extras.get("target")
+    if isinstance(target, dict) and _is_number(target.get("achieved")):
+        asked = target.get("asked")
+        met = target.get("met")
+        out.update(
+            target_quantity=str(target.get("quantity") or "target"),
+            target_asked=100.0 * asked if _is_number(asked) else None,
+            target_achieved=100.0 * target["achieved"],
+            target_met=met if isinstance(met, bool) else None,
+            target_rule=str(target.get("rule") or ""),
+        )
+        return out
+    sparsity = metrics.sparsity or {}
+    requested = metrics.extras.get("requested_flops_reduction")
+    if _is_number(sparsity.get("target")) and _is_number(sparsity.get("achieved")):
+        quantity, asked, achieved = "param_sparsity", 100.0 * sparsity["target"], 100.0 * sparsity["achieved"]
+    elif _is_number(requested) and _is_number(metrics.flops_reduction):
+        quantity = "mean_macs_reduction" if metrics.cost_per_sample else "flops_reduction"
+        asked, achieved = float(requested), float(metrics.flops_reduction)
+    else:
+        return out
+    out.update(
+        target_quantity=quantity,
+        target_asked=asked,
+        target_achieved=achieved,
+        target_met=abs(achieved - asked) <= FALLBACK_TARGET_TOLERANCE * asked + 1e-9,
+        target_rule=f"|achieved - asked| <= {100 * FALLBACK_TARGET_TOLERANCE:g}% of asked",
+    )
+    return out
 
 
 def baseline_checksum(metrics: RunMetrics) -> str | None:
@@ -505,8 +569,11 @@ TEXT_COLUMNS = frozenset(
         "dense_spec",
         "finished",
         "run_path",
+        "target_quantity",
+        "target_rule",
     )
 )
+BOOL_COLUMNS = frozenset(("target_met",))
 
 
 def record_value_problem(record: Mapping[str, Any]) -> str | None:
@@ -516,7 +583,10 @@ def record_value_problem(record: Mapping[str, Any]) -> str | None:
         value = record.get(name)
         if value is None:
             continue
-        if name in TEXT_COLUMNS:
+        if name in BOOL_COLUMNS:
+            if not isinstance(value, bool):
+                return f"{name} is {_brief(value)}, not true or false"
+        elif name in TEXT_COLUMNS:
             if not isinstance(value, str) and not (name == "variant" and _is_number(value)):
                 return f"{name} is {_brief(value)}, not text"
         elif not _is_number(value):
@@ -592,19 +662,25 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
 
 
 def select_runs(runs: pd.DataFrame, key_filter: Mapping[str, Any]) -> pd.DataFrame:
-    """Runs whose fields equal the filter's values (None: missing; a list: any of its values)."""
-    mask = pd.Series(True, index=runs.index)
+    """Runs whose fields equal the filter's values (None: missing; a list: any of its values).
+    Compared value by value in Python: a report selects thousands of cells from a few hundred
+    runs, and pandas' per-operation overhead made this the report's hot path."""
+    keep = [True] * len(runs)
     for name, wanted in key_filter.items():
         if name not in runs.columns:
             raise PruneLabError(f"unknown filter field {name!r}; known: {', '.join(RUN_COLUMNS)}")
-        column = runs[name]
+        values = runs[name].tolist()
         if wanted is None:
-            mask &= column.isna()
-        elif isinstance(wanted, list | tuple):
-            mask &= column.isin(list(wanted))
+            keep = [k and _missing(v) for k, v in zip(keep, values, strict=True)]
         else:
-            mask &= column == wanted
-    return runs[mask]
+            options = list(wanted) if isinstance(wanted, list | tuple) else [wanted]
+            keep = [k and not _missing(v) and any(v == o for o in options) for k, v in zip(keep, values, strict=True)]
+    return runs.iloc[[i for i, k in enumerate(keep) if k]]
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (how a DataFrame holds a field a run did not record)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -995,6 +1071,7 @@ class Cell:
     n: int = 0
     command: str = ""
     noisy: bool = False
+    missed: bool = False  # a run of this cell missed its target
 
     def text(self, row_n: int | None, command_ref: str = "") -> str:
         """``ours (paper, Δ)`` in one cell, e.g. ``93.41±0.12 (93.14, +0.27)``; ``[c3] (93.14)``
@@ -1003,6 +1080,8 @@ class Cell:
         ours = f"[{command_ref}]" if command_ref else self.ours
         if self.noisy and ours:
             ours = f"≈{ours}"
+        if self.missed and ours:
+            ours += MISSED_MARK
         if self.n and row_n is not None and self.n != row_n:
             ours += f" n={self.n}"
         extra = ", ".join(part for part in (self.paper, self.delta) if part)
@@ -1066,11 +1145,14 @@ def _paper_cell(
         cell.ours = _ours_text(ours, kind, int(column.get("decimals", 2)))
     if ours.n and metric.startswith("measured_speedup"):
         cell.noisy = within_noise(cell_runs[metric], cell_runs.get(f"{metric}_lo"), cell_runs.get(f"{metric}_hi"))
-    delta = None if paper is None or ours.mean is None else ours.mean - paper.mean
+    if ours.n and metric not in BASELINE_METRICS and kind in MISSED_KINDS and "target_met" in cell_runs:
+        cell.missed = bool((cell_runs["target_met"] == False).any())  # noqa: E712 (None: no target)
+    other_budget = budget_difference(spec, group)  # a short run is no test of the paper's number: no Δ
+    delta = None if paper is None or ours.mean is None or other_budget else ours.mean - paper.mean
 
     ours_only = kind in ("speedup", "robust") or spec.get("paper_values") is False
     if not ours_only and paper is not None:
-        cell.paper = paper.format(kind, with_std=False)
+        cell.paper = paper.format(kind, with_std=True)  # the paper's std where it gives one
         if kind in DELTA_KINDS and delta is not None:
             cell.delta = f"{delta:+.3f}" if kind == "value" else f"{delta:+.2f}"
     record: dict[str, Any] = {
@@ -1083,6 +1165,10 @@ def _paper_cell(
     }
     if kind in DELTA_KINDS and not ours_only:
         record[f"{key}_delta"] = _rounded(delta)
+        if other_budget:
+            record[f"{key}_delta_note"] = other_budget
+    if cell.missed:
+        record[f"{key}_target_missed"] = True
     if metric.startswith("measured_speedup"):
         record[f"{key}_within_noise"] = cell.noisy if ours.n else None
     record[f"{key}_command"] = command
@@ -1110,16 +1196,13 @@ class CommandList:
         return f"c{self.commands.index(command) + 1}"
 
 
-def cell_legend(rows: Sequence[Sequence[str]], with_paper: bool, with_n: bool) -> str:
-    """The caption line that explains the cell notation, naming only the marks the table uses."""
+def cell_legend(rows: Sequence[Sequence[str]], with_paper: bool, with_n: bool, no_delta: str = "") -> str:
+    """The caption line that explains the cell notation, naming only the marks the table uses.
+    ``no_delta``: why the cells show no Δ against the paper (e.g. "short budget")."""
     text = "\n".join(" | ".join(row) for row in rows)
-    parts = [
-        "Cells: ours mean±std over the row's n seeds (paper, Δ = ours − paper)"
-        if with_paper
-        else "Cells: ours mean±std over the row's n seeds"
-        if with_n
-        else "Cells: ours"
-    ]
+    ours = "Cells: ours mean±sample std (n−1) over the row's n seeds"
+    paper = f"paper mean±std where published; no Δ: {no_delta}" if no_delta else "paper mean±std, Δ = ours − paper"
+    parts = [f"{ours} ({paper})" if with_paper else ours if with_n else "Cells: ours"]
     if UNVERIFIED_MARK in text:
         parts.append(f"{UNVERIFIED_MARK} paper value not yet checked against the paper")
     if re.search(r"\[c\d+\]", text):
@@ -1132,7 +1215,49 @@ def cell_legend(rows: Sequence[Sequence[str]], with_paper: bool, with_n: bool) -
         parts.append("n=k: this cell's seed count where it differs from the row's")
     if "n/i" in text:
         parts.append("n/i: not implemented (footnote)")
+    if MISSED_MARK in text:
+        parts.append(f"{MISSED_MARK} a run of this cell missed its target (asked vs achieved below the legend)")
     return "; ".join(parts) + "."
+
+
+MISSED_KINDS = ("accuracy", "percent", "robust", "reduction", "value")  # cells that carry a missed target's mark
+
+
+def budget_difference(spec: Mapping[str, Any], group: BudgetGroup | None) -> str:
+    """ "short budget" (fewer pretraining epochs or training images than the spec's default
+    budget, the paper's) or "other budget" for a group whose budget is not the spec's; "" for
+    the paper's budget, the table without runs, or a spec without a default budget."""
+    default = spec.get("default_budget")
+    if group is None or not default or is_paper_budget(spec, group):
+        return ""
+    epochs, subset = default.get("pretrain_epochs"), default.get("train_subset")
+    fewer_epochs = epochs is not None and group.pretrain_epochs is not None and group.pretrain_epochs < epochs
+    fewer_images = group.train_subset is not None and (subset is None or group.train_subset < subset)
+    return "short budget" if fewer_epochs or fewer_images else "other budget"
+
+
+def target_caption(spec: Mapping[str, Any], runs: pd.DataFrame | None) -> str:
+    """One caption sentence per table: each row whose runs had a target, asked vs achieved
+    (mean±std over its runs), and how many missed it (under which rule)."""
+    if runs is None or runs.empty or "target_quantity" not in runs or runs["target_quantity"].isna().all():
+        return ""
+    parts = []
+    for row in spec["rows"]:
+        row_runs = select_runs(runs, {**(spec.get("filter") or {}), **row["filter"]})
+        row_runs = row_runs[row_runs["target_quantity"].notna()]
+        if row_runs.empty:
+            continue
+        words = TARGET_WORDS.get(str(row_runs["target_quantity"].iloc[0]), str(row_runs["target_quantity"].iloc[0]))
+        asked = mean_std(row_runs["target_asked"])
+        achieved = mean_std(row_runs["target_achieved"])
+        asked_text = f"{asked.mean:.1f}%" if asked.n else "something"
+        text = f"{row['name']}: asked {asked_text}, achieved {_reduction_text(achieved)} {words}"
+        missed = row_runs[row_runs["target_met"] == False]  # noqa: E712 (None: not judged)
+        if len(missed):
+            rules = "; ".join(sorted(set(missed["target_rule"].dropna().astype(str)) - {""}))
+            text += f" ({MISSED_MARK} missed by {len(missed)} of {len(row_runs)} runs{': ' + rules if rules else ''})"
+        parts.append(text)
+    return f" Targets, asked vs achieved (mean±std over the row's runs): {'; '.join(parts)}." if parts else ""
 
 
 def build_paper_table(
@@ -1201,9 +1326,9 @@ def build_paper_table(
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
     with_paper = spec.get("paper_values") is not False
-    legend = cell_legend(rows, with_paper, True)
+    legend = cell_legend(rows, with_paper, True, budget_difference(spec, group))
     caption = (
-        f"{legend} {spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}. "
+        f"{legend}{target_caption(spec, runs)} {spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}. "
         "FLOPs↓ / Params↓: reduction of the pruned vs the dense model; speed-ups: dense/pruned MACs and measured "
         "latency (median; on the run's GPU at a large batch, else CPU at batch 64). "
         f"The whole table: `{table_command}`.{robust_note}{_budget_caption(spec, group)}"
@@ -1560,6 +1685,7 @@ def build_sweep_table(
     robust = [c for c in ("robust_top1_wb", "robust_top1_bb") if c in runs and runs[c].notna().any()]
     labels += [{"robust_top1_wb": "WB PGD top-1", "robust_top1_bb": "BB PGD top-1"}[c] for c in robust]
     rows, records = [], []
+    missed_notes: list[str] = []  # rows with runs that missed their target
     if not runs.empty:
         runs = runs.assign(method_label=method_labels(runs))
         keys = ["data", "model", "method_label", "finetune", "ratio"]
@@ -1580,6 +1706,15 @@ def build_sweep_table(
             unpruned_text = format_mean_std(unpruned, with_n=False)
             if unpruned.n and unpruned.n != final.n:
                 unpruned_text += f" n={unpruned.n}"
+            missed_runs = cell_runs[cell_runs["target_met"] == False] if "target_met" in cell_runs else []  # noqa: E712
+            mark = MISSED_MARK if len(missed_runs) else ""
+            if mark:
+                asked, achieved = mean_std(missed_runs["target_asked"]), mean_std(missed_runs["target_achieved"])
+                missed_notes.append(
+                    f"{model} {label} {finetune} {ratio:g}: {len(missed_runs)} of {len(cell_runs)} runs asked "
+                    f"{asked.mean:.1f}%, achieved {_reduction_text(achieved)} "
+                    f"{TARGET_WORDS.get(str(missed_runs['target_quantity'].iloc[0]), 'of the target')}"
+                )
             rows.append(
                 [
                     model,
@@ -1587,12 +1722,12 @@ def build_sweep_table(
                     finetune,
                     f"{ratio:g}",
                     str(final.n),
-                    _reduction_text(flops) if flops.n else "",
+                    _reduction_text(flops) + mark if flops.n else "",
                     _reduction_text(params) if params.n else "",
                     *(f"{'≈' if noisy.get(name) else ''}{v.mean:.2f}×" if v.n else "—" for name, v in speedups.items()),
                     stage_epochs,
                     unpruned_text,
-                    format_mean_std(final, with_n=False),
+                    format_mean_std(final, with_n=False) + mark,
                     *(format_mean_std(mean_std(cell_runs[c]), with_n=False) or "—" for c in robust),
                 ]
             )
@@ -1615,6 +1750,7 @@ def build_sweep_table(
                     "final_mean": _rounded(final.mean),
                     "final_std": _rounded(final.std),
                     "final_n": final.n,
+                    "target_missed_n": len(missed_runs),
                     **{f"{c}_mean": _rounded(mean_std(cell_runs[c]).mean) for c in robust},
                     **_group_record(group),
                 }
@@ -1631,6 +1767,8 @@ def build_sweep_table(
         f"{legend} {ACCURACY_NOTE}. "
         f"Runs with a uniform pruning ratio (key.ratio set). Example sweep: `{table_command}`."
     )
+    if missed_notes:
+        caption += f" Targets missed ({MISSED_MARK}): {'; '.join(missed_notes)}."
     attacks = sorted({a for a in runs.get("robust_attack", pd.Series(dtype=object)).dropna()}) if robust else []
     if attacks:
         caption += (
@@ -1843,13 +1981,16 @@ def build_tables(spec: Mapping[str, Any], runs: pd.DataFrame, figures: bool = Tr
         used, left_out = one_net_per_baseline(used)
         table = build(used, group)
         if is_paper_budget(spec, group) and not paper_budget:
-            table.paper_budget = paper_budget = True
+            stem = table.file_stem
+            table.paper_budget = paper_budget = True  # its files (and the figure it links) are <spec>.*
+            table.footnotes = [note.replace(f"({stem}.png)", f"({table.file_stem}.png)") for note in table.footnotes]
         table.replaces_placeholder = not spec.get("default_budget")
         if left_out:
             log.warning("prune-report: %s (%s): %s", spec["name"], group.describe(), " ".join(left_out))
+            count = before - len(used)
             table.caption += (
-                f" Left out: {before - len(used)} runs that descend from "
-                "another dense net under the same baseline cache id (never averaged or compared; listed below)."
+                f" Left out: {count} {'runs that descend' if count > 1 else 'run that descends'} from another dense "
+                "net under the same baseline cache id (never averaged or compared; listed below)."
             )
             table.footnotes += left_out
         tables.append(table)
