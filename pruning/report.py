@@ -2,12 +2,16 @@
 
 Results are data, tables are generated. The steps, each a small public function:
 
-1. ``load_runs(results_root)``: every ``metrics.json`` found recursively under the root (directory
-   names do not matter) whose ``status`` is ``"done"`` becomes one DataFrame row. Unreadable or
-   corrupt files, and files of an unknown schema, are skipped with a logged warning.
+1. ``scan_runs(results_root)`` (``load_runs``: its DataFrame): every ``metrics.json`` found
+   recursively under the root (directory names do not matter) whose ``status`` is ``"done"``
+   becomes one DataFrame row; running, failed and interrupted runs are listed (terminal, HTML
+   page); a file that cannot be a run record (not JSON, NaN/Infinity, nested too deeply, a field
+   of the wrong type, an unknown schema) is skipped with one warning naming it and why.
 2. ``split_by_budget(runs)``: runs are split into *budget groups* (data label, pretrain epochs,
    train subset). Runs of different groups are never averaged together; each group gets its own
-   table, titled with its data label and budget.
+   table, titled with its data label and budget. Within a table, runs that descend from different
+   dense nets under one baseline cache id are never averaged or compared (``one_net_per_baseline``),
+   and a baseline cell takes only the dense net its row's method trains from (``own_baselines``).
 3. ``build_tables(spec, runs)``: a spec from ``conf/report/*.yaml`` (``load_specs``) becomes one
    ``ReportTable`` per budget group in which at least one cell has a run. A ``paper_table`` spec
    shows "paper" / "ours" / "Δ" per accuracy column; a ``ratio_sweep`` spec tabulates uniform-ratio
@@ -22,7 +26,10 @@ Results are data, tables are generated. The steps, each a small public function:
 Conventions. Accuracy is the best top-1 test accuracy over epochs (``top1_best``), as the
 Rethinking paper reports it; every caption says so. Seeds are averaged as mean ± sample std
 (ddof=1); a row's seed count is its ``n`` column (a cell with fewer says ``n=k``). One cell per
-column: ``ours (paper, Δ)``, e.g. ``93.41±0.12 (93.14, +0.27)``. The unpruned baseline takes one
+column: ``ours (paper, Δ)``, e.g. ``93.41±0.12 (93.14±0.12, +0.27)`` (the paper's std where it
+gives one); a table at a shorter budget than the spec's default shows no Δ (its legend says
+"short budget"). A run that missed its target (``target_fields``) marks its cells ``‡`` and the
+caption says what each row was asked and achieved. The unpruned baseline takes one
 value per seed (runs of one seed share the dense baseline). A cell without a run shows ``[cN]``:
 command N, listed once below the table, fills it (with the group's budget overrides). A measured
 speed-up within the timing noise is marked ``≈``. Wide tables are split into parts of at most
@@ -31,13 +38,16 @@ speed-up within the timing noise is marked ``≈``. Wide tables are split into p
 Output files in ``out_dir`` (default ``results/tables``), for a spec named ``<spec>`` (the YAML
 file's stem):
 
-* ``<spec>__<budget slug>.{md,csv,tex}``: one set per budget group with runs, e.g.
+* ``<spec>.{md,csv,tex}``: the table at the spec's ``default_budget`` (the paper's recipe; an
+  evidence table's own budget): with its runs, or, while no run has that budget, empty with the
+  command for every cell. A report run never removes it.
+* ``<spec>__<budget slug>.{md,csv,tex}``: one set per other budget group with runs, e.g.
   ``rethinking_l1_cifar10__cifar-10-jpeg-q75-copy_pre3_sub10000.md``; the slug is
   ``<data label slug>_pre<pretrain epochs>_<sub<N> | full>``, plus ``.png``: the table's figure
   (paper tables: accuracy or bpc vs FLOPs per model; sweeps: top-1 vs FLOPs reduction).
 * ``report.html`` (``--format html``, part of ``all``): every table and figure on one page.
-* ``<spec>.{md,csv,tex}``: only while no budget group has a run for the spec: the empty table
-  (paper values, and the command for every cell). Writing group tables removes it.
+* a spec without a ``default_budget`` (the sweep) has ``<spec>.{md,csv,tex}`` only while no
+  budget group has a run for it; writing group tables removes that empty table.
 
 This module does not import Hydra.
 """
@@ -399,7 +409,8 @@ def target_fields(metrics: RunMetrics) -> dict[str, Any]:
     """What a run was asked to reach and what it reached, in % (``target_*`` columns): the
     method's ``extras.target`` (quantity, asked, achieved as fractions, met, rule), else, for
     runs recorded before it, a sparsity target (FLOP, AGP) or a requested FLOPs reduction (TAS,
-    PFS, SANP) judged by ``FALLBACK_TARGET_TOLERANCE``. All None for a run without a target."""
+    PFS, SANP) judged by ``FALLBACK_TARGET_TOLERANCE``, or ANP's unit sparsity (met when some
+    unit was removed). All None for a run without a target."""
     out: dict[str, Any] = dict.fromkeys(("target_quantity", "target_asked", "target_achieved", "target_met"))
     out["target_rule"] = None
     target = metrics.extras.get("target")
@@ -421,6 +432,15 @@ def target_fields(metrics: RunMetrics) -> dict[str, Any]:
     elif _is_number(requested) and _is_number(metrics.flops_reduction):
         quantity = "mean_macs_reduction" if metrics.cost_per_sample else "flops_reduction"
         asked, achieved = float(requested), float(metrics.flops_reduction)
+    elif metrics.key.method == "anp" and _is_number(metrics.extras.get("paper_unit_sparsity")):
+        achieved = float(metrics.extras["paper_unit_sparsity"])  # ANP-VS / BP: asked to remove some units
+        out.update(
+            target_quantity="pruned_units",
+            target_achieved=achieved,
+            target_met=achieved > 0,
+            target_rule="achieved > 0 (some unit removed)",
+        )
+        return out
     else:
         return out
     out.update(
@@ -1250,8 +1270,10 @@ def target_caption(spec: Mapping[str, Any], runs: pd.DataFrame | None) -> str:
         words = TARGET_WORDS.get(str(row_runs["target_quantity"].iloc[0]), str(row_runs["target_quantity"].iloc[0]))
         asked = mean_std(row_runs["target_asked"])
         achieved = mean_std(row_runs["target_achieved"])
-        asked_text = f"{asked.mean:.1f}%" if asked.n else "something"
-        text = f"{row['name']}: asked {asked_text}, achieved {_reduction_text(achieved)} {words}"
+        if asked.n:
+            text = f"{row['name']}: asked {asked.mean:.1f}%, achieved {_reduction_text(achieved)} {words}"
+        else:  # no amount asked (ANP-VS): any
+            text = f"{row['name']}: asked more than 0%, achieved {_reduction_text(achieved)} {words}"
         missed = row_runs[row_runs["target_met"] == False]  # noqa: E712 (None: not judged)
         if len(missed):
             rules = "; ".join(sorted(set(missed["target_rule"].dropna().astype(str)) - {""}))

@@ -750,3 +750,19 @@ def test_captions_say_what_was_achieved_and_mark_missed_targets_and_unverified_v
     l1 = build_tables(specs["rethinking_l1_cifar10"], load_runs(root).iloc[0:0], figures=False)[0].by_row()
     for row, flops in (("VGG-16-A", "34.2%†"), ("ResNet-56-B", "27.6%†"), ("ResNet-110-B", "38.6%†")):
         assert l1[row]["FLOPs↓"].endswith(f"({flops})"), (row, l1[row]["FLOPs↓"])
+
+
+def test_an_anp_run_that_pruned_no_unit_is_marked_as_a_missed_target(tmp_path: Path, specs) -> None:
+    """ANP-VS asked to remove some units and removed none (runs recorded before extras.target):
+    its cells carry ‡ and the caption says so."""
+    root = tmp_path / "results"
+    record = metrics_dict("lenet5_caffe", method="anp", variant="anp_vs", finetune="none", pretrain_epochs=6)
+    record["train_subset"] = 4000
+    record["budget"]["train_subset"] = 4000
+    record["extras"] = {"paper_unit_sparsity": 0.0, "paper_memory_pct": 100.0}
+    (root / "anp").mkdir(parents=True)
+    (root / "anp" / "metrics.json").write_text(json.dumps(record))
+    (table,) = build_tables(specs["anp_evidence_cpu"], load_runs(root), figures=False)
+    assert table.by_row()["ANP-VS"]["Clean"].endswith("‡")
+    caption = " ".join(table.caption.split())
+    assert "ANP-VS: asked more than 0%, achieved 0.0% of the units removed (‡ missed by 1 of 1 runs" in caption
