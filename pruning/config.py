@@ -24,6 +24,8 @@ POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned ne
 METHODS_PACKAGE = "pruning.methods"
 LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0, "optimizer": "sgd"}
 LATER_DATA_DEFAULTS = {"newlines": "keep"}  # data keys added later: counted only when not at their default
+# method keys added later, per method: ThiNet's ``mode`` and ``variant`` came after the CIFAR runs of the 8-epoch evidence
+LATER_METHOD_DEFAULTS = {"thinet": {"mode": "oneshot", "variant": None}}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
 
@@ -374,6 +376,8 @@ def run_subdir(cfg: dict) -> str:
         for k, v in cfg["data"].items()
         if k not in ("adversarial", "root") and not (k in LATER_DATA_DEFAULTS and v == LATER_DATA_DEFAULTS[k])
     }
+    later = LATER_METHOD_DEFAULTS.get(str(cfg["method"].get("name")), {})
+    identity["method"] = {k: v for k, v in cfg["method"].items() if not (k in later and v == later[k])}
     if key["adv_train"] != "none":  # only then: existing commands keep their directories
         identity["adv_train"] = cfg["adv_train"]
     # schedule keys added to the YAML later count only when not at their default, so existing

@@ -211,3 +211,27 @@ def test_a_rows_report_filter_selects_the_runs_its_experiment_makes(table: str, 
         wanted = {**(spec.get("filter") or {}), **row["filter"]}
         assert {k: made.get(k) for k in wanted} == wanted, row["name"]
         assert cfg["paper_row"]["name"] == row["name"]  # the block rides along, unused by the run
+
+
+def test_every_committed_run_maps_to_its_own_directory_from_its_saved_config():
+    """A key added to a YAML later (ThiNet's mode and variant, data.newlines, schedule keys) must
+    not move an existing run: re-running its command (rerun=true, scripts/rerun_runs.sh) has to
+    land in the same directory, or the stale run stays beside the new one."""
+    from pathlib import Path
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from pruning.config import run_subdir
+
+    runs = Path(__file__).resolve().parents[1] / "results" / "runs"
+    configs = sorted(runs.rglob(".hydra/config.yaml"))
+    if not configs:
+        pytest.skip("no committed runs in this checkout")
+    moved = []
+    for path in configs:
+        run_dir = path.parent.parent
+        cfg = OmegaConf.to_container(OmegaConf.create(yaml.safe_load(path.read_text())), resolve=True)
+        if not run_dir.as_posix().endswith(run_subdir(cfg)):
+            moved.append(str(run_dir.relative_to(runs)))
+    assert not moved, f"committed runs whose saved config maps elsewhere: {moved}"
