@@ -24,7 +24,7 @@ POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned ne
 METHODS_PACKAGE = "pruning.methods"
 LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0, "optimizer": "sgd"}
 LATER_DATA_DEFAULTS = {"newlines": "keep"}  # data keys added later: counted only when not at their default
-# method keys added later, per method: ThiNet's ``mode`` and ``variant`` came after the CIFAR runs of the 8-epoch evidence
+# method keys added later, per method (ThiNet's mode and variant came after the 8-epoch CIFAR runs)
 LATER_METHOD_DEFAULTS = {"thinet": {"mode": "oneshot", "variant": None}}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net
 
