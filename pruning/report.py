@@ -1347,7 +1347,7 @@ def build_paper_table(
 
     table_command = " ".join([spec["command"], *budget_overrides(spec, group)])
     paper_note = spec.get("paper_note", "paper: the published values")
-    with_paper = spec.get("paper_values") is not False
+    with_paper = spec.get("paper_values") is not False and any(row.get("paper") for row in spec["rows"])
     legend = cell_legend(rows, with_paper, True, budget_difference(spec, group))
     caption = (
         f"{legend}{target_caption(spec, runs)} {spec.get('accuracy_note', ACCURACY_NOTE)}. {paper_note}. "

@@ -747,6 +747,8 @@ def test_captions_say_what_was_achieved_and_mark_missed_targets_and_unverified_v
     assert "‡" not in rows["SANP, 70% of mean MACs asked"]["Top-1"]
     assert "‡ a run of this cell missed its target" in table.legend and "sample std (n−1)" in table.legend
 
+    pfs = build_tables(specs["pfs_evidence_cpu"], load_runs(root).iloc[0:0], figures=False)[0]
+    assert "paper" not in pfs.legend  # a table without paper values does not promise them
     l1 = build_tables(specs["rethinking_l1_cifar10"], load_runs(root).iloc[0:0], figures=False)[0].by_row()
     for row, flops in (("VGG-16-A", "34.2%†"), ("ResNet-56-B", "27.6%†"), ("ResNet-110-B", "38.6%†")):
         assert l1[row]["FLOPs↓"].endswith(f"({flops})"), (row, l1[row]["FLOPs↓"])
