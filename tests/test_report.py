@@ -768,3 +768,19 @@ def test_an_anp_run_that_pruned_no_unit_is_marked_as_a_missed_target(tmp_path: P
     assert table.by_row()["ANP-VS"]["Clean"].endswith("‡")
     caption = " ".join(table.caption.split())
     assert "ANP-VS: asked more than 0%, achieved 0.0% of the units removed (‡ missed by 1 of 1 runs" in caption
+
+
+def test_the_baseline_checksum_recorded_in_metrics_json_names_the_dense_net(tmp_path: Path, specs) -> None:
+    """metrics.json's baseline_sha256 (the weights' checksum, since issue 22) decides which runs
+    share a dense net, even where two nets happen to reach the same pretrain top-1."""
+    root = tmp_path / "results"
+    for name, ratio, checksum in (("a", 0.2, "a" * 64), ("b", 0.4, "a" * 64), ("c", 0.4, "c" * 64)):
+        record = metrics_dict("resnet20", variant=None, ratio=ratio, finetune="finetune", baseline_id="r20-0")
+        record["baseline_sha256"] = record["stages"]["pretrain"]["baseline_sha256"] = checksum
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text(json.dumps(record))
+    runs = load_runs(root)
+    assert sorted(runs["baseline_sha256"]) == ["a" * 64, "a" * 64, "c" * 64]
+    (table,) = build_tables(specs["sweep"], runs, figures=False)
+    assert list(table.records["final_n"]) == [1, 1]  # the run from net c is left out
+    assert "weights sha256 cccccccccccc" in " ".join(table.footnotes)
