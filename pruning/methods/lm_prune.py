@@ -248,7 +248,6 @@ class EpochTrainer:
             ctx.say(f"{self.label}: resumed after epoch {self.start}/{self.epochs}")
 
     def save(self, epoch: int, wall: float) -> None:
-        device = self.device
         state = {
             "identity": self.tag,
             "model": self.net.state_dict(),
