@@ -49,7 +49,8 @@ print('done' if m.get('baseline_sha256') and m.get('status') == 'done' else 'res
     echo "rerun_runs: $dir already re-run, skipped"
     continue
   fi
-  mapfile -t ARGS < <("$PY" -c "import sys, yaml; print('\n'.join(yaml.safe_load(open(sys.argv[1]))))" \
+  # the recorded command without its rerun= (this script decides: a resume must not start over)
+  mapfile -t ARGS < <("$PY" -c "import sys, yaml; print('\n'.join(o for o in yaml.safe_load(open(sys.argv[1])) if not o.startswith('rerun=')))" \
     "$dir/.hydra/overrides.yaml")
   extra=()
   [ "$state" = "rerun" ] && extra=(rerun=true)
