@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 50%, fine-tune (~16 s on 2 idle CPU cores)
+demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 50%, fine-tune (~17 s on 2 idle CPU cores)
 	$(VENV)/bin/prune-exp
 
 test: $(STAMP)          ## fast CPU test suite (what CI runs): one worker per core, one torch thread each
