@@ -112,7 +112,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Engine:
-    """Speed options of the training loop (``engine`` config group)."""
+    """Speed options of the training loop (``engine`` config group). None of them changes what is
+    computed beyond float rounding except ``amp_bf16`` (bf16 autocast: 8-bit mantissa)."""
 
     channels_last: bool = False
     amp_bf16: bool = False  # bf16 autocast for forward + loss
@@ -121,18 +122,25 @@ class Engine:
 
     @staticmethod
     def from_config(cfg: dict | None, device: str) -> Engine:
-        """``auto`` turns an option on on CUDA and off on CPU."""
+        """``auto``, per option, as measured (``make bench``, results/benchmarks/): channels_last on
+        every device (a CPU's oneDNN convolutions ran 1.3-1.8x faster in it, never slower, for every
+        CIFAR family); bf16 autocast on CUDA only (on a CPU it is faster where the chip has bf16
+        instructions, but it changes the numerics, so it stays an explicit choice there); compile
+        never (engine=fast turns it on: on a 2-core CPU it cost 12-35 s and gained nothing)."""
         cfg = cfg or {}
         on_gpu = device.startswith("cuda")
+        auto = {"channels_last": True, "amp_bf16": on_gpu, "compile": False}
 
-        def pick(key: str, default: bool = False) -> bool:
-            value = cfg.get(key, default)
-            return on_gpu if value == "auto" else bool(value)
+        def pick(key: str) -> bool:
+            value = cfg.get(key, False)
+            return auto[key] if value == "auto" else bool(value)
 
         return Engine(pick("channels_last"), pick("amp_bf16"), pick("compile"), cfg.get("compile_mode"))
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Model for the forward pass (the original keeps its state_dict keys)."""
+        """Model for the forward pass (the original keeps its state_dict keys). channels_last
+        converts the 4-d weights in place: every convolution then runs in NHWC whatever its
+        input's layout (also in a method's own loop that calls the model directly)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return torch.compile(model, mode=self.compile_mode) if self.compile else model
@@ -141,7 +149,9 @@ class Engine:
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.amp_bf16 else nullcontext()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        if self.channels_last and images.dim() == 4:  # images; a language model's (B, T) ids stay as they are
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
 
 PLAIN = Engine()
@@ -504,6 +514,8 @@ def run_stage(
                 **train_metrics,
                 **test_metrics,
                 "epoch_s": round(t_end - t_epoch, 3),
+                "train_s": round(t_train_end - t_epoch, 3),
+                "eval_s": round(t_end - t_train_end, 3),
             }
             # the first step of a process pays one-off costs (allocator, kernel choice, compile):
             # the ETA extrapolates from the steps after it

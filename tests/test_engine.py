@@ -75,9 +75,36 @@ def test_batched_crop_flip_equals_per_image_crop() -> None:
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
 
 
-def test_engine_config_auto_is_off_on_cpu() -> None:
-    assert Engine.from_config({"channels_last": "auto", "amp_bf16": "auto"}, "cpu") == PLAIN
-    assert Engine.from_config({"channels_last": "auto", "amp_bf16": "auto"}, "cuda") == Engine(True, True)
+def test_engine_config_auto_is_channels_last_on_cpu_and_bf16_only_on_cuda() -> None:
+    auto = {"channels_last": "auto", "amp_bf16": "auto"}
+    assert Engine.from_config(auto, "cpu") == Engine(channels_last=True)
+    assert Engine.from_config(auto, "cuda") == Engine(True, True)
+    assert Engine.from_config({"channels_last": False}, "cpu") == PLAIN  # engine=plain: the reference
+
+
+def test_channels_last_gradient_is_as_close_to_float64_as_nchw() -> None:
+    """One forward/backward of a ResNet in channels_last (the CPU default) against the same step in
+    float64: the whole gradient agrees to fp32 rounding (relative L2 error; a ReLU whose input
+    rounds across zero flips a few entries, so no entry-wise bound is meaningful). Measured here:
+    NCHW ~1e-6 to 5e-4, channels_last ~2e-6 to 1.5e-3 (ResNet-8 / 20, 4 seeds): the same order."""
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build(default_spec("resnet_cifar", depth=8, base_width=8))
+        x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+        grads = {}
+        for name, net, inputs in (
+            ("float64", copy.deepcopy(model).double(), x.double()),
+            ("channels_last", Engine(channels_last=True).prepare(copy.deepcopy(model)), Engine(True).inputs(x)),
+        ):
+            torch.nn.functional.cross_entropy(net(inputs), y).backward()
+            grads[name] = torch.cat([p.grad.double().reshape(-1) for p in net.parameters()])
+        error = (grads["channels_last"] - grads["float64"]).norm() / grads["float64"].norm()
+        assert error < 5e-3, (seed, float(error))
+
+
+def test_engine_leaves_token_ids_alone() -> None:
+    ids = torch.randint(0, 5, (2, 7))
+    assert Engine(channels_last=True).inputs(ids) is ids
 
 
 @pytest.mark.integration  # make test-integration (subprocesses, sweeps, torchrun, wheel build)
