@@ -1,19 +1,31 @@
-"""Training-speed and inference-latency benchmark (``make bench``).
+"""Training-speed benchmark (``make bench``): what the hardware can do, what each engine option
+gets of it, and what ``prune-exp`` gets of that, measured side by side in one run.
 
-1. Training throughput, side by side in one process: prune-lab's engine (uint8 data on the
-   device, batched pad-crop/flip, device-side metrics; on CUDA also channels_last + bf16 and,
-   with --compile, torch.compile with CUDA graphs) vs a plain torchvision-references-style loop
-   (Dataset of PIL images + RandomCrop/RandomHorizontalFlip/ToTensor/Normalize, DataLoader with
-   workers and pinned memory, ``loss.item()`` every step). Images/s, seconds per 50k-image
-   epoch (extrapolated from the timed steps), the engine/plain ratio and peak memory.
-2. Inference latency of the dense vs L1-norm-pruned paper variants (ResNet-56-A/B,
-   ResNet-110-A/B, VGG-16-A): FLOPs speedup next to the measured speedup (median of repeats).
+1. **Peak**: the machine's measured fp32 matrix-product rate (GFLOP/s; a large ``torch.mm`` at
+   the torch thread count; on CUDA also bf16), the yardstick for "fraction of peak".
+2. **Raw train step** (model, loss, SGD step on one resident batch: no data pipeline) for each
+   engine option: contiguous NCHW fp32 eager (``engine=plain``, the reference numerics),
+   channels_last, torch.compile (its compile time reported apart, with the images after which
+   it pays), bf16 autocast, and combinations. Images/s (median of interleaved rounds, so load
+   from other processes hits every variant alike), training GFLOP/s (3 x forward MACs x 2 per
+   image), fraction of peak, and the ratio to NCHW.
+3. **prune-exp epoch**: ``prune-exp method=none finetune=none`` on the CIFAR-10 copy (a
+   subprocess, the real thing: uint8 data, batched augmentation, the loop, checkpointing, the
+   test-set evaluation) for ``engine=auto`` (the default) and ``engine=plain`` (the CPU default
+   until issue 23). From its history: training images/s against the raw step of the same engine
+   (the pipeline's overhead), evaluation images/s, the epoch as run, and a full CIFAR-10 epoch
+   (50,000 training + 10,000 test images) projected from the two measured rates.
+4. **Parity** (``--parity-seeds``): the same short prune-exp training with ``engine=auto`` and
+   ``engine=plain`` for several seeds: top-1 per engine (mean ± std) and the paired difference,
+   to show the default changes results only within float noise.
+5. **Latency** of the dense vs L1-norm paper variants (ResNet-56-A/B, ResNet-110-A/B, VGG-16-A):
+   FLOPs speedup next to the measured speedup.
 
-Data: the CIFAR-10 python layout under --data-root when present (e.g. the JPEG copy), else
-same-shaped random uint8 images (labelled as such). Writes results/benchmarks/<machine>.{md,json}.
+Writes results/benchmarks/<tag>.{md,json} (tag: cpu-<N>core, or gpu-<name>).
 
-    python scripts/bench_train.py                        # CPU defaults: few steps
-    python scripts/bench_train.py --device cuda --steps 200 --compile
+    python scripts/bench_train.py                                   # CPU, all sections
+    python scripts/bench_train.py --device cuda --epoch-train 50000 # on a GPU
+    python scripts/bench_train.py --quick --out /tmp/b              # seconds: a smoke test
 """
 
 from __future__ import annotations
@@ -22,39 +34,38 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tabulate import tabulate
 
-from pruning.data import CIFAR, ImageData, Split, load_cifar
 from pruning.measure import count_macs, measure_latency_pair
 from pruning.methods.base import PruneContext
 from pruning.methods.l1_norm import L1Norm
 from pruning.models import build, default_spec
-from pruning.train import Engine, Schedule, make_optimizer, plain_train_one_epoch, train_one_epoch
+from pruning.train import Engine, Schedule, make_optimizer
 
-MODELS = {
-    "resnet56": ("resnet_cifar", 56),
-    "vgg16": ("vgg_cifar", 16),
-    "resnet20": ("resnet_cifar", 20),
-    "resnet110": ("resnet_cifar", 110),
+MODELS = {  # name: (family, depth, prune-exp model config)
+    "resnet20": ("resnet_cifar", 20, "resnet20"),
+    "resnet56": ("resnet_cifar", 56, "resnet56"),
+    "resnet110": ("resnet_cifar", 110, "resnet110"),
+    "vgg16": ("vgg_cifar", 16, "vgg16"),
 }
-
-
-def load_data(root: str | None, label: str | None) -> tuple[ImageData, str]:
-    if root and (Path(root) / CIFAR["cifar10"]["folder"]).is_dir():
-        data = load_cifar("cifar10", root)
-        return data, f"{label or 'CIFAR-10'} from {root} (official md5: {data.info['official_md5']})"
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (50_000,), generator=gen)
-    test = Split(images[:1000], labels[:1000])
-    meta = CIFAR["cifar10"]
-    return ImageData(
-        "random", Split(images, labels), test, 10, meta["mean"], meta["std"]
-    ), "random uint8 (CIFAR-10 shape)"
+VARIANTS = {  # name: Engine
+    "NCHW (plain)": Engine(),
+    "channels_last": Engine(channels_last=True),
+    "compile": Engine(compile=True),
+    "channels_last+compile": Engine(channels_last=True, compile=True),
+    "bf16": Engine(amp_bf16=True),
+    "channels_last+bf16": Engine(channels_last=True, amp_bf16=True),
+}
+GPU_VARIANTS = {**VARIANTS, "fast (cl+bf16+compile, CUDA graphs)": Engine(True, True, True, "reduce-overhead")}
 
 
 def sync(device: torch.device) -> None:
@@ -62,94 +73,180 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_mb(device: torch.device) -> float | None:
+def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return None
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
-def bench_engine(arch, depth, data: ImageData, batch: int, steps: int, warmup: int, device, engine: Engine) -> dict:
-    torch.manual_seed(0)
-    model = build(default_spec(arch, depth=depth)).to(device)
-    forward = engine.prepare(model)
-    opt = make_optimizer(model, Schedule(epochs=1, lr=0.05, batch_size=batch))
-    on_device = data.to(device)
+def peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None) -> float:
+    """Measured matrix-product rate: the best of 5 timed ``n x n @ n x n`` products (2 n^3 FLOPs)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    sync(device)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
-    def run(n_steps: int, seed: int) -> float:
-        sub = ImageData(
-            on_device.name,
-            Split(on_device.train.images[: n_steps * batch], on_device.train.labels[: n_steps * batch]),
-            on_device.test,
-            10,
-            on_device.mean,
-            on_device.std,
-            True,
-        )
+
+def train_step_rows(
+    name: str, device: torch.device, batch: int, variants: dict[str, Engine], rounds: int, steps: int, peak: float
+) -> list[dict]:
+    """Raw train step per engine variant: one resident batch, the same initial weights."""
+    arch, depth, _ = MODELS[name]
+    spec = default_spec(arch, depth=depth)
+    macs = count_macs(build(spec), (3, 32, 32))
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    state = {}
+    for vname, engine in variants.items():
+        torch.manual_seed(0)
+        model = build(spec).to(device)
+        forward = engine.prepare(model)
+        opt = make_optimizer(model, Schedule(epochs=1, lr=0.05, batch_size=batch))
+
+        def step(forward=forward, opt=opt, engine=engine) -> None:
+            with engine.autocast(device):
+                loss = F.cross_entropy(forward(engine.inputs(x)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
         sync(device)
         t0 = time.perf_counter()
-        train_one_epoch(model, sub, opt, batch, torch.Generator().manual_seed(seed), engine=engine, forward=forward)
+        step()  # compile / kernel choice / allocator
         sync(device)
-        return time.perf_counter() - t0
+        first_s = time.perf_counter() - t0
+        for _ in range(2 if device.type == "cpu" else 10):
+            step()
+        sync(device)
+        state[vname] = {"step": step, "first_s": first_s, "times": []}
+    for _ in range(rounds):  # interleaved: load from elsewhere hits every variant alike
+        for entry in state.values():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                entry["step"]()
+            sync(device)
+            entry["times"].append(time.perf_counter() - t0)
+    rows, base = [], None
+    for vname, entry in state.items():
+        ips = steps * batch / statistics.median(entry["times"])
+        base = base or ips
+        gflops = ips * 6 * macs / 1e9  # forward 2 FLOPs per MAC, backward twice the forward
+        row = {
+            "model": name,
+            "batch": batch,
+            "variant": vname,
+            "img/s": ips,
+            "× NCHW": ips / base,
+            "GFLOP/s": gflops,
+            "% of peak": 100 * gflops / peak,
+            "first step s": entry["first_s"],
+        }
+        twin = {"compile": "NCHW (plain)", "channels_last+compile": "channels_last"}.get(vname)
+        if twin in state:  # compile pays once its saving per image has repaid its compile time
+            twin_ips = steps * batch / statistics.median(state[twin]["times"])
+            saving = 1 / twin_ips - 1 / ips
+            extra = entry["first_s"] - state[twin]["first_s"]
+            row["compile pays after img"] = extra / saving if saving > 0 else None
+        rows.append(row)
+    return rows
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    run(warmup, 1)  # compile / cudnn autotune / allocator warm-up
-    seconds = run(steps, 2)
-    return {"images_per_s": steps * batch / seconds, "peak_mb": peak_mb(device)}
+
+def prune_exp(overrides: list[str], root: Path, timeout: int = 3600) -> dict:
+    """Run prune-exp (dense training only) in its own results root; its history and config."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "pruning.cli.exp", "method=none", "finetune=none", "quiet=true"]
+    cmd += ["latency.enabled=false", f"paths.results_root={root}", *overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"prune-exp failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
+    (history,) = root.glob("cache/baselines/*/history.jsonl")
+    (metrics,) = root.glob("runs/**/metrics.json")
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    shown = " ".join(c for c in cmd[3:] if not c.startswith("paths.results_root="))
+    return {"history": rows, "metrics": json.loads(metrics.read_text()), "command": shown}
 
 
-class PILDataset(torch.utils.data.Dataset):
-    """CIFAR as a torchvision-style dataset: PIL images through per-image transforms."""
-
-    def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, mean, std):
-        from torchvision import transforms
-
-        self.images = images_u8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-        self.labels = labels.numpy()
-        self.transform = transforms.Compose(
-            [
-                transforms.RandomCrop(32, padding=4),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                transforms.Normalize(mean, std),
-            ]
+def epoch_rows(
+    name: str, data_root: str, engines: list[str], epochs: int, n_train: int | None, n_test: int | None, raw: dict
+) -> list[dict]:
+    """prune-exp's epoch per engine; the last epoch's train / eval split from its history."""
+    _, _, model_cfg = MODELS[name]
+    rows = []
+    for engine in engines:
+        overrides = [f"model={model_cfg}", "data=cifar10", f"data.root={data_root}", f"engine={engine}"]
+        overrides += [f"schedule.epochs={epochs}", "seed=0"]
+        overrides += [f"data.train_subset={n_train}"] if n_train else []
+        overrides += [f"data.test_subset={n_test}"] if n_test else []
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            run = prune_exp(overrides, Path(tmp))
+        last, data = run["history"][-1], run["metrics"]["data"]
+        train_n, test_n = int(data["train_size"]), int(data["test_size"])
+        train_ips, eval_ips = train_n / last["train_s"], test_n / last["eval_s"]
+        step = raw.get((name, "NCHW (plain)" if engine == "plain" else "channels_last"))
+        rows.append(
+            {
+                "model": name,
+                "engine": engine,
+                "train img": train_n,
+                "test img": test_n,
+                "train img/s": train_ips,
+                "raw step img/s": step,
+                "train / raw step": train_ips / step if step else None,
+                "eval img/s": eval_ips,
+                "epoch s (as run)": last["epoch_s"],
+                "epoch img/s (as run)": train_n / last["epoch_s"],
+                "full CIFAR-10 epoch min": (50_000 / train_ips + 10_000 / eval_ips) / 60,
+                "command": "prune-exp " + run["command"],
+            }
         )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
-def bench_plain(arch, depth, data: ImageData, batch: int, steps: int, warmup: int, device, workers: int) -> dict:
-    torch.manual_seed(0)
-    model = build(default_spec(arch, depth=depth)).to(device)
-    opt = make_optimizer(model, Schedule(epochs=1, lr=0.05, batch_size=batch))
-    dataset = PILDataset(data.train.images, data.train.labels, data.mean, data.std)
-
-    def loader(n_steps: int):
-        sampler = torch.utils.data.RandomSampler(dataset, num_samples=n_steps * batch)
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-            drop_last=True,
+    base = {r["model"]: r for r in rows if r["engine"] == "plain"}.get(name)
+    for r in rows:
+        r["epoch × plain"] = (
+            (r["train img"] / r["epoch s (as run)"]) / (base["train img"] / base["epoch s (as run)"]) if base else None
         )
+    return rows
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    plain_train_one_epoch(model, loader(warmup), opt, device)
-    timed = loader(steps)
-    sync(device)
-    t0 = time.perf_counter()  # includes worker start-up, as every epoch of the plain loop does
-    plain_train_one_epoch(model, timed, opt, device)
-    sync(device)
-    return {"images_per_s": steps * batch / (time.perf_counter() - t0), "peak_mb": peak_mb(device)}
+
+def parity_rows(data_root: str, seeds: int, epochs: int, n_train: int, n_test: int) -> tuple[list[dict], dict]:
+    """ResNet-20, engine=auto vs engine=plain, same seeds: final top-1 per run and the summary."""
+    runs = []
+    for seed in range(seeds):
+        for engine in ("plain", "auto"):
+            overrides = ["model=resnet20", "data=cifar10", f"data.root={data_root}", f"engine={engine}"]
+            overrides += [f"schedule.epochs={epochs}", f"seed={seed}", f"data.train_subset={n_train}"]
+            overrides += [f"data.test_subset={n_test}"]
+            with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+                run = prune_exp(overrides, Path(tmp))
+            runs.append({"seed": seed, "engine": engine, "top1": run["history"][-1]["top1"]})
+    by = {e: [r["top1"] for r in runs if r["engine"] == e] for e in ("plain", "auto")}
+    diffs = [a - p for a, p in zip(by["auto"], by["plain"], strict=True)]
+    sd = statistics.stdev if seeds > 1 else (lambda v: 0.0)
+    summary = {
+        "budget": f"ResNet-20, {epochs} epochs on {n_train} CIFAR-10 training images, {n_test} test images",
+        "plain top1 mean": statistics.mean(by["plain"]),
+        "plain top1 std": sd(by["plain"]),
+        "auto top1 mean": statistics.mean(by["auto"]),
+        "auto top1 std": sd(by["auto"]),
+        "paired diff mean": statistics.mean(diffs),
+        "paired diff std": sd(diffs),
+    }
+    return runs, summary
 
 
 def latency_rows(device: torch.device, repeats: int) -> list[dict]:
@@ -176,110 +273,141 @@ def latency_rows(device: torch.device, repeats: int) -> list[dict]:
     return rows
 
 
+def table(rows: list[dict], drop: tuple[str, ...] = ()) -> str:
+    shown = [{k: v for k, v in r.items() if k not in drop} for r in rows]
+    return tabulate(shown, headers="keys", tablefmt="github", floatfmt=".2f", missingval="")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet56", "vgg16"], choices=sorted(MODELS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128, 64])
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 on GPU, 8 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 30 GPU, 2 CPU)")
+    parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "vgg16"], choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, default=64, help="raw-step batch (the CIFAR recipes' 64)")
+    parser.add_argument("--variants", nargs="+", default=None, help="raw-step variants (default: all)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (CPU 3, GPU 5)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (CPU 3, GPU 50)")
     parser.add_argument("--data-root", default=os.environ.get("CIFAR10_DIR", "data/cifar10-jpeg"))
-    parser.add_argument("--data-label", default=None, help='e.g. "CIFAR-10 (JPEG q75 copy)"')
+    parser.add_argument("--data-label", default="CIFAR-10 (JPEG q75 copy)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="engine: torch.compile(mode=reduce-overhead)")
-    parser.add_argument(
-        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="plain loop DataLoader workers"
-    )
-    parser.add_argument("--latency-repeats", type=int, default=10)
+    parser.add_argument("--epoch-models", nargs="+", default=None, help="prune-exp epochs for (default: --models)")
+    parser.add_argument("--epoch-train", type=int, default=5000, help="training images per prune-exp epoch (0: all)")
+    parser.add_argument("--epoch-test", type=int, default=2000, help="test images evaluated (0: all 10,000)")
+    parser.add_argument("--epochs", type=int, default=2, help="prune-exp epochs; the last one is reported")
+    parser.add_argument("--parity-seeds", type=int, default=3, help="engine=auto vs plain parity runs (0: skip)")
+    parser.add_argument("--parity-epochs", type=int, default=3)
+    parser.add_argument("--parity-train", type=int, default=2000)
+    parser.add_argument("--latency-repeats", type=int, default=10, help="0: skip the latency section")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: ResNet-20, tiny settings, no latency")
     parser.add_argument("--out", default="results/benchmarks")
     parser.add_argument("--tag", default=None, help="file name for the results (default: from the machine)")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.rounds, args.steps, args.epochs = ["resnet20"], 1, 1, 1
+        args.epoch_train, args.epoch_test, args.parity_seeds, args.latency_repeats = 500, 200, 0, 0
+        args.variants = args.variants or ["NCHW (plain)", "channels_last"]
 
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     on_gpu = device.type == "cuda"
-    steps = args.steps or (200 if on_gpu else 8)
-    warmup = args.warmup or (30 if on_gpu else 2)
-    engine = Engine(
-        channels_last=on_gpu,
-        amp_bf16=on_gpu,
-        compile=args.compile,
-        compile_mode="reduce-overhead" if args.compile else None,
-    )
-    data, data_label = load_data(args.data_root, args.data_label)
-    machine = (
-        torch.cuda.get_device_name(device)
-        if on_gpu
-        else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads"
-    )
-    print(f"device: {machine}; data: {data_label}; steps {steps} (+{warmup} warm-up); engine {engine}")
+    rounds, steps = args.rounds or (5 if on_gpu else 3), args.steps or (50 if on_gpu else 3)
+    variants = GPU_VARIANTS if on_gpu else VARIANTS
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(variants))
+        if unknown:
+            raise SystemExit(f"--variants: unknown {unknown}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in args.variants}
+    machine = machine_name(device)
+    has_data = (Path(args.data_root) / "cifar-10-batches-py").is_dir()
+    print(f"device: {machine}; torch {torch.__version__}", flush=True)
 
-    train_rows = []
+    peak = {"fp32 GFLOP/s": peak_gflops(device)}
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        peak["fp32 GFLOP/s"] = peak_gflops(device)
+        peak["bf16 GFLOP/s"] = peak_gflops(device, torch.bfloat16)
+    print(f"peak: {peak}", flush=True)
+
+    step_rows = []
     for name in args.models:
-        arch, depth = MODELS[name]
-        for batch in args.batch_sizes:
-            fast = bench_engine(arch, depth, data, batch, steps, warmup, device, engine)
-            plain = bench_plain(arch, depth, data, batch, steps, warmup, device, args.workers)
-            row = {
-                "model": name,
-                "batch": batch,
-                "engine img/s": fast["images_per_s"],
-                "plain img/s": plain["images_per_s"],
-                "engine s/epoch": 50_000 / fast["images_per_s"],
-                "plain s/epoch": 50_000 / plain["images_per_s"],
-                "engine/plain": fast["images_per_s"] / plain["images_per_s"],
-                "engine peak MB": fast["peak_mb"],
-                "plain peak MB": plain["peak_mb"],
-            }
-            train_rows.append(row)
-            print(tabulate([row], headers="keys", floatfmt=".2f"))
-    lat_rows = latency_rows(device, args.latency_repeats)
-    print(tabulate(lat_rows, headers="keys", floatfmt=".2f"))
+        rows = train_step_rows(name, device, args.batch, variants, rounds, steps, peak["fp32 GFLOP/s"])
+        step_rows += rows
+        print(table(rows), flush=True)
+    raw = {(r["model"], r["variant"]): r["img/s"] for r in step_rows}
+
+    ep_rows = []
+    if has_data and args.epochs > 0:
+        engines = ["plain", "auto"] + (["fast"] if on_gpu else [])
+        for name in args.epoch_models or args.models:
+            rows = epoch_rows(
+                name, args.data_root, engines, args.epochs, args.epoch_train or None, args.epoch_test or None, raw
+            )
+            ep_rows += rows
+            print(table(rows, drop=("command",)), flush=True)
+    elif not has_data:
+        print(f"no CIFAR-10 under {args.data_root}: the prune-exp epoch and parity sections are skipped", flush=True)
+
+    parity_runs, parity = [], None
+    if has_data and args.parity_seeds > 0:
+        parity_runs, parity = parity_rows(
+            args.data_root, args.parity_seeds, args.parity_epochs, args.parity_train, args.epoch_test or 2000
+        )
+        print(json.dumps(parity, indent=1), flush=True)
+
+    lat = latency_rows(device, args.latency_repeats) if args.latency_repeats > 0 else []
+    if lat:
+        print(table(lat), flush=True)
 
     tag = args.tag or ("gpu-" + machine.replace(" ", "-").lower() if on_gpu else f"cpu-{os.cpu_count()}core")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python scripts/bench_train.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if v not in (None, False) and k not in ("out", "tag")
-    )
-    header = (
-        f"# Training speed and inference latency — {machine}\n\n"
-        f"Generated by `{command}` (torch {torch.__version__}, {time.strftime('%Y-%m-%d')}).\n"
-        f"Data: {data_label}. Timed {steps} steps after {warmup} warm-up steps; s/epoch = 50,000 / (img/s), "
-        f"training only. Engine: {engine}. Plain: torchvision-style DataLoader with {args.workers} workers.\n"
-        f"Peak MB: CUDA allocator peak (not measured on CPU).\n\n"
-    )
-    md = (
-        header
-        + "## Training throughput (engine vs plain loop, one run)\n\n"
-        + tabulate(train_rows, headers="keys", tablefmt="github", floatfmt=".2f")
-        + "\n\n## Inference latency: dense vs L1-norm paper variants (median ms)\n\n"
-        + tabulate(lat_rows, headers="keys", tablefmt="github", floatfmt=".2f")
-        + "\n"
-    )
-    (out / f"{tag}.md").write_text(md)
-    (out / f"{tag}.json").write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "data": data_label,
-                "steps": steps,
-                "warmup": warmup,
-                "engine": str(engine),
-                "train": train_rows,
-                "latency": lat_rows,
-                "torch": torch.__version__,
-                "latency_repeats": args.latency_repeats,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {out / (tag + '.md')}")
+    command = "python scripts/bench_train.py " + " ".join(sys.argv[1:])
+    md = [
+        f"# Training speed — {machine}\n",
+        f"Generated by `{command}` (torch {torch.__version__}, {time.strftime('%Y-%m-%d')}). "
+        f"Data for the prune-exp sections: {args.data_label} from {args.data_root}"
+        + ("" if has_data else " (absent: those sections skipped)")
+        + ".\n",
+        "## Peak (measured matrix product)\n",
+        table([peak]) + "\n",
+        f"## Raw train step (batch {args.batch}, resident batch, SGD; median of {rounds} interleaved rounds of "
+        f"{steps} steps)\n",
+        "GFLOP/s = img/s x 6 x forward MACs (forward 2 FLOPs per MAC, backward twice the forward). "
+        "`first step s` includes compilation for the compile variants; `compile pays after img`: the training "
+        "images after which its saving repays the compile time (empty: it never does).\n",
+        table(step_rows) + "\n",
+    ]
+    if ep_rows:
+        md += [
+            f"## prune-exp epoch (dense training; epoch {args.epochs} of {args.epochs} reported)\n",
+            "`train / raw step`: the pipeline's training images/s (data, augmentation, the loop) over the raw "
+            "step of the same engine (NCHW for plain, channels_last for auto). `full CIFAR-10 epoch min`: "
+            "50,000 training images at the measured training rate + 10,000 test images at the measured "
+            "evaluation rate. `epoch × plain`: images/s of the epoch as run (evaluation included), auto over plain.\n",
+            table(ep_rows, drop=("command",)) + "\n",
+            "Commands: " + "; ".join(f"`{r['command']}`" for r in ep_rows) + "\n",
+        ]
+    if parity:
+        md += [
+            "## Parity: engine=auto vs engine=plain, same seeds\n",
+            table([parity]) + "\n",
+            table(parity_runs) + "\n",
+        ]
+    if lat:
+        md += ["## Inference latency: dense vs L1-norm paper variants (median ms)\n", table(lat) + "\n"]
+    (out / f"{tag}.md").write_text("\n".join(md))
+    payload = {
+        "machine": machine,
+        "device": str(device),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": command,
+        "data": args.data_label if has_data else None,
+        "peak": peak,
+        "train_step": step_rows,
+        "epoch": ep_rows,
+        "parity": {"summary": parity, "runs": parity_runs} if parity else None,
+        "latency": lat,
+    }
+    (out / f"{tag}.json").write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out / (tag + '.md')}", flush=True)
 
 
 if __name__ == "__main__":
