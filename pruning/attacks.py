@@ -29,7 +29,8 @@ feature dimensions, averaged over the tensors (layers).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -252,12 +253,17 @@ def robust_evaluate(
     source: nn.Module | None = None,
     limit: int | None = None,
     seed: int = 0,
+    quiet: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> dict:
     """Robust top-1 (%) of ``model`` on the test set under ``spec``, with the vulnerability of its
     latent features. White-box when ``source`` is None; black-box (transfer) when the adversarial
     examples are crafted on ``source``, a separately trained network. ``limit``: the first N test
     images only (recorded as ``n``). The random starts are seeded (``seed``): a re-run gives the
-    same number."""
+    same number. Unless ``quiet``, a progress bar over the batches with an ETA (``say``: its
+    plain status lines where the console is not a terminal)."""
+    from pruning.progress import StageProgress
+
     model.eval()
     attacker = source if source is not None else model
     attacker.eval()
@@ -269,29 +275,40 @@ def robust_evaluate(
     correct = clean_correct = seen = 0
     vuln_sum, tensors = 0.0, 0
     outside, values, moved = 0, 0, 0.0  # official_clip: how much the [0, 1] clip moves the inputs
+    test_size = len(data.test) if hasattr(data, "test") else (limit or batch_size)  # any object with test_batches
+    images_total = test_size if limit is None else min(int(limit), test_size)
+    progress = StageProgress(
+        f"{spec.kind.upper()} ({'black' if source is not None else 'white'}-box)",
+        steps_per_epoch=max(1, math.ceil(images_total / batch_size)),
+        quiet=quiet,
+        say=say,
+        unit="batches",
+    )
     try:
-        for images, labels in data.test_batches(batch_size):
-            if limit is not None and seen >= limit:
-                break
-            if limit is not None:
-                images, labels = images[: limit - seen], labels[: limit - seen]
-            images, labels = images.to(device), labels.to(device)
-            adv = perturb(attacker, images, labels, spec, data.mean, data.std)
-            if spec.official_clip:
-                outside += int(((images < 0) | (images > 1)).sum())
-                values += images.numel()
-                moved += float((adv - images).abs().sum())
-            with torch.no_grad():
-                with capture(model, sites) as z_clean:
-                    clean_logits = model(images)
-                with capture(model, sites) as z_adv:
-                    adv_logits = model(adv)
-            n = labels.shape[0]
-            correct += int((adv_logits.argmax(1) == labels).sum())
-            clean_correct += int((clean_logits.argmax(1) == labels).sum())
-            vuln_sum += float(vulnerability(z_clean, z_adv)) * n
-            tensors = len(z_clean)
-            seen += n
+        with progress:
+            for images, labels in data.test_batches(batch_size):
+                if limit is not None and seen >= limit:
+                    break
+                if limit is not None:
+                    images, labels = images[: limit - seen], labels[: limit - seen]
+                images, labels = images.to(device), labels.to(device)
+                adv = perturb(attacker, images, labels, spec, data.mean, data.std)
+                if spec.official_clip:
+                    outside += int(((images < 0) | (images > 1)).sum())
+                    values += images.numel()
+                    moved += float((adv - images).abs().sum())
+                with torch.no_grad():
+                    with capture(model, sites) as z_clean:
+                        clean_logits = model(images)
+                    with capture(model, sites) as z_adv:
+                        adv_logits = model(adv)
+                n = labels.shape[0]
+                correct += int((adv_logits.argmax(1) == labels).sum())
+                clean_correct += int((clean_logits.argmax(1) == labels).sum())
+                vuln_sum += float(vulnerability(z_clean, z_adv)) * n
+                tensors = len(z_clean)
+                seen += n
+                progress.step()
     finally:
         torch.random.set_rng_state(gen_state)
         if cuda_state is not None:

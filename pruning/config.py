@@ -23,7 +23,8 @@ from pruning.validation import as_float, as_int, check_model_fits_data, check_so
 POLICIES = ("finetune", "scratch_e", "scratch_b", "none")  # none: the pruned net is final
 METHODS_PACKAGE = "pruning.methods"
 LATER_SCHEDULE_DEFAULTS = {"lr_schedule": "step", "warmup_epochs": 0, "optimizer": "sgd"}
-LATER_DATA_DEFAULTS = {"newlines": "keep"}  # data keys added later: counted only when not at their default
+# data keys added later: counted only when not at their default (test_subset: a quick look's evaluation)
+LATER_DATA_DEFAULTS = {"newlines": "keep", "test_subset": None}
 # method keys added later, per method (ThiNet's mode and variant came after the 8-epoch CIFAR runs)
 LATER_METHOD_DEFAULTS = {"thinet": {"mode": "oneshot", "variant": None}}
 MODEL_KEYS = {"name", "arch", "init_from"}  # init_from: torchvision .pth for the dense net

@@ -14,6 +14,7 @@ fingerprint, sizes), ``augment``, ``device`` (where its batches land; recorded b
     sample_inputs(count, generator)                            -> un-augmented training inputs
     input_shape                                                -> one input's shape, no batch dimension
     to(device), split_train(fraction, seed), subset_train(count), label, fingerprint
+    subset_test(count)                                         -> labelled images: a balanced test subset
 
 Written once in ``Data``: ``to``, ``split_train``, ``subset_train``, ``label``, ``fingerprint`` and
 the DDP sharding rules (train: every rank draws the same permutation and takes every
@@ -261,6 +262,18 @@ class ClassificationData(Data):
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def subset_test(self, count: int) -> ClassificationData:
+        """Only ``count`` test items (``data.test_subset``: a quick look evaluates less): the first
+        count/C of every class in file order (``balanced_indices``), kept in file order, so the
+        subset is deterministic and balanced; the training set is unchanged."""
+        if not 0 < count <= len(self.test):
+            raise PruneLabError(
+                f"data.test_subset={count} must be in [1, {len(self.test):,}] (the test images read); "
+                "data.test_subset=null evaluates on all of them"
+            )
+        labels = self.test.labels.tolist()
+        return self._replace(test=self.test.subset(balanced_indices(labels, count, self.num_classes)))
 
 
 # ----------------------------------------------------------------------------- in-memory images
@@ -678,16 +691,21 @@ def load(cfg: dict) -> Data:
     else:
         raise PruneLabError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
     data.augment = bool(cfg.get("augment", data.augment))
-    sizes = (len(data.train), len(data.test))  # as read, before train_subset
+    sizes = (len(data.train), len(data.test))  # as read, before train_subset / test_subset
     subset = cfg.get("train_subset")
     if subset is not None:
         subset = int(subset)
         data = data.subset_train(subset)
+    test_subset = cfg.get("test_subset")
+    if test_subset is not None:
+        test_subset = int(test_subset)
+        data = data.subset_test(test_subset)
     data.info.update(
         label=cfg.get("label") or default_label(kind, data.info.get("official_md5"), sizes),
         train_size=len(data.train),
         test_size=len(data.test),
         train_subset=subset or None,
+        test_subset=test_subset or None,
     )
     return data
 
@@ -1117,6 +1135,23 @@ def _scan(folder: Path, classes: list[str]) -> tuple[list[tuple[str, int]], list
     return samples, listing
 
 
+def balanced_indices(labels: Sequence[int], total: int, num_classes: int) -> list[int]:
+    """Indices (ascending) of ``total`` items: the first ``total // C`` of every class in order
+    (one more for the first ``total % C`` classes); where a class has fewer items than its
+    share, the next items in order that are not yet taken fill the count."""
+    quota = [total // num_classes + (1 if c < total % num_classes else 0) for c in range(num_classes)]
+    taken = [0] * num_classes
+    keep = []
+    for i, label in enumerate(labels):
+        if 0 <= label < num_classes and taken[label] < quota[label]:
+            taken[label] += 1
+            keep.append(i)
+    if len(keep) < total:  # some class is short of its share
+        chosen = set(keep)
+        keep += [i for i in range(len(labels)) if i not in chosen][: total - len(keep)]
+    return sorted(keep)
+
+
 def _per_class_subset(samples: list[tuple[str, int]], total: int, num_classes: int) -> list[int]:
     """Indices of the first ``total // C`` images of every class (one more for the first
     ``total % C`` classes), in file order."""
@@ -1150,6 +1185,16 @@ def load_imagenet(cfg: dict) -> FolderImageData:
         if not 0 < subset <= len(train_samples):
             raise PruneLabError(f"data.train_subset={subset} must be in [1, {len(train_samples)}]")
         train_samples = [train_samples[i] for i in _per_class_subset(train_samples, subset, len(classes))]
+    test_subset = cfg.get("test_subset")
+    if test_subset is not None:
+        test_subset = int(test_subset)
+        if not 0 < test_subset <= len(val_samples):
+            raise PruneLabError(
+                f"data.test_subset={test_subset} must be in [1, {len(val_samples):,}] (the validation images); "
+                "data.test_subset=null evaluates on all of them"
+            )
+        labels = [label for _, label in val_samples]
+        val_samples = [val_samples[i] for i in balanced_indices(labels, test_subset, len(classes))]
 
     def split(samples):
         return FolderSplit(samples, torch.tensor([label for _, label in samples], dtype=torch.long))
@@ -1164,6 +1209,7 @@ def load_imagenet(cfg: dict) -> FolderImageData:
         "train_size": len(train_samples),
         "test_size": len(val_samples),
         "train_subset": subset or None,
+        "test_subset": test_subset or None,
     }
     return FolderImageData(
         cfg.get("name", "imagenet"),

@@ -275,7 +275,7 @@ def record_problem(data: Any) -> str | None:
 _LATENCY_NUMBERS = ("dense_ms", "pruned_ms", "speedup")
 _STAGE_NUMBERS = ("top1", "top1_best", "top5", "bpc", "bpc_valid", "epochs", "samples", "macs_per_sample", "train_macs")
 _FINAL_NUMBERS = ("top1", "top1_best", "top5", "bpc", "bpc_valid")
-_BUDGET_NUMBERS = ("pretrain_epochs", "stage_epochs", "train_subset")
+_BUDGET_NUMBERS = ("pretrain_epochs", "stage_epochs", "train_subset", "test_subset")
 _TOP_NUMBERS = (
     "params_dense",
     "params_pruned",
@@ -326,13 +326,28 @@ def _read_metrics(path: Path) -> RunMetrics | None:
     return metrics
 
 
+def evaluated_test_subset(metrics: RunMetrics) -> int | None:
+    """The number of test images a run evaluated on when it used ``data.test_subset`` (None:
+    the whole test set)."""
+    value = metrics.budget.get("test_subset", metrics.data.get("test_subset"))
+    return int(value) if _is_number(value) else None
+
+
+def subset_label(label: str, test_subset: int | None) -> str:
+    """A data label that says when the accuracies come from a test subset: such a run's numbers
+    never look like (nor are averaged with) whole-test-set ones, as the label groups the runs."""
+    if test_subset is None:
+        return label
+    return f"{label} (test subset: {test_subset:,} images, not the full test set)"
+
+
 def _run_record(metrics: RunMetrics, path: Path) -> dict[str, Any]:
     """One DataFrame row from a done run's metrics."""
     key, data, budget, final = metrics.key, metrics.data, metrics.budget, metrics.final
     pretrain = metrics.stages.get("pretrain") or StageRecord()
     record = {name: getattr(key, name) for name in KEY_FIELDS}
     record.update(
-        data_label=data.get("label") or data.get("name") or key.data,
+        data_label=subset_label(data.get("label") or data.get("name") or key.data, evaluated_test_subset(metrics)),
         pretrain_epochs=budget.get("pretrain_epochs"),
         stage_epochs=budget.get("stage_epochs"),
         train_subset=budget.get("train_subset", data.get("train_subset")),

@@ -146,6 +146,7 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
     for key in ("data.test_bytes", "data.valid_bytes"):
         if _get(cfg, key) is not None:
             as_int(_get(cfg, key), key, 0, maximum=MAX_SUBSET)
+    check_test_subset(cfg)
     lat = cfg.get("latency") or {}
     for b in lat.get("cpu_batch_sizes") or []:
         as_int(b, "latency.cpu_batch_sizes", 1, maximum=MAX_BATCH_SIZE)
@@ -154,6 +155,35 @@ def check_values(cfg: dict, needs_pretrain: bool) -> None:
             as_int(lat[key], f"latency.{key}", 1, maximum=MAX_BATCH_SIZE if key == "gpu_batch_size" else MAX_REPEATS)
     if "warmup" in lat:
         as_int(lat["warmup"], "latency.warmup", 0, maximum=MAX_REPEATS)
+
+
+# test images of the datasets whose files fix the count (with strict_sizes: the official sets);
+# other copies and ImageNet folders are checked against the images read, when the data loads
+FIXED_TEST_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "digits": 360}
+TEXT_SPLIT_KEYS = "data.test_bytes / data.valid_bytes (or data.test_fraction / data.valid_fraction)"
+
+
+def check_test_subset(cfg: dict) -> None:
+    """``data.test_subset`` (evaluate on N test images: a quick look): a positive integer, not
+    above the test set's size where the config fixes it; a text corpus sizes its splits with
+    the byte keys instead."""
+    subset = _get(cfg, "data.test_subset")
+    if subset is None:
+        return
+    kind = _get(cfg, "data.kind") or _get(cfg, "data.name")
+    if kind in ("enwik8", "text_corpus"):
+        raise PruneLabError(
+            f"data.test_subset={subset!r} is for image datasets; a text corpus sets its evaluation splits' sizes "
+            f"with {TEXT_SPLIT_KEYS}"
+        )
+    hint = "it is the number of test images evaluated; data.test_subset=null evaluates on all of them"
+    count = as_int(subset, "data.test_subset", 1, hint, maximum=MAX_SUBSET)
+    fixed = FIXED_TEST_SIZES.get(str(kind))
+    if fixed is not None and (kind == "digits" or _get(cfg, "data.strict_sizes") is not False) and count > fixed:
+        raise PruneLabError(
+            f"data.test_subset={count} must be in [1, {fixed:,}]: data={kind} has {fixed:,} test images; "
+            "data.test_subset=null evaluates on all of them"
+        )
 
 
 @contextlib.contextmanager

@@ -59,6 +59,7 @@ from pruning.methods.base import PruneContext, PruneResult
 from pruning.methods.flop import (
     RANK_RULES,
     RECIPES,
+    ProgressTrainer,
     check_family,
     choice,
     keep_components,
@@ -67,7 +68,7 @@ from pruning.methods.flop import (
     optional_numbers,
     replace_factorised,
 )
-from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
+from pruning.methods.lm_prune import LMPruneMethod
 from pruning.methods.targets import relative_rule, target_record, warn_if_missed
 from pruning.models.sru_lm import ProjectedLinear
 from pruning.train import reset_state
@@ -358,7 +359,7 @@ class AGP(LMPruneMethod):
         return {"spec": spec, "state": state, "masks": masks, "result": result}
 
 
-class AGPTrainer(EpochTrainer):
+class AGPTrainer(ProgressTrainer):
     """The model's recipe, new magnitude masks at each pruning epoch, re-applied after every step."""
 
     def __init__(
@@ -394,6 +395,7 @@ class AGPTrainer(EpochTrainer):
             self.scheduled = row.get("scheduled_sparsity", self.scheduled)
 
     def begin_epoch(self, epoch: int) -> None:
+        self.begin_progress(epoch)
         method, plan = self.method, self.plan
         self.target = agp_sparsity(
             epoch, method.initial_sparsity, method.sparsity, plan["start_epoch"], plan["end_epoch"], method.frequency
@@ -414,6 +416,7 @@ class AGPTrainer(EpochTrainer):
         return self.lm_loss(x, y)
 
     def after_step(self, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.progress.step()
         self.apply_masks()
         with torch.no_grad():
             self.sums += torch.stack([loss.detach() * y.numel(), loss.new_tensor(float(y.numel()))])
@@ -423,6 +426,7 @@ class AGPTrainer(EpochTrainer):
         total = sum(m.numel() for m in self.masks.values())
         zeros = int(sum(int((m == 0).sum()) for m in self.masks.values()))
         s = self.sums.tolist()
+        self.progress.end_epoch(f"valid {ev['bpc']:.3f} bpc, sparsity {zeros / total:.3f}")
         return {
             "epoch": epoch + 1,
             "step": self.step,

@@ -72,6 +72,7 @@ from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult
 from pruning.methods.targets import target_record
 from pruning.models import channel_groups, family
+from pruning.progress import StageProgress, counted_evaluation, eval_steps
 from pruning.run_plots import (
     draw_safely,
     layer_figure_width,
@@ -795,7 +796,8 @@ class ANP(Method):
         expected = masks.expected()
         n_active = masks.n_active()
         pruned, keep, info = remove_units(dense, expected, self.threshold)
-        removed_top1 = evaluate(pruned, ctx.data, 256, device=device)["top1"]
+        with counted_evaluation("ANP evaluation (units removed)", ctx.data, 256, quiet=ctx.quiet, say=ctx.say) as data:
+            removed_top1 = evaluate(pruned, data, 256, device=device)["top1"]
         side = int(ctx.input_shape[-1])
         units = sum(u for _, _, u in masks.sites)
         pruned_fraction = 1.0 - sum(n_active) / units if units else 0.0
@@ -936,81 +938,100 @@ class ANP(Method):
         else:
             torch.manual_seed(ctx.seed)
         n_norm = float(self.kl_n or n_train)  # official: NUM_TRAIN, the training set's size
+        passes = 2 + self.attack.steps if self.adversarial else 1  # forward passes per step (as own_stage counts)
         t0 = time.perf_counter()
         try:
-            for epoch in range(start, self.epochs):
-                t_epoch = time.perf_counter()
-                generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-                sums = torch.zeros(6, device=device)  # ce clean, ce adv, correct clean, correct adv, V, count
-                for i, (images, labels) in enumerate(data.train_batches(self.batch_size, generator)):
-                    if i >= steps_per_epoch:  # the last partial batch is dropped, as officially
-                        break
-                    images, labels = images.to(device), labels.to(device)
-                    factor = 0.1 ** sum(step > b for b in bounds)  # tf piecewise_constant on the step
-                    for group in opt_mask.param_groups:
-                        group["lr"] = self.lr * factor
-                    for group in opt_w.param_groups:
-                        group["lr"] = 0.1 * self.lr * factor
-                    self._step(
-                        model,
-                        masks,
-                        weights,
-                        mask_params,
-                        opt_mask,
-                        opt_w,
-                        images,
-                        labels,
-                        sites,
-                        n_norm,
-                        sums,
-                        data.mean,
-                        data.std,
+            progress = StageProgress(
+                f"ANP ({self.variant})",
+                epochs=self.epochs,
+                steps_per_epoch=steps_per_epoch,
+                quiet=ctx.quiet,
+                start_epoch=start,
+                eval_steps=eval_steps(len(data.test), self.batch_size, passes),
+                evals_per_epoch=1,
+                say=ctx.say,
+            )
+            with progress:
+                for epoch in range(start, self.epochs):
+                    t_epoch = time.perf_counter()
+                    generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+                    sums = torch.zeros(6, device=device)  # ce clean, ce adv, correct clean, correct adv, V, count
+                    for i, (images, labels) in enumerate(data.train_batches(self.batch_size, generator)):
+                        if i >= steps_per_epoch:  # the last partial batch is dropped, as officially
+                            break
+                        images, labels = images.to(device), labels.to(device)
+                        factor = 0.1 ** sum(step > b for b in bounds)  # tf piecewise_constant on the step
+                        for group in opt_mask.param_groups:
+                            group["lr"] = self.lr * factor
+                        for group in opt_w.param_groups:
+                            group["lr"] = 0.1 * self.lr * factor
+                        self._step(
+                            model,
+                            masks,
+                            weights,
+                            mask_params,
+                            opt_mask,
+                            opt_w,
+                            images,
+                            labels,
+                            sites,
+                            n_norm,
+                            sums,
+                            data.mean,
+                            data.std,
+                        )
+                        step += 1
+                        seen += int(labels.shape[0])
+                        progress.step()
+                    with progress.evaluating():
+                        masked = evaluate(model, data, 256, device=device)["top1"]
+                    train_mode(model)
+                    s = sums.tolist()
+                    count = max(1.0, s[5])
+                    active = masks.n_active()
+                    row = {
+                        "epoch": epoch + 1,
+                        "lr": self.lr * 0.1 ** sum(step - 1 > b for b in bounds),
+                        "ce_clean": s[0] / count,
+                        "train_top1": 100.0 * s[2] / count,
+                        **(
+                            {"ce_adv": s[1] / count, "train_adv_top1": 100.0 * s[3] / count} if self.adversarial else {}
+                        ),
+                        **({"vulnerability": s[4] / count} if self.vs else {}),
+                        "kl": float(masks.kl().detach()),
+                        "units_active": active,
+                        "paper_unit_sparsity": 100.0 - 100.0 * sum(active) / sum(u for _, _, u in masks.sites),
+                        "masked_top1": masked,
+                        "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                    }
+                    history.append(row)
+                    progress.end_epoch(
+                        f"CE {row['ce_clean']:.3f} sparsity {row['paper_unit_sparsity']:.1f}% masked {masked:.2f}%"
                     )
-                    step += 1
-                    seen += int(labels.shape[0])
-                masked = evaluate(model, data, 256, device=device)["top1"]
-                train_mode(model)
-                s = sums.tolist()
-                count = max(1.0, s[5])
-                active = masks.n_active()
-                row = {
-                    "epoch": epoch + 1,
-                    "lr": self.lr * 0.1 ** sum(step - 1 > b for b in bounds),
-                    "ce_clean": s[0] / count,
-                    "train_top1": 100.0 * s[2] / count,
-                    **({"ce_adv": s[1] / count, "train_adv_top1": 100.0 * s[3] / count} if self.adversarial else {}),
-                    **({"vulnerability": s[4] / count} if self.vs else {}),
-                    "kl": float(masks.kl().detach()),
-                    "units_active": active,
-                    "paper_unit_sparsity": 100.0 - 100.0 * sum(active) / sum(u for _, _, u in masks.sites),
-                    "masked_top1": masked,
-                    "epoch_s": round(time.perf_counter() - t_epoch, 2),
-                }
-                history.append(row)
-                if ckpt is not None:
-                    save_checkpoint(
-                        ckpt,
-                        {
-                            "identity": tag,
-                            "model": model.state_dict(),
-                            "masks": masks.masks.state_dict(),
-                            "opt_mask": opt_mask.state_dict(),
-                            "opt_w": opt_w.state_dict(),
-                            "history": history,
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "seen": seen,
-                            "wall_s": wall_before + time.perf_counter() - t0,
-                            rng.RNG_KEY: rng.capture(),
-                        },
-                    )
-                if not ctx.quiet:
-                    adv = f" adv CE {row['ce_adv']:.3f} ({row['train_adv_top1']:.1f}%)" if self.adversarial else ""
-                    vul = f" V {row['vulnerability']:.4f}" if self.vs else ""
-                    ctx.say(
-                        f"ANP ({self.variant}): epoch {epoch + 1}/{self.epochs} CE {row['ce_clean']:.3f}{adv}{vul} "
-                        f"KL {row['kl']:.1f} sparsity {row['paper_unit_sparsity']:.1f}% test (masked) {masked:.2f}%"
-                    )
+                    if ckpt is not None:
+                        save_checkpoint(
+                            ckpt,
+                            {
+                                "identity": tag,
+                                "model": model.state_dict(),
+                                "masks": masks.masks.state_dict(),
+                                "opt_mask": opt_mask.state_dict(),
+                                "opt_w": opt_w.state_dict(),
+                                "history": history,
+                                "epoch": epoch + 1,
+                                "step": step,
+                                "seen": seen,
+                                "wall_s": wall_before + time.perf_counter() - t0,
+                                rng.RNG_KEY: rng.capture(),
+                            },
+                        )
+                    if not ctx.quiet:
+                        adv = f" adv CE {row['ce_adv']:.3f} ({row['train_adv_top1']:.1f}%)" if self.adversarial else ""
+                        vul = f" V {row['vulnerability']:.4f}" if self.vs else ""
+                        ctx.say(
+                            f"ANP ({self.variant}): epoch {epoch + 1}/{self.epochs} CE {row['ce_clean']:.3f}{adv}{vul} "
+                            f"KL {row['kl']:.1f} sparsity {row['paper_unit_sparsity']:.1f}% test (masked) {masked:.2f}%"
+                        )
             masked_top1 = history[-1]["masked_top1"] if history else evaluate(model, data, 256, device=device)["top1"]
         finally:
             model.eval()

@@ -115,6 +115,7 @@ def lasso_select(
 
 class ChannelPruning(ReconstructionMethod):
     name = "channel_pruning"
+    display_name = "LASSO channel pruning"
 
     def __init__(
         self,
@@ -151,7 +152,14 @@ class ChannelPruning(ReconstructionMethod):
     def prune(self, model: nn.Module, ctx: PruneContext) -> PruneResult:
         images = self.sample(ctx)  # (N, C, H, W)
         small, keep = prune_by_reconstruction(
-            model, self.target(model.spec)[0], images, self.samples, self._generator, self._select, self.mode
+            model,
+            self.target(model.spec)[0],
+            images,
+            self.samples,
+            self._generator,
+            self._select,
+            self.mode,
+            **self.progress_args(ctx),
         )
         return PruneResult(
             model=small,

@@ -87,6 +87,7 @@ from pruning.methods.lm_prune import EpochTrainer, LMPruneMethod
 from pruning.methods.targets import target_record, warn_if_missed
 from pruning.models.sru_lm import ProjectedLinear, _num_matrices, layer1_matrices
 from pruning.models.transformer_xl import FactorisedLinear
+from pruning.progress import StageProgress, eval_steps
 from pruning.train import reset_state
 
 SUPPORTED = "model=sru / sru_small (family sru_lm) or model=transformer_xl / transformer_xl_small"
@@ -499,7 +500,47 @@ class FLOP(LMPruneMethod):
         return {"sparsity": self.sparsity, "settings": self.settings(), "seed": ctx.seed, "spec": net.spec}
 
 
-class FLOPTrainer(EpochTrainer):
+class ProgressTrainer(EpochTrainer):
+    """``EpochTrainer`` with a progress bar and ETA over its steps and valid evaluations
+    (``pruning.progress``), for FLOP and AGP: started at the first epoch this process trains (after
+    a resume), a step counted after each batch (``after_step``), each ``valid_eval`` timed."""
+
+    progress: StageProgress | None = None
+
+    def evaluations_per_epoch(self) -> int:
+        return 1
+
+    def begin_progress(self, epoch: int) -> None:
+        if self.progress is not None:
+            return
+        tokens_per_step = self.batch_size * int(getattr(self.data, "bptt", 1))
+        self.progress = StageProgress(
+            self.label,
+            epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            quiet=self.ctx.quiet,
+            start_epoch=epoch,
+            eval_steps=eval_steps(len(self.valid.test), tokens_per_step),
+            evals_per_epoch=self.evaluations_per_epoch(),
+            say=self.ctx.say,
+        )
+        self.progress.start()
+
+    def valid_eval(self, during: Callable[[], Any] | None = None) -> tuple[dict, Any]:
+        if self.progress is None:
+            return super().valid_eval(during)
+        with self.progress.evaluating():
+            return super().valid_eval(during)
+
+    def fit(self) -> dict:
+        try:
+            return super().fit()
+        finally:
+            if self.progress is not None:
+                self.progress.stop()
+
+
+class FLOPTrainer(ProgressTrainer):
     """Weights, masks and the lambdas trained on L_LM + the Lagrangian; the best accepted state kept."""
 
     def __init__(
@@ -553,7 +594,12 @@ class FLOPTrainer(EpochTrainer):
         for group in self.opt_lambda.param_groups:
             group["lr"] = lambda_lr(plan, step)
 
+    def evaluations_per_epoch(self) -> int:
+        every = int(self.plan["eval_every"])
+        return 1 + (self.steps_per_epoch // every if every > 0 else 0)  # every eval_every steps + the epoch's end
+
     def begin_epoch(self, epoch: int) -> None:
+        self.begin_progress(epoch)
         reset_state(self.net)  # official: init_hidden at each epoch
         self.sums = torch.zeros(3, device=self.device)  # LM loss * tokens, tokens, expected sparsity (last)
         self.evals: list[dict] = []
@@ -565,6 +611,7 @@ class FLOPTrainer(EpochTrainer):
         return self.lm + lagrangian(self.lambdas, self.s_hat, target)
 
     def after_step(self, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.progress.step()
         with torch.no_grad():
             n = float(y.numel())
             self.sums[0] += self.lm.detach() * n
@@ -602,6 +649,7 @@ class FLOPTrainer(EpochTrainer):
         self.evals.append(self.evaluate_now())  # the epoch's end (official SRU: i == N - 1)
         s = self.sums.tolist()
         last, step = self.evals[-1], self.step
+        self.progress.end_epoch(f"valid {last['valid_bpc']:.3f} bpc, hard sparsity {last['hard_sparsity']:.3f}")
         return {
             "epoch": epoch + 1,
             "step": step,

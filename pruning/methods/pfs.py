@@ -48,6 +48,7 @@ ratio: it is cached under ``<cache_dir>/pfs_gates/`` and shared by every ratio a
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,7 @@ from pruning.methods import pfs_imagenet
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.methods.targets import target_record, warn_if_missed
 from pruning.models import build, channel_groups, default_spec
+from pruning.progress import StageProgress, eval_steps
 from pruning.run_plots import (
     draw_safely,
     layer_figure_width,
@@ -744,68 +746,82 @@ class PFS(Method):
             rng.restore(state, ctx.say, what=f"gate-learning checkpoint {ckpt}")
         t0 = time.perf_counter()
         test_batch = max(self.batch_size, 100)
-        for epoch in range(start, self.gate_epochs):
-            t_epoch = time.perf_counter()
-            model.train()  # BN: batch statistics, running stats updated (as the official code)
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-            sums = {"ce": 0.0, "reg": 0.0, "correct": 0, "seen": 0}
-            for images, labels in train.train_batches(self.batch_size, generator):
-                logits = model(images)  # (N, K)
-                ce = F.cross_entropy(logits, labels)
-                reg = gates.regulariser(self.lambd, self.sparsity_level)
-                optimizer.zero_grad(set_to_none=True)
-                (ce + reg).backward()
-                optimizer.step()
-                gates.clamp()
-                sums["ce"] += ce.item() * len(labels)
-                sums["reg"] += reg.item() * len(labels)
-                sums["correct"] += int((logits.argmax(1) == labels).sum())
-                sums["seen"] += len(labels)
-            val_top1 = evaluate(model, val, test_batch, device=device)["top1"]
-            with torch.no_grad():
-                flat = gates.cat()
-                nonzero = float((flat != 0).float().mean())
-                mean_gate = float(flat.mean())
-            kept = nonzero <= self.sparsity_level and val_top1 > best_acc  # learn_gates.py's save rule
-            if kept:
-                best_acc, saved_epoch = val_top1, epoch + 1
-                saved = [p.detach().cpu().clone() for p in gates.params]
-            seen = max(1, sums["seen"])
-            row = {
-                "epoch": epoch + 1,
-                "ce": sums["ce"] / seen,
-                "reg": sums["reg"] / seen,
-                "train_top1": 100.0 * sums["correct"] / seen,
-                "val_top1": val_top1,
-                "nonzero_fraction": nonzero,
-                "mean_gate": mean_gate,
-                "saved": kept,
-                "epoch_s": round(time.perf_counter() - t_epoch, 2),
-            }
-            history.append(row)
-            if not ctx.quiet:
-                ctx.say(
-                    f"PFS gates: epoch {epoch + 1}/{self.gate_epochs} CE {row['ce']:.3f} "
-                    f"train {row['train_top1']:.1f}% val {val_top1:.1f}% non-zero {nonzero:.3f} "
-                    f"mean gate {mean_gate:.3f}{' (kept)' if kept else ''}"
-                )
-            if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "model": model.state_dict(),
-                        "gates": [p.detach() for p in gates.params],
-                        "optimizer": optimizer.state_dict(),
-                        "history": history,
-                        "epoch": epoch + 1,
-                        "wall_s": wall_before + time.perf_counter() - t0,
-                        "best_acc": best_acc,
-                        "saved": saved,
-                        "saved_epoch": saved_epoch,
-                        rng.RNG_KEY: rng.capture(),
-                    },
-                )
-                write_json(work / "gates_history.json", {"history": history})
+        progress = StageProgress(
+            "PFS gates",
+            epochs=self.gate_epochs,
+            steps_per_epoch=math.ceil(len(train.train) / self.batch_size),
+            quiet=ctx.quiet,
+            start_epoch=start,
+            eval_steps=eval_steps(len(val.test), self.batch_size),
+            evals_per_epoch=1,
+            say=ctx.say,
+        )
+        with progress:
+            for epoch in range(start, self.gate_epochs):
+                t_epoch = time.perf_counter()
+                model.train()  # BN: batch statistics, running stats updated (as the official code)
+                generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+                sums = {"ce": 0.0, "reg": 0.0, "correct": 0, "seen": 0}
+                for images, labels in train.train_batches(self.batch_size, generator):
+                    logits = model(images)  # (N, K)
+                    ce = F.cross_entropy(logits, labels)
+                    reg = gates.regulariser(self.lambd, self.sparsity_level)
+                    optimizer.zero_grad(set_to_none=True)
+                    (ce + reg).backward()
+                    optimizer.step()
+                    gates.clamp()
+                    sums["ce"] += ce.item() * len(labels)
+                    sums["reg"] += reg.item() * len(labels)
+                    sums["correct"] += int((logits.argmax(1) == labels).sum())
+                    sums["seen"] += len(labels)
+                    progress.step()
+                with progress.evaluating():
+                    val_top1 = evaluate(model, val, test_batch, device=device)["top1"]
+                with torch.no_grad():
+                    flat = gates.cat()
+                    nonzero = float((flat != 0).float().mean())
+                    mean_gate = float(flat.mean())
+                kept = nonzero <= self.sparsity_level and val_top1 > best_acc  # learn_gates.py's save rule
+                if kept:
+                    best_acc, saved_epoch = val_top1, epoch + 1
+                    saved = [p.detach().cpu().clone() for p in gates.params]
+                seen = max(1, sums["seen"])
+                row = {
+                    "epoch": epoch + 1,
+                    "ce": sums["ce"] / seen,
+                    "reg": sums["reg"] / seen,
+                    "train_top1": 100.0 * sums["correct"] / seen,
+                    "val_top1": val_top1,
+                    "nonzero_fraction": nonzero,
+                    "mean_gate": mean_gate,
+                    "saved": kept,
+                    "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                }
+                history.append(row)
+                progress.end_epoch(f"CE {row['ce']:.3f} val {val_top1:.1f}% non-zero {nonzero:.3f}")
+                if not ctx.quiet:
+                    ctx.say(
+                        f"PFS gates: epoch {epoch + 1}/{self.gate_epochs} CE {row['ce']:.3f} "
+                        f"train {row['train_top1']:.1f}% val {val_top1:.1f}% non-zero {nonzero:.3f} "
+                        f"mean gate {mean_gate:.3f}{' (kept)' if kept else ''}"
+                    )
+                if ckpt is not None:
+                    save_checkpoint(
+                        ckpt,
+                        {
+                            "model": model.state_dict(),
+                            "gates": [p.detach() for p in gates.params],
+                            "optimizer": optimizer.state_dict(),
+                            "history": history,
+                            "epoch": epoch + 1,
+                            "wall_s": wall_before + time.perf_counter() - t0,
+                            "best_acc": best_acc,
+                            "saved": saved,
+                            "saved_epoch": saved_epoch,
+                            rng.RNG_KEY: rng.capture(),
+                        },
+                    )
+                    write_json(work / "gates_history.json", {"history": history})
         if saved is None:  # no epoch met the rule: the last epoch's gates (learn_gates.py)
             saved, saved_epoch = [p.detach().cpu().clone() for p in gates.params], "last"
         gates.remove()

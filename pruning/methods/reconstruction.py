@@ -30,6 +30,7 @@ from pruning import PruneLabError
 from pruning.methods.base import Method, check_ratio
 from pruning.models import ChannelGroup, channel_groups
 from pruning.paper import method_variants
+from pruning.progress import StageProgress
 from pruning.surgery import shrink, spec_with_widths
 
 MODES = ("oneshot", "layerwise")
@@ -238,6 +239,9 @@ def prune_by_reconstruction(
     generator: torch.Generator,
     select: Selector,
     mode: str = "oneshot",
+    quiet: bool = True,
+    say: Callable[[str], None] | None = None,
+    name: str = "reconstruction",
 ) -> tuple[nn.Module, dict[str, list[int]]]:
     """Prune every group named in ``widths`` to that many channels.
 
@@ -245,7 +249,8 @@ def prune_by_reconstruction(
     layerwise: groups in forward order; each group's inputs come from the network pruned so far
                while the target stays the dense network's output, so the refit of each layer
                also absorbs the error accumulated by the layers pruned before it.
-    Returns the pruned network and the kept indices (in the dense numbering) per group."""
+    Returns the pruned network and the kept indices (in the dense numbering) per group. Unless
+    ``quiet``, a progress bar over the groups (``name``; ``say``: its lines in a log)."""
     check_mode(mode, "reconstruction")
     by_name = {g.name: g for g in channel_groups(model.spec)}
     groups = group_order(model, [by_name[n] for n in widths if widths[n] < by_name[n].size])
@@ -254,27 +259,30 @@ def prune_by_reconstruction(
     keep: dict[str, list[int]] = {}
     new_weights: dict[str, torch.Tensor] = {}
     current = model
-    for g in groups:
-        name = consumer_name(g)
-        dense_module = dense_modules[name]
-        sites = draw_sites(dense_module, dense_inputs[name], samples, generator)
-        dense_windows = windows_at(dense_module, dense_inputs[name], sites, g.size)  # (S, C, K)
-        weight = flat_weight(dense_module, g.size)  # (O, C, K)
-        target = torch.einsum("sck,ock->so", dense_windows.double(), weight.double())  # (S, O)
-        if mode == "layerwise" and current is not model:
-            cur_inputs = record_inputs(current, [name], images)[name]
-            windows = windows_at(dict(current.named_modules())[name], cur_inputs, sites, g.size)  # (S, C, K)
-        else:
-            windows = dense_windows
-        kept, new_weight = select(windows, weight, target, widths[g.name])
-        keep[g.name] = sorted(kept)
-        if new_weight is not None:
-            order = torch.as_tensor(kept).argsort()
-            new_weights[g.name] = new_weight[:, order]  # columns in sorted-kept order
-        if mode == "layerwise":
-            current = shrink(current, {g.name: keep[g.name]})
-            if g.name in new_weights:
-                _write_consumer(current, _group_in(current, g.name), new_weights[g.name])
+    progress = StageProgress(f"{name} ({mode})", steps_per_epoch=len(groups), quiet=quiet, say=say, unit="layers")
+    with progress:
+        for g in groups:
+            consumer = consumer_name(g)
+            dense_module = dense_modules[consumer]
+            sites = draw_sites(dense_module, dense_inputs[consumer], samples, generator)
+            dense_windows = windows_at(dense_module, dense_inputs[consumer], sites, g.size)  # (S, C, K)
+            weight = flat_weight(dense_module, g.size)  # (O, C, K)
+            target = torch.einsum("sck,ock->so", dense_windows.double(), weight.double())  # (S, O)
+            if mode == "layerwise" and current is not model:
+                cur_inputs = record_inputs(current, [consumer], images)[consumer]
+                windows = windows_at(dict(current.named_modules())[consumer], cur_inputs, sites, g.size)  # (S, C, K)
+            else:
+                windows = dense_windows
+            kept, new_weight = select(windows, weight, target, widths[g.name])
+            keep[g.name] = sorted(kept)
+            if new_weight is not None:
+                order = torch.as_tensor(kept).argsort()
+                new_weights[g.name] = new_weight[:, order]  # columns in sorted-kept order
+            if mode == "layerwise":
+                current = shrink(current, {g.name: keep[g.name]})
+                if g.name in new_weights:
+                    _write_consumer(current, _group_in(current, g.name), new_weights[g.name])
+            progress.step()
     if mode == "oneshot":
         current = shrink(model, keep)
         small_groups = {g.name: g for g in channel_groups(current.spec)}
@@ -296,6 +304,8 @@ class ReconstructionMethod(Method):
     (``variants``: name -> definition with its ``arch`` and ``depth``; default: the method's
     conf/paper/<name>.yaml), the mode, the sampling sizes, and the pruned spec known before data
     is seen (``target(spec) -> (widths, pruned spec)``)."""
+
+    display_name = "reconstruction"  # how its progress bar names it
 
     def __init__(
         self,
@@ -340,6 +350,10 @@ class ReconstructionMethod(Method):
     def architecture(self, spec: dict) -> dict | None:
         """The pruned spec (fixed by the ratio / variant; which channels survive needs data)."""
         return self.target(spec)[1]
+
+    def progress_args(self, ctx: Any) -> dict[str, Any]:
+        """``prune_by_reconstruction``'s display: the run's quiet and console."""
+        return {"quiet": ctx.quiet, "say": ctx.say, "name": self.display_name}
 
     def sample(self, ctx: Any) -> torch.Tensor:
         """The training images activations are sampled on; seeds the method's generator."""

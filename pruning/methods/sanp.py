@@ -80,6 +80,7 @@ from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.methods.targets import relative_rule, target_record, warn_if_missed
 from pruning.models import build
 from pruning.models.sanp import RELAXATIONS, SANPNet
+from pruning.progress import StageProgress, counted_evaluation, eval_steps
 from pruning.run_plots import (
     colorbar_outside,
     draw_safely,
@@ -386,7 +387,10 @@ class SANP(Method):
         net = build(spec).to(device)
         net.base.load_state_dict(model.state_dict())  # the trained dense weights; SPMs start open
         learnt = self.cached_training(net, ctx, dense_macs)
-        ev = dynamic_evaluate(net, ctx.data, self.test_batch_size, device, input_shape)
+        with counted_evaluation(
+            "SANP evaluation", ctx.data, self.test_batch_size, quiet=ctx.quiet, say=ctx.say
+        ) as data:
+            ev = dynamic_evaluate(net, data, self.test_batch_size, device, input_shape)
         macs = ev["macs"].double()
         q = torch.quantile(macs, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
         mean = float(macs.mean())
@@ -520,71 +524,87 @@ class SANP(Method):
                 ctx.say(f"SANP: resumed after epoch {start}/{self.epochs}")
         t0 = time.perf_counter()
         try:
-            for epoch in range(start, self.epochs):
-                t_epoch = time.perf_counter()
-                lr = self.lr_at(epoch)
-                for opt, base_lr in zip(opts, base_lrs, strict=True):
-                    for group in opt.param_groups:
-                        group["lr"] = base_lr * lr / self.lr  # one schedule for both optimisers
-                generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
-                sums = torch.zeros(5, device=device)  # CE, cost, ratio, correct, count (sample-weighted)
-                net.train()
-                for images, labels in data.train_batches(self.batch_size, generator):
-                    if labels.shape[0] < 2:  # the SPMs' BN needs two samples
-                        continue
-                    images, labels = images.to(device), labels.to(device)
-                    logits = net(images)
-                    ce = F.cross_entropy(logits, labels)
-                    ratio = net.macs_from_masks(net.last_masks, terms).mean() / dense_macs
-                    cost = cost_loss(ratio, target, self.cost_loss)
-                    loss = ce + self.cost_weight * cost
-                    for opt in opts:
-                        opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    for opt in opts:
-                        opt.step()
-                    n = float(labels.shape[0])
-                    with torch.no_grad():
-                        correct = (logits.argmax(1) == labels).sum().float()
-                        sums += torch.stack(
-                            [ce.detach() * n, cost.detach() * n, ratio.detach() * n, correct, ce.new_tensor(n)]
+            progress = StageProgress(
+                "SANP",
+                epochs=self.epochs,
+                steps_per_epoch=math.ceil(len(data.train) / self.batch_size),
+                quiet=ctx.quiet,
+                start_epoch=start,
+                eval_steps=eval_steps(len(data.test), self.batch_size),
+                evals_per_epoch=1,
+                say=ctx.say,
+            )
+            with progress:
+                for epoch in range(start, self.epochs):
+                    t_epoch = time.perf_counter()
+                    lr = self.lr_at(epoch)
+                    for opt, base_lr in zip(opts, base_lrs, strict=True):
+                        for group in opt.param_groups:
+                            group["lr"] = base_lr * lr / self.lr  # one schedule for both optimisers
+                    generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + epoch)
+                    sums = torch.zeros(5, device=device)  # CE, cost, ratio, correct, count (sample-weighted)
+                    net.train()
+                    for images, labels in data.train_batches(self.batch_size, generator):
+                        if labels.shape[0] < 2:  # the SPMs' BN needs two samples
+                            continue
+                        images, labels = images.to(device), labels.to(device)
+                        logits = net(images)
+                        ce = F.cross_entropy(logits, labels)
+                        ratio = net.macs_from_masks(net.last_masks, terms).mean() / dense_macs
+                        cost = cost_loss(ratio, target, self.cost_loss)
+                        loss = ce + self.cost_weight * cost
+                        for opt in opts:
+                            opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        for opt in opts:
+                            opt.step()
+                        n = float(labels.shape[0])
+                        with torch.no_grad():
+                            correct = (logits.argmax(1) == labels).sum().float()
+                            sums += torch.stack(
+                                [ce.detach() * n, cost.detach() * n, ratio.detach() * n, correct, ce.new_tensor(n)]
+                            )
+                        seen += int(labels.shape[0])
+                        progress.step()
+                    with progress.evaluating():
+                        ev = dynamic_evaluate(net, data, self.test_batch_size, device, tuple(ctx.input_shape))
+                    s = sums.tolist()
+                    count = max(1.0, s[4])
+                    row = {
+                        "epoch": epoch + 1,
+                        "lr": lr,
+                        "ce": s[0] / count,
+                        "cost": s[1] / count,
+                        "train_macs_ratio": s[2] / count,
+                        "train_top1": 100.0 * s[3] / count,
+                        "test_top1": ev["top1"],
+                        "test_macs_ratio": float(ev["macs"].double().mean()) / dense_macs,
+                        "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                    }
+                    history.append(row)
+                    progress.end_epoch(
+                        f"CE {row['ce']:.3f} MACs ratio {row['test_macs_ratio']:.3f} test {row['test_top1']:.2f}%"
+                    )
+                    if ckpt is not None:
+                        save_checkpoint(
+                            ckpt,
+                            {
+                                "identity": tag,
+                                "model": net.state_dict(),
+                                "opts": [opt.state_dict() for opt in opts],
+                                "history": history,
+                                "epoch": epoch + 1,
+                                "seen": seen,
+                                "wall_s": wall_before + time.perf_counter() - t0,
+                                rng.RNG_KEY: rng.capture(),
+                            },
                         )
-                    seen += int(labels.shape[0])
-                ev = dynamic_evaluate(net, data, self.test_batch_size, device, tuple(ctx.input_shape))
-                s = sums.tolist()
-                count = max(1.0, s[4])
-                row = {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "ce": s[0] / count,
-                    "cost": s[1] / count,
-                    "train_macs_ratio": s[2] / count,
-                    "train_top1": 100.0 * s[3] / count,
-                    "test_top1": ev["top1"],
-                    "test_macs_ratio": float(ev["macs"].double().mean()) / dense_macs,
-                    "epoch_s": round(time.perf_counter() - t_epoch, 2),
-                }
-                history.append(row)
-                if ckpt is not None:
-                    save_checkpoint(
-                        ckpt,
-                        {
-                            "identity": tag,
-                            "model": net.state_dict(),
-                            "opts": [opt.state_dict() for opt in opts],
-                            "history": history,
-                            "epoch": epoch + 1,
-                            "seen": seen,
-                            "wall_s": wall_before + time.perf_counter() - t0,
-                            rng.RNG_KEY: rng.capture(),
-                        },
-                    )
-                if not ctx.quiet:
-                    ctx.say(
-                        f"SANP: epoch {epoch + 1}/{self.epochs} CE {row['ce']:.3f} MACs ratio train "
-                        f"{row['train_macs_ratio']:.3f} test {row['test_macs_ratio']:.3f} (target {target:.3f}) "
-                        f"test top-1 {row['test_top1']:.2f}%"
-                    )
+                    if not ctx.quiet:
+                        ctx.say(
+                            f"SANP: epoch {epoch + 1}/{self.epochs} CE {row['ce']:.3f} MACs ratio train "
+                            f"{row['train_macs_ratio']:.3f} test {row['test_macs_ratio']:.3f} (target {target:.3f}) "
+                            f"test top-1 {row['test_top1']:.2f}%"
+                        )
         finally:
             net.eval()
         if ckpt is not None:

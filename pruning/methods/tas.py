@@ -52,6 +52,7 @@ from pruning.measure import count_macs
 from pruning.methods.base import Method, PruneContext, PruneResult, check_ratio
 from pruning.models import build
 from pruning.models.tas_search import WIDTH_RATIOS, TASSupernet
+from pruning.progress import StageProgress
 from pruning.run_plots import (
     colorbar_outside,
     draw_safely,
@@ -642,85 +643,97 @@ class TAS(Method):
             history, start, wall_before = state["history"], state["epoch"], state["wall_s"]
             rng.restore(state, ctx.say, what=f"TAS search checkpoint {ckpt}")
         target = 1.0 - self.ratio  # kept fraction of the dense FLOPs
+        steps = math.ceil(min(len(weight_half.train), len(arch_half.train)) / self.batch_size)  # zip: the shorter
+        progress = StageProgress(
+            "TAS search",
+            epochs=self.search_epochs,
+            steps_per_epoch=steps,
+            quiet=ctx.quiet,
+            start_epoch=start,
+            say=ctx.say,
+        )
         t0 = time.perf_counter()
-        for epoch in range(start, self.search_epochs):
-            t_epoch = time.perf_counter()
-            tau = net.set_tau(self.tau_max, self.tau_min, epoch / max(1, self.search_epochs - 1))
-            lr = 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.search_epochs))
-            for group in w_opt.param_groups:
-                group["lr"] = lr
-            net.generator = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
-            gen_w = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch)
-            gen_a = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch + 1)
-            sums = {"w_loss": 0.0, "w_correct": 0, "a_ce": 0.0, "a_cost": 0.0, "seen": 0, "steps": 0}
-            net.train()
-            for (xw, yw), (xa, ya) in zip(
-                weight_half.train_batches(self.batch_size, gen_w),
-                arch_half.train_batches(self.batch_size, gen_a),
-                strict=False,
-            ):
-                logits = net(xw)  # (N, K)
-                loss = F.cross_entropy(logits, yw)
-                w_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                w_opt.step()
-                logits_a = net(xa)  # (N, K)
-                ce = F.cross_entropy(logits_a, ya)
-                expected = net.expected_flops() / flops_dense
+        with progress:
+            for epoch in range(start, self.search_epochs):
+                t_epoch = time.perf_counter()
+                tau = net.set_tau(self.tau_max, self.tau_min, epoch / max(1, self.search_epochs - 1))
+                lr = 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.search_epochs))
+                for group in w_opt.param_groups:
+                    group["lr"] = lr
+                net.generator = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
+                gen_w = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch)
+                gen_a = torch.Generator().manual_seed(ctx.seed * 7919 + 2 * epoch + 1)
+                sums = {"w_loss": 0.0, "w_correct": 0, "a_ce": 0.0, "a_cost": 0.0, "seen": 0, "steps": 0}
+                net.train()
+                for (xw, yw), (xa, ya) in zip(
+                    weight_half.train_batches(self.batch_size, gen_w),
+                    arch_half.train_batches(self.batch_size, gen_a),
+                    strict=False,
+                ):
+                    logits = net(xw)  # (N, K)
+                    loss = F.cross_entropy(logits, yw)
+                    w_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    w_opt.step()
+                    logits_a = net(xa)  # (N, K)
+                    ce = F.cross_entropy(logits_a, ya)
+                    expected = net.expected_flops() / flops_dense
+                    with torch.no_grad():
+                        current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
+                    cost = flop_loss(expected, current, target, self.flop_tolerance)
+                    arch_loss = ce if cost is None else ce + self.flop_weight * cost
+                    a_opt.zero_grad(set_to_none=True)
+                    arch_loss.backward()
+                    a_opt.step()
+                    sums["w_loss"] += loss.item() * len(yw)
+                    sums["w_correct"] += int((logits.argmax(1) == yw).sum())
+                    sums["a_ce"] += ce.item() * len(yw)
+                    sums["a_cost"] += 0.0 if cost is None else cost.item()
+                    sums["seen"] += len(yw)
+                    sums["steps"] += 1
+                    progress.step()
                 with torch.no_grad():
                     current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
-                cost = flop_loss(expected, current, target, self.flop_tolerance)
-                arch_loss = ce if cost is None else ce + self.flop_weight * cost
-                a_opt.zero_grad(set_to_none=True)
-                arch_loss.backward()
-                a_opt.step()
-                sums["w_loss"] += loss.item() * len(yw)
-                sums["w_correct"] += int((logits.argmax(1) == yw).sum())
-                sums["a_ce"] += ce.item() * len(yw)
-                sums["a_cost"] += 0.0 if cost is None else cost.item()
-                sums["seen"] += len(yw)
-                sums["steps"] += 1
-            with torch.no_grad():
-                current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
-                expected_now = float(net.expected_flops()) / flops_dense
-            seen = max(1, sums["seen"])
-            row = {
-                "epoch": epoch + 1,
-                "tau": round(tau, 5),
-                "lr": lr,
-                "weight_loss": sums["w_loss"] / seen,
-                "weight_top1": 100.0 * sums["w_correct"] / seen,
-                "arch_ce": sums["a_ce"] / seen,
-                "flop_cost_mean": sums["a_cost"] / max(1, sums["steps"]),
-                "flops_ratio_expected": expected_now,
-                "flops_ratio_argmax": current,
-                "target_flops_ratio": target,
-                "epoch_s": round(time.perf_counter() - t_epoch, 2),
-                **distribution_record(net),
-            }
-            history.append(row)
-            if not ctx.quiet:
-                ctx.say(
-                    f"TAS search: epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
-                    f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
-                    f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})"
-                )
-            if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "supernet": net.state_dict(),
-                        "w_opt": w_opt.state_dict(),
-                        "a_opt": a_opt.state_dict(),
-                        "history": history,
-                        "epoch": epoch + 1,
-                        "wall_s": wall_before + time.perf_counter() - t0,
-                        rng.RNG_KEY: rng.capture(),
-                    },
-                )
-                write_json(
-                    work / "tas_search.json", {"target_flops_ratio": target, "ratio": self.ratio, "epochs": history}
-                )
+                    expected_now = float(net.expected_flops()) / flops_dense
+                seen = max(1, sums["seen"])
+                row = {
+                    "epoch": epoch + 1,
+                    "tau": round(tau, 5),
+                    "lr": lr,
+                    "weight_loss": sums["w_loss"] / seen,
+                    "weight_top1": 100.0 * sums["w_correct"] / seen,
+                    "arch_ce": sums["a_ce"] / seen,
+                    "flop_cost_mean": sums["a_cost"] / max(1, sums["steps"]),
+                    "flops_ratio_expected": expected_now,
+                    "flops_ratio_argmax": current,
+                    "target_flops_ratio": target,
+                    "epoch_s": round(time.perf_counter() - t_epoch, 2),
+                    **distribution_record(net),
+                }
+                history.append(row)
+                progress.end_epoch(f"loss {row['weight_loss']:.3f} FLOPs kept {current:.3f} (target {target:.3f})")
+                if not ctx.quiet:
+                    ctx.say(
+                        f"TAS search: epoch {epoch + 1}/{self.search_epochs} tau {tau:.3f} "
+                        f"loss {row['weight_loss']:.3f} train {row['weight_top1']:.1f}% "
+                        f"FLOPs kept: argmax {current:.3f} expected {expected_now:.3f} (target {target:.3f})"
+                    )
+                if ckpt is not None:
+                    save_checkpoint(
+                        ckpt,
+                        {
+                            "supernet": net.state_dict(),
+                            "w_opt": w_opt.state_dict(),
+                            "a_opt": a_opt.state_dict(),
+                            "history": history,
+                            "epoch": epoch + 1,
+                            "wall_s": wall_before + time.perf_counter() - t0,
+                            rng.RNG_KEY: rng.capture(),
+                        },
+                    )
+                    write_json(
+                        work / "tas_search.json", {"target_flops_ratio": target, "ratio": self.ratio, "epochs": history}
+                    )
         record = distribution_record(net)
         current = float(net.expected_flops(*net.one_hot(*net.genotype()))) / flops_dense
         if work is not None:

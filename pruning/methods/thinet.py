@@ -127,6 +127,7 @@ def replace_head_by_gap(
 
 class ThiNet(ReconstructionMethod):
     name = "thinet"
+    display_name = "ThiNet"
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class ThiNet(ReconstructionMethod):
         images = self.sample(ctx)  # (N, C, H, W)
         widths, pruned_spec = self.target(model.spec)
         small, keep = prune_by_reconstruction(
-            model, widths, images, self.samples, self._generator, self._select, self.mode
+            model, widths, images, self.samples, self._generator, self._select, self.mode, **self.progress_args(ctx)
         )
         if pruned_spec.get("head") != small.spec.get("head"):
             small = replace_head_by_gap(small, model, pruned_spec, images)
