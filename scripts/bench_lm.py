@@ -12,13 +12,20 @@ adds FLOP's ``sru`` and the enwik8-base ``transformer_xl``, a GPU job):
 * **training**: forward + backward + Adam step on batches of ``--batch`` lanes x ``--bptt``
   characters (the model carrying its state, as in training), tokens/s;
 * **generation**: batch 1, one character per call, the state carried, greedy next character,
-  tokens/s.
+  tokens/s;
+* **evaluation** (dense only): the final evaluation, a validation and a test split of
+  ``--eval-chars`` random characters each, walked as one stream (``final_eval_batch_size`` 1) in
+  the model's evaluation windows (``--eval-bptt``; Transformer-XL: its ``eval_tgt_len``):
+  characters/s of the reference walk (``pruning.train.evaluate``, window by window) and of the
+  fast path (``pruning.text_data.evaluate_streams``, what ``final_lm_eval`` runs), measured side by
+  side in alternating rounds, and how far apart their bits per character are.
 
 Rounds alternate dense and pruned (dense first on even rounds), so load from other processes hits
 both alike; medians over rounds, and the pruned/dense ratio. Random weights: speed does not depend
 on training. Writes results/benchmarks/lm-<tag>.{md,json}.
 
     python scripts/bench_lm.py                      # CPU: small configs
+    python scripts/bench_lm.py --rounds 1 --steps 1 --gen-tokens 4 --eval-chars 2000 --out /tmp/bench  # a smoke run
     python scripts/bench_lm.py --device cuda --full  # GPU: adds the paper-size models
 """
 
@@ -42,7 +49,8 @@ from tabulate import tabulate
 from pruning.methods.base import PruneContext
 from pruning.methods.magnitude import Magnitude
 from pruning.models import build, default_spec
-from pruning.train import apply_masks
+from pruning.text_data import TextData, TokenSplit, evaluate_streams
+from pruning.train import apply_masks, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 205  # enwik8's (FLOP's np.unique); speed barely depends on it
@@ -118,6 +126,53 @@ def generate_round(model, tokens: int, device) -> float:
     return (time.perf_counter() - t0) / tokens
 
 
+def eval_window(spec: dict, args) -> int:
+    return int(spec.get("eval_tgt_len") or args.eval_bptt)
+
+
+def eval_round(model, data: TextData, window: int, fast: bool, device) -> tuple[float, dict]:
+    """Seconds for the final evaluation (valid + test, one lane each) and its numbers."""
+    sync(device)
+    t0 = time.perf_counter()
+    if fast:
+        out = evaluate_streams(model, {"valid": data.valid, "test": data.test}, 1, window)
+    else:
+        out = {name: evaluate(model, data.with_eval_split(name), 1, device=device) for name in ("valid", "test")}
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def bench_eval(name: str, args, device: torch.device) -> dict:
+    """The final evaluation of the dense model, reference walk vs fast path (module docstring)."""
+    torch.manual_seed(0)
+    spec = model_spec(name)
+    model = build(spec).to(device)
+    window = eval_window(spec, args)
+    g = torch.Generator().manual_seed(1)
+    splits = [TokenSplit(torch.randint(0, VOCAB, (args.eval_chars,), generator=g, dtype=torch.uint8)) for _ in range(2)]
+    data = TextData("random", splits[0], splits[0], splits[1], tuple(range(VOCAB)), eval_bptt=window).to(device)
+    chars = 2 * (args.eval_chars - 1)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    results: dict[bool, dict] = {}
+    for r in range(args.eval_rounds):
+        for fast in (False, True) if r % 2 == 0 else (True, False):
+            seconds, results[fast] = eval_round(model, data, window, fast, device)
+            times[fast].append(seconds)
+    ref_s, fast_s = statistics.median(times[False]), statistics.median(times[True])
+    delta = max(abs(results[True][s]["bpc"] - results[False][s]["bpc"]) for s in ("valid", "test"))
+    return {
+        "model": name,
+        "eval_window": window,
+        "chars": chars,
+        "reference_chars_per_s": round(chars / ref_s, 1),
+        "fast_chars_per_s": round(chars / fast_s, 1),
+        "speedup": round(ref_s / fast_s, 3),
+        "reference_s": round(ref_s, 3),
+        "fast_s": round(fast_s, 3),
+        "max_abs_delta_bpc": float(f"{delta:.3g}"),
+    }
+
+
 def bench(name: str, args, device: torch.device) -> list[dict]:
     nets = variants(name, device)
     g = torch.Generator().manual_seed(0)
@@ -164,6 +219,11 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=64, help="generated characters per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--eval-chars", type=int, default=50_000, help="characters of each split of the final evaluation (0: skip it)"
+    )
+    parser.add_argument("--eval-bptt", type=int, default=128, help="evaluation window (SRU; Transformer-XL: its own)")
+    parser.add_argument("--eval-rounds", type=int, default=3)
     parser.add_argument("--out", default="results/benchmarks")
     parser.add_argument("--tag", default=None)
     args = parser.parse_args()
@@ -173,6 +233,7 @@ def main() -> None:
         device = torch.device(args.device)
     models = list(args.models) + (["sru", "transformer_xl"] if args.full else [])
     rows = [row for name in models for row in bench(name, args, device)]
+    eval_rows = [bench_eval(name, args, device) for name in models] if args.eval_chars > 0 else []
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     tag = args.tag or ("gpu" if device.type == "cuda" else f"cpu-{os.cpu_count()}core")
     meta = {
@@ -185,11 +246,15 @@ def main() -> None:
         "steps_per_round": args.steps,
         "generated_per_round": args.gen_tokens,
         "rounds": args.rounds,
+        "eval_chars_per_split": args.eval_chars,
+        "eval_rounds": args.eval_rounds,
         "weights": "random (speed does not depend on training)",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"lm-{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"lm-{tag}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "eval_rows": eval_rows}, indent=2) + "\n"
+    )
     table = tabulate(
         [
             [
@@ -214,6 +279,32 @@ def main() -> None:
         "rounds; × = pruned / dense tokens per second measured side by side (random weights). "
         f"`python scripts/bench_lm.py {' '.join(sys.argv[1:])}`\n\n{table}\n"
     )
+    if eval_rows:
+        eval_table = tabulate(
+            [
+                [
+                    r["model"],
+                    r["eval_window"],
+                    f"{r['reference_chars_per_s']:,.0f}",
+                    f"{r['fast_chars_per_s']:,.0f}",
+                    f"{r['speedup']:.2f}×",
+                    f"{r['reference_s']:.2f} / {r['fast_s']:.2f}",
+                    f"{r['max_abs_delta_bpc']:.1e}",
+                ]
+                for r in eval_rows
+            ],
+            headers=["model", "window", "reference chars/s", "fast chars/s", "×", "seconds", "|Δ bpc|"],
+            tablefmt="github",
+        )
+        text += (
+            f"\n## Final evaluation: one stream, reference walk vs fast path\n\nA validation and a test split of "
+            f"{args.eval_chars:,} random characters each, one lane (final_eval_batch_size 1), dense model: the "
+            "reference walks each split window by window (`pruning.train.evaluate`); the fast path "
+            "(`pruning.text_data.evaluate_streams`, what `final_lm_eval` runs) walks both splits side by side, "
+            "the SRU in long windows, the Transformer-XL's stream cut into lanes with an exact burn-in. Medians of "
+            f"{args.eval_rounds} alternating rounds; |Δ bpc|: the larger difference of the two splits' bits per "
+            f"character.\n\n{eval_table}\n"
+        )
     (out / f"lm-{tag}.md").write_text(text)
     print(text)
 

@@ -51,6 +51,15 @@ no reset_parameters, SRU warns and keeps its construction init), weight_c ~ U(-s
 sqrt(0.5); then the output Linear; finally Model.init_weights: embedding and output weights
 U(-sqrt(3/size(0)), sqrt(3/size(0))) (size(0) = V for both), output bias 0.
 
+Not a linear recurrence: f_t depends on c_{t-1} (through ``weight_c``), so the forward pass
+cannot be an associative (parallel) scan over time. Trained models also remember far back: started
+from a zero state 4,096 characters early, the c of some small pydocs SRUs (sru_small, 3 epochs)
+still differs from the stream's by up to 0.6 (|c| up to 14), so a stream cannot be cut into
+independent lanes with a burn-in either; evaluation walks it whole, in long windows (the result
+does not depend on them). The backward recurrence is linear, but at the training shapes (16 lanes x
+64-256 characters, n_d 256, CPU) a log-depth Hillis-Steele scan measured 3x slower than this
+loop (T log T work against T), so the loop stays.
+
 The model is stateful like the official BPTT loop (``hidden.detach_()`` between windows): the last
 c (depth, B, n_d) of a call is kept, detached, and is the next call's initial state. It is a plain
 attribute (not in state_dict); ``reset_state()`` zeroes it, and a change of batch size, device or
@@ -281,6 +290,11 @@ class SRULayer(nn.Module):
 
 class SRULanguageModel(nn.Module):
     input_dtype = torch.long  # token ids
+    # Evaluation (pruning.text_data.evaluate_streams): the whole state (every layer's c) is carried
+    # exactly from call to call, so a stream gives the same result however it is cut into windows.
+    # It cannot be cut into lanes: the forget gate sees c_{t-1} (weight_c), so the recurrence is not
+    # linear (no parallel scan computes it) and its memory is not bounded (no burn-in recovers it).
+    stream_window_independent = True
 
     def __init__(self, spec: dict):
         super().__init__()

@@ -380,6 +380,22 @@ class TransformerXL(nn.Module):
             new = [torch.cat([m, h], dim=0)[-mem_len:].detach() for m, h in zip(memory, hiddens, strict=True)]
         self._memory[self.training] = new
 
+    def stream_burn_in(self, window: int) -> int:
+        """Tokens of preceding text after which an evaluation lane started with empty memory on a
+        window boundary of a stream holds exactly the stream's memory (pruning.text_data's fast
+        evaluation cuts a stream into lanes with it).
+
+        In eval mode a window starting at s reads memory[l] = the layer-l inputs of positions
+        [s - M, s) (M = eval_mem_len; fewer only when the text started later), and its queries see
+        those keys and the window's own earlier ones: layer l + 1 at window s depends on layer l at
+        [s - M, s + T). A lane that starts at a (a multiple of T from the stream's start) has
+        layer 0 (the embeddings) right from a; layer 1 right from the first window with s - M >= a,
+        i.e. s >= a + ceil(M / T) * T; by induction layer l right from a + l * ceil(M / T) * T. So
+        n_layer * ceil(M / T) * T tokens suffice (same_length and clamp_len only narrow what a
+        query sees; positions are relative distances, the same in lane and stream)."""
+        mem_len = self._settings[False][0]
+        return self.n_layer * math.ceil(mem_len / window) * window if mem_len > 0 else 0
+
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, qlen = tokens.shape
