@@ -253,6 +253,8 @@ class Run:
             "pretrain_epochs": pre.epochs,
             "batch_size": pre.batch_size,
             "train_subset": self.data.info.get("train_subset"),
+            # a quick look's evaluation on N test images (only when set: the data block has it too)
+            **({"test_subset": self.data.info["test_subset"]} if self.data.info.get("test_subset") else {}),
             "planned_stage_epochs": self.planned["stage"],
         }
         second = self.cfg["finetune"]["name"] if self.method.prunes else "no second stage"
@@ -376,9 +378,7 @@ class Run:
         pruned = build(state["spec"]).to(self.rt.device)
         pruned.load_state_dict(state["model"])
         masks = state.get("masks")
-        after = evaluate(
-            pruned, self.data, pretrain_schedule(self.cfg).test_batch_size, dist=self.rt.dist, device=self.data.device
-        )
+        after = self._evaluate_pruned(pruned)
         self.metrics.stages["prune"] = StageRecord(
             top1=after["top1"],
             top5=after["top5"],
@@ -390,6 +390,8 @@ class Run:
         self.metrics.sparsity = extras.pop("sparsity", None)  # a sparsity target: {"target", "achieved", "of"}
         _record_sizes(self.metrics, pruned, masks, self.input_shape, cost)
         inputs = self._latency_inputs()
+        if (self.cfg.get("latency") or {}).get("enabled", True):  # seconds to minutes (batch 64 on a CPU)
+            self.rt.say("[dim]latency: timing the dense and the pruned network[/]")
         timings = measure_latencies(dense, pruned, self.input_shape, self.cfg, self.rt, inputs=inputs)
         if getattr(self.data, "task", "") == "language_model" and inputs is not None:
             for name, rec in timings.items():  # a call reads batch x window characters (the state carried)
@@ -410,6 +412,20 @@ class Run:
             self.metrics.stages[str(own.get("name", "method"))] = record
         self.save()
         return pruned, masks
+
+    def _evaluate_pruned(self, pruned: torch.nn.Module) -> dict:
+        """The pruned network on the test set (on images: with a progress bar and ETA, as a whole
+        test set on a CPU takes minutes)."""
+        batch, data = pretrain_schedule(self.cfg).test_batch_size, self.data
+        if getattr(data, "task", "") != "classification":
+            return evaluate(pruned, data, batch, dist=self.rt.dist, device=data.device)
+        from pruning.progress import counted_evaluation
+
+        quiet, say = self.rt.quiet or not self.rt.dist.is_main, lambda message: self.rt.say(escape(message))
+        with counted_evaluation(
+            "evaluation (pruned)", data, batch, quiet=quiet, say=say, world_size=self.rt.dist.world_size
+        ) as counted:
+            return evaluate(pruned, counted, batch, dist=self.rt.dist, device=data.device)
 
     def _latency_inputs(self) -> torch.Tensor | None:
         """Real test images for the latency measurement (a dynamic network decides per sample):
@@ -519,6 +535,8 @@ class Run:
                 source=source if setting["box"] == "black" else None,
                 limit=rob["test_subset"],
                 seed=rob["seed"],
+                quiet=self.rt.quiet,
+                say=lambda message: self.rt.say(escape(message)),
             )
             result.update(settings=setting, wall_s=round(time.perf_counter() - t0, 2))
             self.metrics.evaluations[name] = result
@@ -624,6 +642,8 @@ def baseline_id(cfg: dict, data, spec: dict, method: Method) -> str:
         "seed": int(cfg["seed"]),
         "method_pretrain": method.pretrain_extras(),
     }
+    if data.info.get("test_subset") is not None:  # only when set: its recorded accuracy is a subset's
+        identity["data"]["test_subset"] = data.info["test_subset"]
     if getattr(data, "task", "") == "language_model":  # the windows train and evaluate the model too
         identity["data"].update(
             bptt=data.bptt, eval_bptt=data.eval_bptt, final_eval_batch_size=data.final_eval_batch_size
@@ -727,10 +747,30 @@ def pretrain(
 def final_lm_eval(model: torch.nn.Module, data, rt: Runtime) -> dict:
     """Bits per character of a language model on the validation and test splits as the official
     code reports them at the end (FLOP's train_enwik8.py: ``create_batches(dev_, 1)``: one lane,
-    ``data.final_eval_batch_size``), and the next-character top-1 on test."""
-    batch = int(data.final_eval_batch_size)
-    valid = evaluate(model, data.with_eval_split("valid"), batch, dist=rt.dist, device=data.device)
-    test = evaluate(model, data.with_eval_split("test"), batch, dist=rt.dist, device=data.device)
+    ``data.final_eval_batch_size``), and the next-character top-1 on test. The number of walking
+    each split's lanes in ``eval_bptt`` windows (``evaluate``), computed batched
+    (``text_data.evaluate_streams``: both splits side by side, a Transformer-XL's stream cut into
+    exactly equivalent lanes, an SRU's walked in long windows), with a progress bar and ETA."""
+    from contextlib import ExitStack
+
+    from pruning.progress import StageProgress
+    from pruning.text_data import evaluate_streams
+
+    batch, quiet = int(data.final_eval_batch_size), rt.quiet or not rt.dist.is_main
+    with ExitStack() as stack:
+        bar: list[StageProgress] = []
+
+        def on_window(done: int, total: int) -> None:  # every few windows: the bar opens with a pace to show
+            if not bar:
+                progress = StageProgress(
+                    "final evaluation", steps_per_epoch=total, quiet=quiet, say=rt.say, unit="windows"
+                )
+                bar.append(stack.enter_context(progress))
+            bar[0].step(done - bar[0].steps)
+
+        splits = {"valid": data.valid, "test": data.test}
+        result = evaluate_streams(model, splits, batch, data.eval_bptt, dist=rt.dist, on_window=on_window)
+    valid, test = result["valid"], result["test"]
     rt.say(f"[green]bits per character:[/] valid {valid['bpc']:.4f}, test {test['bpc']:.4f} (eval batch {batch})")
     return {"bpc": test["bpc"], "bpc_valid": valid["bpc"], "top1": test["top1"], "top5": test["top5"]}
 

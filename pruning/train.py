@@ -293,6 +293,27 @@ def evaluate(
     """Test loss, top-1, top-5 (%) over ``data.test_batches``; ``device`` as in train_one_epoch.
     A language model (``data.task``): the loss is nats per character, ``bpc`` bits per character,
     top-1 the next-character accuracy; its state starts empty."""
+    if getattr(data, "task", "") == "language_model" and hasattr(data, "eval_split"):
+        from pruning.text_data import evaluate_streams  # evaluate_walk's numbers, batched (its docstring)
+
+        split = data.valid if data.eval_split == "valid" else data.test
+        out = evaluate_streams(model, {"split": split}, batch_size, data.eval_bptt, dist=dist, engine=engine)["split"]
+        return {k: out[k] for k in ("top1", "top5", "test_loss", "bpc")}
+    return evaluate_walk(model, data, batch_size, engine, dist, device)
+
+
+@torch.no_grad()
+def evaluate_walk(
+    model: nn.Module,
+    data: ImageData,
+    batch_size: int = 256,
+    engine: Engine = PLAIN,
+    dist: DistInfo = SINGLE,
+    device: torch.device | str | None = None,
+) -> dict:
+    """``evaluate`` batch by batch over ``data.test_batches``: what it computes for images, and
+    the reference a language model's batched evaluation (``text_data.evaluate_streams``) is
+    tested against (each split in ``batch_size`` lanes, ``eval_bptt`` windows, in order)."""
     model.eval()
     reset_state(model)
     device = torch.device(device) if device is not None else data.device
@@ -452,18 +473,24 @@ def run_stage(
     if state is not None:  # last: nothing between here and the first epoch draws a random number
         rng.restore(state, _warn_on_main(dist), what=f"{name} checkpoint {ckpt_path}")
     t0 = time.perf_counter()
-    with make_progress() as progress:
-        progress.disable = quiet or not dist.is_main
-        epochs_task = progress.add_task(f"{name} epochs", total=max(schedule.epochs, 1), completed=start_epoch, info="")
-        steps_task = progress.add_task("  steps", total=1, info="")
+    from pruning.progress import StageProgress, eval_steps  # its display is make_progress's, below
 
-        def update_steps(step: int, total: int) -> None:  # every 20 steps: keep Python out of the hot loop
-            if step % 20 == 0 or step == total:
-                progress.update(steps_task, completed=step)
-
+    steps_per_epoch = num_train_batches(data, schedule.batch_size, dist.world_size)
+    test = getattr(data, "test", None)
+    with StageProgress(
+        name,
+        epochs=max(schedule.epochs, 1),
+        steps_per_epoch=steps_per_epoch,
+        quiet=quiet or not dist.is_main or schedule.epochs <= start_epoch,
+        start_epoch=start_epoch,
+        evals_per_epoch=1,
+        eval_steps=eval_steps(len(test) if test is not None else 0, schedule.batch_size),
+        say=lambda line: print(line, flush=True),
+    ) as progress:
+        last_info = ""
         for epoch in range(start_epoch, schedule.epochs):
             t_epoch = time.perf_counter()
-            total_steps = num_train_batches(data, schedule.batch_size, dist.world_size)
+            total_steps = steps_per_epoch
             step_lr = None
             if schedule.stepwise:  # noam / per-step cosine: global step = epoch * steps + step
 
@@ -476,14 +503,13 @@ def run_stage(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            progress.reset(steps_task, total=total_steps, info=f"lr {lr:.4g}")
+            progress.info = " · ".join(part for part in (f"lr {lr:.4g}", last_info) if part)
             first_step_done: list[float] = []
 
             def on_step(step: int, total: int, first_step_done: list[float] = first_step_done) -> None:
                 if step == 1:
                     first_step_done.append(time.perf_counter())
-                if not progress.disable:
-                    update_steps(step, total)
+                progress.step()  # a counter; the display is touched about once a second
 
             train_metrics = train_one_epoch(
                 model,
@@ -505,7 +531,8 @@ def run_stage(
                 grad_clip=schedule.grad_clip,
             )
             t_train_end = time.perf_counter()
-            test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
+            with progress.evaluating():
+                test_metrics = evaluate(eval_model, data, schedule.test_batch_size, engine, dist, device=device)
             t_end = time.perf_counter()
             row = {
                 "stage": name,
@@ -541,15 +568,12 @@ def run_stage(
                 write_jsonl(history_path, history)
             if on_row is not None:
                 on_row(row)
-            progress.update(
-                epochs_task,
-                completed=epoch + 1,
-                info=(
-                    f"loss {row['train_loss']:.3f} valid {row['bpc']:.3f} bpc"
-                    if "bpc" in row
-                    else f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%"
-                ),
+            last_info = (
+                f"loss {row['train_loss']:.3f} valid {row['bpc']:.3f} bpc"
+                if "bpc" in row
+                else f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f}% test {row['top1']:.2f}%"
             )
+            progress.end_epoch(last_info)
             if on_epoch is not None:
                 on_epoch(epoch + 1, steady_s)
     if schedule.epochs == 0 or not history:

@@ -1,5 +1,5 @@
 """Fast language-model evaluation (issue 23, item 4): ``pruning.text_data.evaluate_streams`` gives
-the numbers of the reference walk (``pruning.train.evaluate`` over ``test_batches``: each split in
+the numbers of the reference walk (``pruning.train.evaluate_walk`` over ``test_batches``: each split in
 ``batch_size`` lanes, ``eval_bptt`` windows, from an empty state), computed batched: valid and test
 side by side, an SRU in long windows, a Transformer-XL's stream cut into lanes that first read
 ``stream_burn_in`` tokens unscored. The cut is exact: every character gets the stream's logits."""
@@ -18,7 +18,7 @@ from pruning.distributed import SINGLE, DistInfo
 from pruning.models import sru_lm
 from pruning.models import transformer_xl as txl
 from pruning.text_data import TextData, TokenSplit, evaluate_streams, plan_lanes
-from pruning.train import PLAIN, evaluate
+from pruning.train import PLAIN, evaluate, evaluate_walk
 
 VOCAB = 23
 
@@ -66,7 +66,7 @@ def small_txl(seed: int = 0, **overrides) -> txl.TransformerXL:
 
 
 def reference(model, data: TextData, batch: int) -> dict:
-    return {name: evaluate(model, data.with_eval_split(name), batch) for name in ("valid", "test")}
+    return {name: evaluate_walk(model, data.with_eval_split(name), batch) for name in ("valid", "test")}
 
 
 def fast(model, data: TextData, batch: int, **kw) -> dict:
@@ -216,3 +216,15 @@ def test_final_lm_eval_shows_a_progress_bar_unless_quiet(quiet, capsys):
     assert result["top1"] == pytest.approx(ref["test"]["top1"])
     assert ("final evaluation" in capsys.readouterr().out) is not quiet  # the bar: rich's own console
     assert "bits per character" in said.getvalue()
+
+
+@pytest.mark.parametrize("make", [small_sru, small_txl], ids=["sru", "txl"])
+def test_per_epoch_validation_takes_the_fast_path_with_the_walks_numbers(make):
+    """``train.evaluate`` (each epoch's validation in run_stage) on a corpus: evaluate_streams,
+    giving evaluate_walk's numbers (the split it walks, in ``batch_size`` lanes)."""
+    model, data = make(), corpus(1500, 1200, 16)
+    for split_name in ("valid", "test"):
+        walk = evaluate_walk(model, data.with_eval_split(split_name), 4)
+        got = evaluate(model, data.with_eval_split(split_name), 4)
+        assert set(got) == set(walk) and got["top1"] == pytest.approx(walk["top1"], abs=1e-9)
+        assert got["bpc"] == pytest.approx(walk["bpc"], abs=1e-5)
