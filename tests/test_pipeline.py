@@ -47,7 +47,7 @@ def test_l1_pipeline_writes_complete_metrics(fake_cifar, tmp_path) -> None:
     lat = m["latency"]["cpu_b1"]
     assert lat["dense_ms"] > 0 and lat["pruned_ms"] > 0 and lat["speedup"] == lat["dense_ms"] / lat["pruned_ms"]
     assert lat["dense_min_ms"] <= lat["dense_ms"] and lat["pruned_min_ms"] <= lat["pruned_ms"]  # interleaved pair
-    assert m["stages"]["pretrain"]["peak_rss_mb"] > 0 and m["engine"]["channels_last"] is True  # engine=auto: channels_last on a CPU too
+    assert m["stages"]["pretrain"]["peak_rss_mb"] > 0 and m["engine"]["channels_last"] is True
     on_disk = json.loads((run_path(m, tmp_path) / "metrics.json").read_text())
     assert on_disk["final"] == m["final"] and 0 <= m["final"]["top1"] <= 100
     history = [json.loads(line) for line in (run_path(m, tmp_path) / "history.jsonl").read_text().splitlines()]
