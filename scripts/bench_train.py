@@ -103,6 +103,23 @@ def peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2 * n**3 / best / 1e9
 
 
+@torch.no_grad()
+def conv_gflops(device: torch.device, channels: int = 512, size: int = 14, batch: int = 64) -> float:
+    """Measured rate of a large 3x3 convolution in channels_last (the convolution library's best
+    case: on a CPU oneDNN, which may use wider vector units than the BLAS behind torch.mm)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    conv(x)
+    sync(device)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        conv(x)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * batch * channels * channels * 9 * size * size / best / 1e9
+
+
 def train_step_rows(
     name: str, device: torch.device, batch: int, variants: dict[str, Engine], rounds: int, steps: int, peak: float
 ) -> list[dict]:
@@ -223,29 +240,46 @@ def epoch_rows(
     return rows
 
 
-def parity_rows(data_root: str, seeds: int, epochs: int, n_train: int, n_test: int) -> tuple[list[dict], dict]:
-    """ResNet-20, engine=auto vs engine=plain, same seeds: final top-1 per run and the summary."""
+PARITY_ARMS = {  # name: prune-exp engine overrides
+    "plain": ["engine=plain"],
+    "auto": ["engine=auto"],
+    "auto+bf16": ["engine=auto", "engine.amp_bf16=true"],
+}
+
+
+def parity_rows(
+    data_root: str, seeds: int, epochs: int, n_train: int, n_test: int, arms: list[str]
+) -> tuple[list[dict], list[dict]]:
+    """ResNet-20 trained by prune-exp under each engine arm from the same seeds: final top-1 per
+    run, and per arm the mean / std over seeds and the paired difference to engine=plain."""
     runs = []
     for seed in range(seeds):
-        for engine in ("plain", "auto"):
-            overrides = ["model=resnet20", "data=cifar10", f"data.root={data_root}", f"engine={engine}"]
+        for arm in arms:
+            overrides = ["model=resnet20", "data=cifar10", f"data.root={data_root}", *PARITY_ARMS[arm]]
             overrides += [f"schedule.epochs={epochs}", f"seed={seed}", f"data.train_subset={n_train}"]
             overrides += [f"data.test_subset={n_test}"]
             with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
                 run = prune_exp(overrides, Path(tmp))
-            runs.append({"seed": seed, "engine": engine, "top1": run["history"][-1]["top1"]})
-    by = {e: [r["top1"] for r in runs if r["engine"] == e] for e in ("plain", "auto")}
-    diffs = [a - p for a, p in zip(by["auto"], by["plain"], strict=True)]
+            last = run["history"][-1]
+            runs.append({"seed": seed, "engine": arm, "top1": last["top1"], "train img/s": n_train / last["train_s"]})
     sd = statistics.stdev if seeds > 1 else (lambda v: 0.0)
-    summary = {
-        "budget": f"ResNet-20, {epochs} epochs on {n_train} CIFAR-10 training images, {n_test} test images",
-        "plain top1 mean": statistics.mean(by["plain"]),
-        "plain top1 std": sd(by["plain"]),
-        "auto top1 mean": statistics.mean(by["auto"]),
-        "auto top1 std": sd(by["auto"]),
-        "paired diff mean": statistics.mean(diffs),
-        "paired diff std": sd(diffs),
-    }
+    budget = f"ResNet-20, {epochs} epochs on {n_train} CIFAR-10 training images, {n_test} test images, {seeds} seeds"
+    base = [r["top1"] for r in runs if r["engine"] == "plain"]
+    summary = []
+    for arm in arms:
+        top1 = [r["top1"] for r in runs if r["engine"] == arm]
+        diffs = [a - b for a, b in zip(top1, base, strict=True)] if base else []
+        summary.append(
+            {
+                "engine": arm,
+                "top1 mean": statistics.mean(top1),
+                "top1 std": sd(top1),
+                "Δ vs plain mean": statistics.mean(diffs) if diffs else None,
+                "Δ vs plain std": sd(diffs) if diffs else None,
+                "train img/s": statistics.median(r["train img/s"] for r in runs if r["engine"] == arm),
+                "budget": budget,
+            }
+        )
     return runs, summary
 
 
@@ -284,7 +318,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="raw-step batch (the CIFAR recipes' 64)")
     parser.add_argument("--variants", nargs="+", default=None, help="raw-step variants (default: all)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (CPU 3, GPU 5)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per round (CPU 3, GPU 50)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (CPU 8, GPU 50)")
     parser.add_argument("--data-root", default=os.environ.get("CIFAR10_DIR", "data/cifar10-jpeg"))
     parser.add_argument("--data-label", default="CIFAR-10 (JPEG q75 copy)")
     parser.add_argument("--device", default="auto")
@@ -293,8 +327,9 @@ def main() -> None:
     parser.add_argument("--epoch-test", type=int, default=2000, help="test images evaluated (0: all 10,000)")
     parser.add_argument("--epochs", type=int, default=2, help="prune-exp epochs; the last one is reported")
     parser.add_argument("--parity-seeds", type=int, default=3, help="engine=auto vs plain parity runs (0: skip)")
-    parser.add_argument("--parity-epochs", type=int, default=3)
-    parser.add_argument("--parity-train", type=int, default=2000)
+    parser.add_argument("--parity-epochs", type=int, default=4)
+    parser.add_argument("--parity-train", type=int, default=5000)
+    parser.add_argument("--parity-arms", nargs="+", default=list(PARITY_ARMS), choices=list(PARITY_ARMS))
     parser.add_argument("--latency-repeats", type=int, default=10, help="0: skip the latency section")
     parser.add_argument("--quick", action="store_true", help="a smoke test: ResNet-20, tiny settings, no latency")
     parser.add_argument("--out", default="results/benchmarks")
@@ -307,7 +342,7 @@ def main() -> None:
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     on_gpu = device.type == "cuda"
-    rounds, steps = args.rounds or (5 if on_gpu else 3), args.steps or (50 if on_gpu else 3)
+    rounds, steps = args.rounds or (5 if on_gpu else 3), args.steps or (50 if on_gpu else 8)
     variants = GPU_VARIANTS if on_gpu else VARIANTS
     if args.variants:
         unknown = sorted(set(args.variants) - set(variants))
@@ -318,11 +353,18 @@ def main() -> None:
     has_data = (Path(args.data_root) / "cifar-10-batches-py").is_dir()
     print(f"device: {machine}; torch {torch.__version__}", flush=True)
 
-    peak = {"fp32 GFLOP/s": peak_gflops(device)}
-    if on_gpu:
+    if on_gpu:  # fp32 as fp32: no TF32 in the yardstick
         torch.backends.cuda.matmul.allow_tf32 = False
-        peak["fp32 GFLOP/s"] = peak_gflops(device)
-        peak["bf16 GFLOP/s"] = peak_gflops(device, torch.bfloat16)
+        torch.backends.cudnn.allow_tf32 = False
+    sizes = (4096, 8192) if on_gpu else (1024, 2048, 4096)
+    peak = {
+        "fp32 mm GFLOP/s": max(peak_gflops(device, n=n) for n in sizes),
+        "fp32 conv3x3 GFLOP/s": conv_gflops(device),
+    }
+    peak["fp32 GFLOP/s"] = max(peak.values())  # the yardstick: the best the machine was measured to do
+    if on_gpu:
+        peak["bf16 mm GFLOP/s"] = peak_gflops(device, torch.bfloat16)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # the training default
     print(f"peak: {peak}", flush=True)
 
     step_rows = []
@@ -347,9 +389,14 @@ def main() -> None:
     parity_runs, parity = [], None
     if has_data and args.parity_seeds > 0:
         parity_runs, parity = parity_rows(
-            args.data_root, args.parity_seeds, args.parity_epochs, args.parity_train, args.epoch_test or 2000
+            args.data_root,
+            args.parity_seeds,
+            args.parity_epochs,
+            args.parity_train,
+            args.epoch_test or 2000,
+            args.parity_arms,
         )
-        print(json.dumps(parity, indent=1), flush=True)
+        print(table(parity, drop=("budget",)), flush=True)
 
     lat = latency_rows(device, args.latency_repeats) if args.latency_repeats > 0 else []
     if lat:
@@ -386,8 +433,11 @@ def main() -> None:
         ]
     if parity:
         md += [
-            "## Parity: engine=auto vs engine=plain, same seeds\n",
-            table([parity]) + "\n",
+            "## Parity: the same prune-exp training under each engine, same seeds\n",
+            "Top-1 after the budget below; Δ: paired difference to engine=plain (same seed, same initial "
+            "weights and data order). A difference inside the seed spread is float noise, not an effect. "
+            f"Budget: {parity[0]['budget']}.\n",
+            table(parity, drop=("budget",)) + "\n",
             table(parity_runs) + "\n",
         ]
     if lat:
