@@ -16,7 +16,7 @@ adds FLOP's ``sru`` and the enwik8-base ``transformer_xl``, a GPU job):
 * **evaluation** (dense only): the final evaluation, a validation and a test split of
   ``--eval-chars`` random characters each, walked as one stream (``final_eval_batch_size`` 1) in
   the model's evaluation windows (``--eval-bptt``; Transformer-XL: its ``eval_tgt_len``):
-  characters/s of the reference walk (``pruning.train.evaluate``, window by window) and of the
+  characters/s of the reference walk (``pruning.train.evaluate_walk``, window by window) and of the
   fast path (``pruning.text_data.evaluate_streams``, what ``final_lm_eval`` runs), measured side by
   side in alternating rounds, and how far apart their bits per character are.
 
@@ -50,7 +50,7 @@ from pruning.methods.base import PruneContext
 from pruning.methods.magnitude import Magnitude
 from pruning.models import build, default_spec
 from pruning.text_data import TextData, TokenSplit, evaluate_streams
-from pruning.train import apply_masks, evaluate
+from pruning.train import apply_masks, evaluate_walk
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 205  # enwik8's (FLOP's np.unique); speed barely depends on it
@@ -137,7 +137,7 @@ def eval_round(model, data: TextData, window: int, fast: bool, device) -> tuple[
     if fast:
         out = evaluate_streams(model, {"valid": data.valid, "test": data.test}, 1, window)
     else:
-        out = {name: evaluate(model, data.with_eval_split(name), 1, device=device) for name in ("valid", "test")}
+        out = {name: evaluate_walk(model, data.with_eval_split(name), 1, device=device) for name in ("valid", "test")}
     sync(device)
     return time.perf_counter() - t0, out
 
@@ -268,7 +268,7 @@ def main() -> None:
             ]
             for r in rows
         ],
-        headers=["model", "variant", "non-zero params", "train tok/s", "train ×", "generate tok/s", "generate ×"],
+        headers=["model", "variant", "non-zero params", "train tok/s", "train ×", "gen tok/s", "gen ×"],
         tablefmt="github",
     )
     text = (
@@ -299,7 +299,7 @@ def main() -> None:
         text += (
             f"\n## Final evaluation: one stream, reference walk vs fast path\n\nA validation and a test split of "
             f"{args.eval_chars:,} random characters each, one lane (final_eval_batch_size 1), dense model: the "
-            "reference walks each split window by window (`pruning.train.evaluate`); the fast path "
+            "reference walks each split window by window (`pruning.train.evaluate_walk`); the fast path "
             "(`pruning.text_data.evaluate_streams`, what `final_lm_eval` runs) walks both splits side by side, "
             "the SRU in long windows, the Transformer-XL's stream cut into lanes with an exact burn-in. Medians of "
             f"{args.eval_rounds} alternating rounds; |Δ bpc|: the larger difference of the two splits' bits per "
