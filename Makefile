@@ -20,11 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)          ## the embedded default: digits 8x8, small VGG, L1-norm 50%, fine-tune (~17 s on 2 idle CPU cores)
 	$(VENV)/bin/prune-exp
 
-test: $(STAMP)          ## fast CPU test suite (what CI runs): one worker per core, one torch thread each
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
+test: $(STAMP)          ## fast CPU test suite (what CI runs): one worker per core, one torch thread each; the 10 slowest listed
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --durations=10
 
-test-integration: $(STAMP)   ## subprocess runs, sweeps (joblib), torchrun (DDP on CPU), wheel build, SIGTERM/Ctrl-C
-	$(PY) -m pytest -q -m integration
+test-integration: $(STAMP)   ## subprocess runs, sweeps (joblib), torchrun (DDP on CPU), wheel build, SIGTERM/Ctrl-C, every preset's jobs dry-run; prints its time (budget: 15 min)
+	@start=$$(date +%s); $(PY) -m pytest -q -m integration --durations=15; rc=$$?; \
+	echo "make test-integration: $$(( $$(date +%s) - start )) s (budget 900 s)"; exit $$rc
 
 test-slow: $(STAMP)     ## slow end-to-end tests on the real data in ../shared/data (skip when absent)
 	$(PY) -m pytest -q -m slow

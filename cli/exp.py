@@ -189,10 +189,13 @@ def _raise_terminated(signum, frame) -> None:
 def main() -> None:
     from pruning.cli.precheck import prepare
 
+    from pruning.plugins import searchpath_override
+
     signal.signal(signal.SIGTERM, _raise_terminated)  # SLURM time-out / pre-emption: stop like Ctrl-C
     created = _first_missing(_guess_results_root(sys.argv[1:]))
     try:
-        message, argv = prepare(sys.argv[1:])  # argv: quoted numbers as numbers, +group= as group=
+        plugins = searchpath_override(sys.argv[1:])  # installed plug-ins' config folders (pruning.plugins)
+        message, argv = prepare([*sys.argv[1:], *plugins])  # argv: quoted numbers as numbers, +group= as group=
         if message:
             error(message)
         sys.argv[1:] = argv

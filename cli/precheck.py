@@ -117,6 +117,14 @@ def prepare(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     return message, argv
 
 
+def _plugin_options(group: str) -> list[str]:
+    """The options installed plug-ins add to a config group (their config folders are on Hydra's
+    search path through ``hydra.searchpath``, pruning.plugins)."""
+    from pruning.plugins import conf_dirs
+
+    return sorted(p.stem for conf in conf_dirs() for p in (conf / group).glob("*.yaml"))
+
+
 def _precheck(overrides: list[str], multirun: bool, final: list[str]) -> str | None:
     """``precheck`` of the overrides; ``final`` receives them as Hydra is to run them."""
     from hydra import compose, initialize_config_module
@@ -145,7 +153,7 @@ def _precheck(overrides: list[str], multirun: bool, final: list[str]) -> str | N
                 group = o.key_or_group
                 if o.is_delete() or not loader.repository.group_exists(group):
                     continue
-                options = loader.get_group_options(group)
+                options = loader.get_group_options(group) + _plugin_options(group)
                 for value in _values(o):
                     if value is None or str(value) == "null":
                         continue
@@ -286,7 +294,9 @@ class KeyChecker:
         return None
 
     def job_base(self, parsed: Sequence) -> object:
-        return self.base(tuple(o.input_line for o in parsed if self.is_group(o) and not o.is_delete()))
+        """The job's config from its group choices (and the search path, where plug-ins add options)."""
+        keep = [o for o in parsed if (self.is_group(o) and not o.is_delete()) or o.key_or_group == "hydra.searchpath"]
+        return self.base(tuple(o.input_line for o in keep))
 
     def check_job(self, parsed: Sequence) -> str | None:
         """The message for the first key of this job that its config lacks, or None."""

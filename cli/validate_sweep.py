@@ -52,10 +52,12 @@ class ValidateSweep(Callback):
             sys.exit(2)
 
         checker = KeyChecker(config.hydra.job.config_name)
+        # the plug-ins' config folders (pruning.plugins): compose here does not see the app's search path
+        searchpath = [o for o in config.hydra.overrides.hydra if str(o).startswith("hydra.searchpath=")]
         for job in sweep_jobs(config):
             try:
-                check_job_keys(job, checker=checker)  # an unknown key: our message, not Hydra's advice
-                cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
+                check_job_keys([*job, *searchpath], checker=checker)  # an unknown key: our message
+                cfg = compose(config_name=config.hydra.job.config_name, overrides=[*job, *searchpath])
                 plain = {
                     k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                     for k in cfg

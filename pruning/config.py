@@ -36,9 +36,14 @@ def make_method(method_cfg: dict) -> Method:
     if not target:
         raise PruneLabError(f"method config {method_cfg.get('name')!r} has no _target_")
     module_name, _, cls_name = target.rpartition(".")
-    if not module_name.startswith(METHODS_PACKAGE + "."):  # a config names a method, never arbitrary code
+    from pruning.plugins import METHODS_GROUP, method_targets
+
+    # a config names a method, never arbitrary code: one of pruning.methods, or a class an installed
+    # plug-in declares as a prune_lab.methods entry point (pruning.plugins)
+    if not module_name.startswith(METHODS_PACKAGE + ".") and target not in method_targets():
         raise PruneLabError(
-            f"method _target_ {target!r} is not a prune-lab method (it must be a Method class in {METHODS_PACKAGE})"
+            f"method _target_ {target!r} is not a prune-lab method (it must be a Method class in {METHODS_PACKAGE}, "
+            f"or one an installed plug-in declares in the entry point group {METHODS_GROUP})"
         )
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)

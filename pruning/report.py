@@ -865,8 +865,26 @@ def _check_spec(name: str, spec: Any, path: Path) -> dict[str, Any]:
 
 
 def load_specs(spec_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The report specs (``*.yaml``) of ``spec_dir`` (default: ``default_spec_dir()``) by name."""
+    """The report specs (``*.yaml``) of ``spec_dir`` (default: ``default_spec_dir()``, plus the
+    ``report/`` folder of every installed plug-in's config package, ``pruning.plugins``) by name."""
     directory = Path(spec_dir) if spec_dir is not None else default_spec_dir()
+    specs = _load_spec_dir(directory)
+    if spec_dir is None:
+        from pruning.plugins import conf_dirs
+
+        for conf in conf_dirs():
+            if (conf / "report").is_dir():
+                for name, spec in _load_spec_dir(conf / "report").items():
+                    if name in specs:
+                        raise PruneLabError(
+                            f"report spec {name!r} of the plug-in config {conf} has the name of one already "
+                            "loaded; rename the plug-in's spec file"
+                        )
+                    specs[name] = spec
+    return specs
+
+
+def _load_spec_dir(directory: Path) -> dict[str, dict[str, Any]]:
     if not directory.is_dir():
         raise PruneLabError(f"report spec directory {directory} does not exist")
     # the conf/ whose experiments and table rows the specs name: the spec directory's parent
