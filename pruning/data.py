@@ -45,7 +45,6 @@ dispatches to it; the loops in train.py pick the metric by ``data.task``.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import gzip
 import hashlib
@@ -64,6 +63,7 @@ import numpy as np
 import torch
 
 from pruning import PruneLabError
+from pruning.data_protocol import Data, canonical_device, rank_share, shard
 
 # Official archive + per-file md5 sums (the same values torchvision checks).
 CIFAR = {
@@ -148,110 +148,7 @@ IDX_IMAGE_SIZE = 28
 
 
 # ----------------------------------------------------------------------------- the protocol
-def _rank_share(t: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Every world_size-th element from ``rank`` on, after trimming to a multiple of world_size."""
-    return t[: (len(t) // world_size) * world_size][rank::world_size]
-
-
-def _shard(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The contiguous [lo, hi) part of ``n`` ordered items that ``rank`` evaluates."""
-    return n * rank // world_size, n * (rank + 1) // world_size
-
-
-def _canonical_device(device: str | torch.device) -> torch.device:
-    """``cuda`` -> ``cuda:<current>``: the device the tensors report after ``.to("cuda")``."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-class Data(abc.ABC):
-    """What the pipeline, train.py and the methods may use of a dataset (see the module
-    docstring). Nothing here assumes images: inputs are whatever ``train_batches`` yields.
-
-    Subclasses provide the attributes ``name``, ``train``, ``test`` (splits with ``len()``,
-    ``to(device)`` and ``subset(indices)``), ``info``, ``augment`` and ``device``, and the methods
-    marked abstract; the rest is shared."""
-
-    task: str = "?"
-    name: str
-    train: Any
-    test: Any
-    info: dict
-    augment: bool
-    device: torch.device
-
-    # --- what each kind provides
-    @property
-    @abc.abstractmethod
-    def input_shape(self) -> tuple[int, ...]:
-        """One input's shape without the batch dimension (FLOPs counts and model checks use it)."""
-
-    @abc.abstractmethod
-    def _replace(self, **changes: Any) -> Data:
-        """A copy with some of ``train``, ``test``, ``info``, ``device``, ``augment`` changed."""
-
-    @abc.abstractmethod
-    def train_batches(
-        self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled (augmented) training batches on ``self.device``; the order depends only on
-        ``generator``; under DDP a disjoint share per rank (see ``_rank_share``)."""
-
-    @abc.abstractmethod
-    def test_batches(
-        self, batch_size: int, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Test batches in order on ``self.device``; under DDP a contiguous shard per rank."""
-
-    @abc.abstractmethod
-    def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """``count`` random training inputs, prepared as for testing (no augmentation), on the
-        device: what data-driven pruning criteria (ThiNet, LASSO channel pruning) run on."""
-
-    # --- shared
-    def to(self, device: str | torch.device) -> Data:
-        """The same data with both splits on ``device``; ``data.device`` records it."""
-        device = _canonical_device(device)
-        return self._replace(train=self.train.to(device), test=self.test.to(device), device=device)
-
-    @property
-    def label(self) -> str:
-        """How tables name the data (``data.label``, else a default per kind)."""
-        return self.info.get("label") or self.name
-
-    @property
-    def fingerprint(self) -> str | None:
-        """Content hash of the data read (part of the baseline cache key)."""
-        return self.info.get("fingerprint")
-
-    def subset_indices(self, count: int) -> list[int]:
-        """Which training items ``subset_train(count)`` keeps: the first ``count``."""
-        return list(range(count))
-
-    def subset_train(self, count: int) -> Data:
-        """Only ``count`` training items (``data.train_subset``); the test set is unchanged."""
-        if not 0 < count <= len(self.train):
-            raise PruneLabError(f"data.train_subset={count} must be in [1, {len(self.train)}]")
-        return self._replace(train=self.train.subset(self.subset_indices(count)))
-
-    def split_train(self, fraction: float, seed: int) -> tuple[Data, Data]:
-        """Two datasets whose training sets are disjoint random parts of this one's (the first
-        holds ``fraction`` of the items, both keep their original order), sharing the test set:
-        e.g. TAS updates weights on one part and architecture parameters on the other."""
-        if not 0.0 < fraction < 1.0:
-            raise PruneLabError(f"split fraction {fraction!r} must be in (0, 1)")
-        n = len(self.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        cut = int(round(n * fraction))
-        if cut < 1 or cut >= n:
-            raise PruneLabError(f"cannot split {n} training images at fraction {fraction}: one part would be empty")
-        parts = []
-        for idx in (order[:cut].sort().values, order[cut:].sort().values):
-            info = {**self.info, "split": {"fraction": fraction, "seed": seed, "size": len(idx)}}
-            parts.append(self._replace(train=self.train.subset(idx), info=info))
-        return parts[0], parts[1]
+# ``Data`` and the shared helpers live in pruning.data_protocol (text_data builds on them too)
 
 
 class ClassificationData(Data):
@@ -339,7 +236,7 @@ class ImageData(ClassificationData):
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         flip = torch.rand(n, generator=generator) < 0.5
         if world_size > 1:
-            order, dy, dx, flip = (_rank_share(t, rank, world_size) for t in (order, dy, dx, flip))
+            order, dy, dx, flip = (rank_share(t, rank, world_size) for t in (order, dy, dx, flip))
         order, dy, dx, flip = (t.to(self.device, non_blocking=True) for t in (order, dy, dx, flip))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -358,7 +255,7 @@ class ImageData(ClassificationData):
         self, batch_size: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
-        lo, hi = _shard(len(self.test), rank, world_size)
+        lo, hi = shard(len(self.test), rank, world_size)
         for start in range(lo, hi, batch_size):
             end = min(start + batch_size, hi)
             yield self.normalise(self.test.images[start:end]), self.test.labels[start:end]
@@ -989,7 +886,7 @@ class FolderImageData(ClassificationData):
     ) -> None:
         self.name, self.train, self.test, self.num_classes = name, train, test, num_classes
         self.crop_size, self.resize_size, self.workers = int(crop_size), int(resize_size), int(workers)
-        self.augment, self.info, self.device = augment, dict(info or {}), _canonical_device(device)
+        self.augment, self.info, self.device = augment, dict(info or {}), canonical_device(device)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self._loaders: dict[tuple, tuple[torch.utils.data.DataLoader, _IndexSampler]] = {}
 
@@ -1053,14 +950,14 @@ class FolderImageData(ClassificationData):
         ``workers=0``), which the pipeline's seeding makes reproducible."""
         order = torch.randperm(len(self.train), generator=generator)
         if world_size > 1:
-            order = _rank_share(order, rank, world_size)
+            order = rank_share(order, rank, world_size)
         return self._batches("train", order.tolist(), batch_size)
 
     def test_batches(
         self, batch_size: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation batches in order; with DDP each rank gets a contiguous shard (no overlap)."""
-        lo, hi = _shard(len(self.test), rank, world_size)
+        lo, hi = shard(len(self.test), rank, world_size)
         return self._batches("test", list(range(lo, hi)), batch_size)
 
     def sample_inputs(self, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Byte-level text corpora for character language models: enwik8 and any file read the same way.
 
-``TextData`` is the ``pruning.data.Data`` protocol for a token stream (``task = "language_model"``):
+``TextData`` is the ``pruning.data_protocol.Data`` protocol for a token stream (``task = "language_model"``):
 
 * **Reading.** ``data=enwik8`` reads the official ``enwik8.zip`` (Hutter Prize, mattmahoney.net)
   or the extracted ``enwik8`` file in ``data.root``; the content must be 100,000,000 bytes, and
@@ -77,7 +77,7 @@ import torch
 import torch.nn.functional as F
 
 from pruning import PruneLabError
-from pruning.data import Data, _canonical_device
+from pruning.data_protocol import Data, canonical_device
 from pruning.distributed import SINGLE, DistInfo, all_reduce_sum
 
 ENWIK8 = {
@@ -571,7 +571,7 @@ class TextData(Data):
         return dataclasses.replace(self, **changes)
 
     def to(self, device: str | torch.device) -> TextData:
-        device = _canonical_device(device)
+        device = canonical_device(device)
         return self._replace(
             train=self.train.to(device), valid=self.valid.to(device), test=self.test.to(device), device=device
         )
