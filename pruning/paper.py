@@ -36,6 +36,9 @@ import yaml
 
 from pruning import PruneLabError
 
+# the mark of a paper value not yet verified against the paper (every table, every format)
+UNVERIFIED_MARK = "†"
+
 ROW_KEY = "paper_row"
 # defaults-list groups and method keys of a table_row file that become its report filter
 FILTER_GROUPS = ("data", "model", "method", "adv_train")

@@ -92,7 +92,7 @@ from pruning.figure_style import (
     shifted,
 )
 from pruning.io import atomic_write, os_error_message
-from pruning.paper import SAFE_LOADER, expand_rows
+from pruning.paper import SAFE_LOADER, UNVERIFIED_MARK, expand_rows  # the mark: shared with report_html
 from pruning.results import KEY_FIELDS, STATUSES, RunMetrics, StageRecord
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,6 @@ DELTA_KINDS = ("accuracy", "percent", "value")
 SEEDED_KINDS = ("accuracy", "percent", "value", "robust", "times")  # averaged over seeds: the row's n
 
 ACCURACY_NOTE = "Top-1 test accuracy (%) is the best over epochs (top1_best), as the paper reports it"
-UNVERIFIED_MARK = "†"
 UNVERIFIED_FOOTNOTE = "† recalled value, not yet checked against the paper (shared/reference/papers.md)"
 MISSED_MARK = "‡"  # a cell with a run that missed its target (asked vs achieved in the caption)
 LATEX_SYMBOLS = {

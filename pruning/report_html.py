@@ -16,8 +16,12 @@ import base64
 import html
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pruning.report import UNVERIFIED_MARK, ReportTable
+from pruning.paper import UNVERIFIED_MARK
+
+if TYPE_CHECKING:  # annotations only: report.py imports this module, never the other way at run time
+    from pruning.report import ReportTable
 
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dde5; --head: #f3f5f9; --accent: #2357a4; }
